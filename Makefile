@@ -1,0 +1,63 @@
+# mhub-fmcib: the two commands of the README's quick start, and the helpers they use.
+#   make demo   create .venv, install, run the DICOM workflow on sample_data/
+#   make test   install the test extras (and, as root, the Debian tools), run the whole suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  := torch==2.13.0
+DEMO_OUT ?= demo_output
+
+.PHONY: demo test install install-test system-deps lint typecheck bench train-smoke clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# torch first, pinned: anything unpinned would pull a multi-GB CUDA build
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+# Debian tools the tests use: Orthanc + DICOMweb plugin, dcmtk's dsrdump. Installed when
+# running as root and missing; otherwise those tests skip with a reason (they fail in CI).
+system-deps:
+	@if command -v Orthanc >/dev/null 2>&1 && command -v dsrdump >/dev/null 2>&1 \
+	    && [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        orthanc orthanc-dicomweb dcmtk >/dev/null; \
+	else echo "note: Orthanc/dcmtk missing and not root: DICOMweb and dsrdump tests will skip"; fi
+
+demo: $(VENV)/.installed
+	$(BIN)/python scripts/demo.py --output $(DEMO_OUT)
+
+# The whole suite runs in a private network namespace (loopback only) when possible:
+# Orthanc binds every interface, and no test may reach any other address.
+test: $(VENV)/.installed-test system-deps
+	@if [ "$$(id -u)" = "0" ] && unshare --net true 2>/dev/null; then \
+	    scripts/netns-run.sh $(BIN)/python -m pytest $(PYTEST_ARGS); \
+	else \
+	    echo "note: no private network namespace (needs root): DICOMweb tests will skip"; \
+	    $(BIN)/python -m pytest $(PYTEST_ARGS); \
+	fi
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/core.py
+
+train-smoke: $(VENV)/.installed-test
+	sh training/scripts/train_smoke.sh
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,176 @@
+"""Plan the work of a run: which cases (a CT image and its seeds) there are.
+
+A case is the unit of work and of failure: a CT series with the SEGs that reference it,
+an image file with its mask, or an image (file or DICOM series folder) with seed rows.
+Planning reads headers only; pixels are read when a case is processed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import InputKind, RunConfig
+from .dicom.index import DicomIndex, InstanceKind, InstanceRecord, index_folder
+from .image_io import is_image_file
+from .seeds import SeedRow, read_seeds_csv
+from .types import CaseFailure
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DicomSegCase:
+    """A CT series and the SEG instances that belong to it."""
+
+    case_id: str
+    ct: tuple[InstanceRecord, ...]
+    segs: tuple[InstanceRecord, ...]
+
+
+@dataclass(frozen=True)
+class ImageMaskCase:
+    """An image file and its label mask file (each non-zero label is a lesion)."""
+
+    case_id: str
+    image: Path
+    mask: Path
+
+
+@dataclass(frozen=True)
+class SeedsCase:
+    """An image (file, or folder with one DICOM series) and seed rows for it."""
+
+    case_id: str
+    image: Path
+    rows: tuple[SeedRow, ...]
+
+
+Case = DicomSegCase | ImageMaskCase | SeedsCase
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Cases to process, problems found while planning, and the DICOM index (if any)."""
+
+    cases: tuple[Case, ...]
+    failures: tuple[CaseFailure, ...] = ()
+    index: DicomIndex | None = None
+    notes: tuple[str, ...] = field(default=())
+
+
+def match_segs_to_ct(index: DicomIndex) -> tuple[dict[str, list[InstanceRecord]], list[CaseFailure]]:
+    """Assign every SEG to one CT series (rules documented in the README):
+
+    1. a CT series named in the SEG's ReferencedSeriesSequence;
+    2. otherwise the one CT series of the same study with the SEG's Frame of Reference;
+    3. otherwise (none, or several candidates) the SEG fails with the candidates listed.
+    """
+    ct_series = index.by_series(InstanceKind.CT)
+    out: dict[str, list[InstanceRecord]] = defaultdict(list)
+    failures: list[CaseFailure] = []
+    for seg in index.of_kind(InstanceKind.SEG):
+        refs = [s for s in seg.referenced_series_uids if s in ct_series]
+        if len(refs) == 1:
+            out[refs[0]].append(seg)
+            continue
+        if len(refs) > 1:
+            failures.append(
+                CaseFailure(
+                    case_id=f"SEG {seg.sop_instance_uid}",
+                    paths=(str(seg.path),),
+                    error_type="SegmentationError",
+                    reason=f"SEG {seg.path} references several CT series ({', '.join(refs)}); "
+                    "split it into one SEG per series.",
+                )
+            )
+            continue
+        same_for = [
+            uid
+            for uid, recs in ct_series.items()
+            if seg.frame_of_reference_uid
+            and recs[0].frame_of_reference_uid == seg.frame_of_reference_uid
+            and recs[0].study_instance_uid == seg.study_instance_uid
+        ]
+        if len(same_for) == 1:
+            log.info("SEG %s: referenced series absent; matched CT %s by Frame of Reference", seg.path, same_for[0])
+            out[same_for[0]].append(seg)
+            continue
+        named = ", ".join(seg.referenced_series_uids) or "none"
+        if same_for:
+            reason = (
+                f"SEG {seg.path} references no CT series in the input (references: {named}) and "
+                f"{len(same_for)} CT series share its Frame of Reference ({', '.join(same_for)}); "
+                "add the referenced series or remove the others."
+            )
+        else:
+            reason = (
+                f"SEG {seg.path} references CT series {named}, which is not in the input; "
+                "add that series to the input folder."
+            )
+        failures.append(
+            CaseFailure(
+                case_id=f"SEG {seg.sop_instance_uid}",
+                reason=reason,
+                paths=(str(seg.path),),
+                error_type="SegmentationError",
+            )
+        )
+    return dict(out), failures
+
+
+def plan_dicom_folder(root: Path, workers: int = 1) -> Plan:
+    """Index a DICOM folder and form one case per CT series that has SEGs."""
+    index = index_folder(root, workers=workers)
+    ct_series = index.by_series(InstanceKind.CT)
+    segs_by_ct, failures = match_segs_to_ct(index)
+    cases = [
+        DicomSegCase(case_id=uid, ct=tuple(ct_series[uid]), segs=tuple(segs_by_ct[uid])) for uid in sorted(segs_by_ct)
+    ]
+    notes = [f"CT series {uid} has no SEG: not processed" for uid in sorted(set(ct_series) - set(segs_by_ct))]
+    for n in notes:
+        log.info(n)
+    if index.of_kind(InstanceKind.RTSTRUCT):
+        notes.append(
+            f"{len(index.of_kind(InstanceKind.RTSTRUCT))} RTSTRUCT instance(s) found; "
+            "use the from_rtstruct workflow to measure them"
+        )
+    return Plan(cases=tuple(cases), failures=tuple(failures), index=index, notes=tuple(notes))
+
+
+def plan_seeds_csv(path: Path) -> Plan:
+    """One case per distinct image of a seeds CSV."""
+    rows, bad = read_seeds_csv(path)
+    by_image: dict[Path, list[SeedRow]] = defaultdict(list)
+    for r in rows:
+        by_image[r.image].append(r)
+    failures = [
+        CaseFailure(
+            case_id=f"{path.name} row {b.row_number}", reason=b.reason, paths=(str(path),), error_type="SeedError"
+        )
+        for b in bad
+    ]
+    cases = [SeedsCase(case_id=str(img), image=img, rows=tuple(rs)) for img, rs in by_image.items()]
+    return Plan(cases=tuple(cases), failures=tuple(failures))
+
+
+def plan(config: RunConfig, workers: int = 1) -> Plan:
+    """The cases of a run, from its configuration."""
+    if config.input_kind is InputKind.SEEDS_CSV:
+        return plan_seeds_csv(config.input)
+    if config.input_kind is InputKind.IMAGE_FILE:
+        if config.mask is None:  # RunConfig refuses this; kept for type narrowing
+            return Plan(cases=())
+        return Plan(cases=(ImageMaskCase(case_id=str(config.input), image=config.input, mask=config.mask),))
+    return plan_dicom_folder(config.input, workers=workers)
+
+
+def infer_input_kind(path: Path, seeds: bool) -> InputKind:
+    """INPUT's kind from the command line: ``--seeds`` → seeds CSV; an image file; else DICOM."""
+    if seeds:
+        return InputKind.SEEDS_CSV
+    if path.is_file() and is_image_file(path):
+        return InputKind.IMAGE_FILE
+    return InputKind.DICOM_FOLDER

@@ -1,0 +1,317 @@
+"""Assemble a CT series (one file per slice) into a :class:`~mhub_fmcib.types.Volume` in HU.
+
+Slices are sorted by their position along the slice normal. A series that would give wrong
+geometry is refused with a :class:`~mhub_fmcib.errors.GeometryError` naming the series:
+missing or duplicate positions, non-uniform spacing, mixed orientations or pixel grids,
+gantry tilt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pydicom
+
+from ..errors import DicomImportError, GeometryError
+from ..types import Volume
+from .index import InstanceRecord
+
+#: Relative tolerance on slice spacing uniformity (fraction of the median spacing).
+SPACING_RTOL = 0.01
+#: Tolerance on direction cosines.
+ORIENTATION_ATOL = 1e-4
+#: In-plane drift of slice origins (mm) above which the series counts as tilted.
+TILT_ATOL_MM = 0.05
+#: Largest series we assemble (voxels): 2048 x 2048 x 4096 int16 is 32 GiB.
+MAX_VOXELS = 2_000_000_000
+
+
+@dataclass(frozen=True, eq=False)
+class CtSeries:
+    """An assembled CT series.
+
+    Attributes:
+        volume: HU as float32, (I, J, K) = (columns, rows, slices sorted along the normal).
+        datasets: the slices' datasets (pixel data removed), in the same order as ``k``.
+        dropped: (path, reason) of files left out (damaged duplicates of a slice).
+    """
+
+    volume: Volume
+    datasets: tuple[pydicom.Dataset, ...]
+    dropped: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def series_instance_uid(self) -> str:
+        return str(self.datasets[0].SeriesInstanceUID)
+
+    @property
+    def study_instance_uid(self) -> str:
+        return str(self.datasets[0].StudyInstanceUID)
+
+    @property
+    def frame_of_reference_uid(self) -> str | None:
+        v = self.datasets[0].get("FrameOfReferenceUID")
+        return str(v) if v else None
+
+    @property
+    def sop_instance_uids(self) -> tuple[str, ...]:
+        return tuple(str(d.SOPInstanceUID) for d in self.datasets)
+
+
+def _floats(ds: pydicom.Dataset, keyword: str, n: int, series: str, path: str) -> npt.NDArray[np.float64]:
+    value = ds.get(keyword)
+    if value is None:
+        raise GeometryError(
+            f"series {series}: {path} has no {keyword}; it cannot be placed in 3D. "
+            "Remove the file from the input or restore the tag."
+        )
+    try:
+        arr = np.asarray([float(v) for v in (value if n > 1 else [value])], dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise GeometryError(f"series {series}: {path} has an unreadable {keyword} {value!r}") from e
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+        raise GeometryError(f"series {series}: {path} has a malformed {keyword} {value!r}")
+    return arr
+
+
+def _read(rec: InstanceRecord) -> pydicom.Dataset:
+    try:
+        return pydicom.dcmread(rec.path)
+    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise DicomImportError(f"series {rec.series_instance_uid}: cannot read {rec.path}: {e}") from e
+
+
+def _pixels(ds: pydicom.Dataset, series: str, path: str) -> npt.NDArray[np.float32]:
+    try:
+        px = ds.pixel_array
+    except (AttributeError, ValueError, RuntimeError, NotImplementedError, TypeError, KeyError) as e:
+        raise DicomImportError(
+            f"series {series}: pixel data of {path} cannot be decoded ({type(e).__name__}: {e}). "
+            "If it is compressed, install the matching pylibjpeg/pyjpegls plugin; otherwise "
+            "the file is damaged."
+        ) from e
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    hu: npt.NDArray[np.float32] = px.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    return hu
+
+
+def assemble_ct(records: Sequence[InstanceRecord]) -> CtSeries:
+    """Read and assemble one single-frame CT series.
+
+    Raises:
+        GeometryError: the slices do not form one regular 3D grid.
+        DicomImportError: a file cannot be read or decoded.
+    """
+    if not records:
+        raise DicomImportError("empty CT series")
+    series = records[0].series_instance_uid
+    if any(r.number_of_frames > 1 for r in records):
+        return _assemble_multiframe(records)
+    recs, dropped = _deduplicate(records, series)
+    dss = [_read(r) for r in recs]
+    first = dss[0]
+    iop = _floats(first, "ImageOrientationPatient", 6, series, str(recs[0].path))
+    row_dir, col_dir = iop[:3], iop[3:]
+    if (
+        abs(np.linalg.norm(row_dir) - 1) > 1e-3
+        or abs(np.linalg.norm(col_dir) - 1) > 1e-3
+        or abs(float(row_dir @ col_dir)) > 1e-3
+    ):
+        raise GeometryError(f"series {series}: ImageOrientationPatient {iop.tolist()} is not orthonormal")
+    normal = np.cross(row_dir, col_dir)
+    rows, cols = int(first.get("Rows", 0) or 0), int(first.get("Columns", 0) or 0)
+    if rows < 1 or cols < 1:
+        raise GeometryError(f"series {series}: {recs[0].path} has Rows/Columns {rows}x{cols}")
+    if rows * cols * len(dss) > MAX_VOXELS:
+        raise DicomImportError(f"series {series}: {cols}x{rows}x{len(dss)} voxels is beyond the supported size")
+    spacing = _floats(first, "PixelSpacing", 2, series, str(recs[0].path))
+    if np.any(spacing <= 0):
+        raise GeometryError(f"series {series}: PixelSpacing {spacing.tolist()} is not positive")
+    positions = []
+    for r, ds in zip(recs, dss, strict=True):
+        o = _floats(ds, "ImageOrientationPatient", 6, series, str(r.path))
+        if not np.allclose(o, iop, atol=ORIENTATION_ATOL):
+            raise GeometryError(
+                f"series {series}: mixed orientations ({r.path} has {o.tolist()}, "
+                f"{recs[0].path} has {iop.tolist()}); split the series or remove stray files."
+            )
+        if int(ds.get("Rows", 0) or 0) != rows or int(ds.get("Columns", 0) or 0) != cols:
+            raise GeometryError(
+                f"series {series}: {r.path} is {ds.get('Columns')}x{ds.get('Rows')}, others {cols}x{rows}"
+            )
+        if not np.allclose(_floats(ds, "PixelSpacing", 2, series, str(r.path)), spacing, rtol=1e-4):
+            raise GeometryError(f"series {series}: {r.path} has a different PixelSpacing")
+        positions.append(_floats(ds, "ImagePositionPatient", 3, series, str(r.path)))
+    pos = np.asarray(positions)
+    along = pos @ normal
+    order = np.argsort(along, kind="stable")
+    pos, along = pos[order], along[order]
+    dss = [dss[i] for i in order]
+    recs = [recs[i] for i in order]
+    if len(dss) > 1:
+        steps = np.diff(along)
+        dup = np.flatnonzero(steps < 1e-3)
+        if dup.size:
+            i = int(dup[0])
+            raise GeometryError(
+                f"series {series}: duplicate slice position {along[i]:.3f} mm along the normal "
+                f"({recs[i].path} and {recs[i + 1].path}); remove the duplicate."
+            )
+        med = float(np.median(steps))
+        bad = np.flatnonzero(np.abs(steps - med) > SPACING_RTOL * med)
+        if bad.size:
+            i = int(bad[0])
+            ratio = steps[i] / med
+            kind = "missing slice(s)" if ratio > 1.5 and abs(ratio - round(ratio)) < 0.1 else "non-uniform spacing"
+            raise GeometryError(
+                f"series {series}: {kind}: slice spacing {steps[i]:.3f} mm between "
+                f"{recs[i].path.name} and {recs[i + 1].path.name}, expected {med:.3f} mm "
+                f"(tolerance {SPACING_RTOL:.0%}). Check the export is complete."
+            )
+        step_vec = (pos[-1] - pos[0]) / (len(pos) - 1)
+        drift = pos - pos[0] - np.outer(np.arange(len(pos)), step_vec)
+        inplane = step_vec - (step_vec @ normal) * normal
+        if np.linalg.norm(inplane) > TILT_ATOL_MM or np.abs(drift).max() > TILT_ATOL_MM * 10:
+            raise GeometryError(
+                f"series {series}: slice origins are not along the slice normal "
+                f"(in-plane shift {np.linalg.norm(inplane):.3f} mm per slice): gantry tilt or a "
+                "sheared acquisition, which this software does not resample. Correct the tilt "
+                "(e.g. with dcm2niix's gantry tilt correction) first."
+            )
+        k_vec = step_vec
+    else:
+        thickness = float(first.get("SliceThickness", 1.0) or 1.0)
+        k_vec = normal * thickness
+    arr = np.empty((cols, rows, len(dss)), dtype=np.float32)
+    for k, (r, ds) in enumerate(zip(recs, dss, strict=True)):
+        px = _pixels(ds, series, str(r.path))
+        if px.shape != (rows, cols):
+            raise DicomImportError(
+                f"series {series}: {r.path} pixel data has shape {px.shape}, header says {rows}x{cols}"
+            )
+        arr[:, :, k] = px.T
+        if "PixelData" in ds:
+            del ds.PixelData
+    affine = np.eye(4)
+    affine[:3, 0] = row_dir * spacing[1]
+    affine[:3, 1] = col_dir * spacing[0]
+    affine[:3, 2] = k_vec
+    affine[:3, 3] = pos[0]
+    return CtSeries(volume=Volume(array=arr, affine=affine), datasets=tuple(dss), dropped=dropped)
+
+
+def _decodes(path: Path) -> bool:
+    try:
+        ds = pydicom.dcmread(path)
+        return ds.pixel_array.size == int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1)
+    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, RuntimeError, NotImplementedError):
+        return False
+
+
+def _deduplicate(
+    records: Sequence[InstanceRecord], series: str
+) -> tuple[list[InstanceRecord], tuple[tuple[str, str], ...]]:
+    """One record per SOPInstanceUID. Identical copies are dropped silently; of differing
+    copies, a single one whose pixels decode is kept (the others are reported as dropped);
+    two differing valid copies are ambiguous and refuse the series."""
+    groups: dict[str, list[InstanceRecord]] = {}
+    for r in records:
+        groups.setdefault(r.sop_instance_uid, []).append(r)
+    kept: list[InstanceRecord] = []
+    dropped: list[tuple[str, str]] = []
+    for uid, recs in groups.items():
+        distinct: dict[bytes, InstanceRecord] = {}
+        for r in recs:
+            distinct.setdefault(r.path.read_bytes(), r)
+        if len(distinct) == 1:
+            kept.append(recs[0])
+            continue
+        valid = [r for r in distinct.values() if _decodes(r.path)]
+        if len(valid) != 1:
+            paths = ", ".join(str(r.path) for r in distinct.values())
+            raise GeometryError(
+                f"series {series}: SOPInstanceUID {uid} occurs in {len(distinct)} files with different "
+                f"content ({paths}); {'all' if valid else 'none'} of them decode, so the right one "
+                "cannot be chosen. Remove the wrong copies."
+            )
+        kept.append(valid[0])
+        dropped += [
+            (str(r.path), f"damaged duplicate of SOPInstanceUID {uid} (kept {valid[0].path})")
+            for r in distinct.values()
+            if r is not valid[0]
+        ]
+    return kept, tuple(dropped)
+
+
+def _assemble_multiframe(records: Sequence[InstanceRecord]) -> CtSeries:
+    """Enhanced (multi-frame) CT: one instance, geometry from per-frame functional groups."""
+    series = records[0].series_instance_uid
+    if len(records) != 1:
+        raise DicomImportError(
+            f"series {series}: {len(records)} multi-frame instances in one series; "
+            "pass one enhanced CT instance per series"
+        )
+    rec = records[0]
+    ds = _read(rec)
+    try:
+        shared = ds.SharedFunctionalGroupsSequence[0]
+        per_frame = ds.PerFrameFunctionalGroupsSequence
+        iop_src = (
+            shared.PlaneOrientationSequence[0]
+            if "PlaneOrientationSequence" in shared
+            else per_frame[0].PlaneOrientationSequence[0]
+        )
+        ps_src = (
+            shared.PixelMeasuresSequence[0]
+            if "PixelMeasuresSequence" in shared
+            else per_frame[0].PixelMeasuresSequence[0]
+        )
+        iop = _floats(iop_src, "ImageOrientationPatient", 6, series, str(rec.path))
+        spacing = _floats(ps_src, "PixelSpacing", 2, series, str(rec.path))
+        positions = np.asarray(
+            [_floats(f.PlanePositionSequence[0], "ImagePositionPatient", 3, series, str(rec.path)) for f in per_frame]
+        )
+    except (AttributeError, IndexError, KeyError) as e:
+        raise GeometryError(
+            f"series {series}: enhanced CT {rec.path} lacks plane position/orientation functional groups ({e})"
+        ) from e
+    try:
+        px = ds.pixel_array
+    except (AttributeError, ValueError, RuntimeError, NotImplementedError, TypeError, KeyError) as e:
+        raise DicomImportError(f"series {series}: pixel data of {rec.path} cannot be decoded: {e}") from e
+    if px.ndim == 2:
+        px = px[None]
+    slopes = np.ones(len(per_frame), np.float32)
+    intercepts = np.zeros(len(per_frame), np.float32)
+    for n, f in enumerate(per_frame):
+        src = f if "PixelValueTransformationSequence" in f else shared
+        if "PixelValueTransformationSequence" in src:
+            t = src.PixelValueTransformationSequence[0]
+            slopes[n] = float(t.get("RescaleSlope", 1) or 1)
+            intercepts[n] = float(t.get("RescaleIntercept", 0) or 0)
+        else:
+            slopes[n] = float(ds.get("RescaleSlope", 1) or 1)
+            intercepts[n] = float(ds.get("RescaleIntercept", 0) or 0)
+    row_dir, col_dir = iop[:3], iop[3:]
+    normal = np.cross(row_dir, col_dir)
+    along = positions @ normal
+    order = np.argsort(along, kind="stable")
+    positions, along = positions[order], along[order]
+    steps = np.diff(along)
+    if steps.size and (
+        np.any(steps < 1e-3) or np.any(np.abs(steps - np.median(steps)) > SPACING_RTOL * np.median(steps))
+    ):
+        raise GeometryError(f"series {series}: frames of {rec.path} are duplicated, missing or unevenly spaced")
+    hu = px[order].astype(np.float32) * slopes[order, None, None] + intercepts[order, None, None]
+    affine = np.eye(4)
+    affine[:3, 0] = row_dir * spacing[1]
+    affine[:3, 1] = col_dir * spacing[0]
+    affine[:3, 2] = (positions[-1] - positions[0]) / (len(positions) - 1) if len(positions) > 1 else normal
+    affine[:3, 3] = positions[0]
+    del ds.PixelData
+    return CtSeries(volume=Volume(array=hu.transpose(2, 1, 0), affine=affine), datasets=(ds,))

@@ -1,0 +1,150 @@
+"""Read DICOM SEG objects (with highdicom) and place their segments on a CT grid."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import SegmentationError
+from ..types import CodeTuple
+from .ct import CtSeries
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """Description of one segment of a SEG."""
+
+    number: int
+    label: str
+    property_type: CodeTuple | None
+    anatomic_region: CodeTuple | None
+
+
+def _code(item: object) -> CodeTuple | None:
+    if item is None:
+        return None
+    try:
+        return (str(item.CodeValue), str(item.CodingSchemeDesignator), str(item.CodeMeaning))  # type: ignore[attr-defined]
+    except AttributeError:
+        return None
+
+
+@dataclass(frozen=True, eq=False)
+class SegObject:
+    """A SEG read with highdicom, with its segment descriptions."""
+
+    path: Path
+    seg: hd.seg.Segmentation
+    segments: tuple[SegmentInfo, ...]
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return str(self.seg.SOPInstanceUID)
+
+    @property
+    def frame_of_reference_uid(self) -> str | None:
+        v = self.seg.get("FrameOfReferenceUID")
+        return str(v) if v else None
+
+
+def read_seg(path: Path) -> SegObject:
+    """Read a SEG file with highdicom.
+
+    Raises:
+        SegmentationError: the file is not a readable SEG.
+    """
+    try:
+        seg = hd.seg.segread(str(path))
+    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+        raise SegmentationError(f"SEG {path} cannot be read: {type(e).__name__}: {e}") from e
+    infos = []
+    for item in seg.get("SegmentSequence", []):
+        regions = item.get("AnatomicRegionSequence")
+        infos.append(
+            SegmentInfo(
+                number=int(item.SegmentNumber),
+                label=str(item.get("SegmentLabel", "") or f"Segment {item.SegmentNumber}"),
+                property_type=_code(item.SegmentedPropertyTypeCodeSequence[0])
+                if "SegmentedPropertyTypeCodeSequence" in item
+                else None,
+                anatomic_region=_code(regions[0]) if regions else None,
+            )
+        )
+    return SegObject(path=Path(path), seg=seg, segments=tuple(infos))
+
+
+def select_segments(seg: SegObject, wanted: Sequence[str]) -> list[SegmentInfo]:
+    """The segments to measure: all, or those named by number or label in ``wanted``."""
+    if not wanted:
+        return list(seg.segments)
+    keep = [s for s in seg.segments if str(s.number) in wanted or s.label in wanted]
+    return keep
+
+
+def segment_mask_on_ct(seg: SegObject, number: int, ct: CtSeries) -> npt.NDArray[np.bool_]:
+    """Segment ``number`` of ``seg`` as a boolean mask on the CT grid, shape (I, J, K).
+
+    Frames are matched to CT slices through their source-image references; a SEG without
+    them is placed by geometry (its grid must coincide with the CT's, up to axis order).
+
+    Raises:
+        SegmentationError: the SEG's Frame of Reference differs from the CT's, or its frames
+            do not fall on the CT's voxels.
+    """
+    ct_for = ct.frame_of_reference_uid
+    if seg.frame_of_reference_uid and ct_for and seg.frame_of_reference_uid != ct_for:
+        raise SegmentationError(
+            f"SEG {seg.path} (FrameOfReferenceUID {seg.frame_of_reference_uid}) is not in the "
+            f"Frame of Reference of CT series {ct.series_instance_uid} ({ct_for}); its masks "
+            "cannot be placed on that CT."
+        )
+    uids = list(ct.sop_instance_uids)
+    try:
+        px = seg.seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=uids,
+            segment_numbers=[number],
+            assert_missing_frames_are_empty=True,
+            combine_segments=False,
+        )
+        # (slices, rows, cols, 1) -> (cols, rows, slices)
+        return np.asarray(px[..., 0] > 0).transpose(2, 1, 0)
+    except (ValueError, KeyError, AttributeError, IndexError, RuntimeError):
+        return _mask_by_geometry(seg, number, ct)
+
+
+def _mask_by_geometry(seg: SegObject, number: int, ct: CtSeries) -> npt.NDArray[np.bool_]:
+    try:
+        vol = seg.seg.get_volume(segment_numbers=[number], combine_segments=False)
+    except (ValueError, KeyError, AttributeError, IndexError, RuntimeError) as e:
+        raise SegmentationError(
+            f"SEG {seg.path} segment {number}: frames reference no CT instance of series "
+            f"{ct.series_instance_uid} and do not form a regular volume ({e})"
+        ) from e
+    arr = np.asarray(vol.array)
+    if arr.ndim == 4:
+        arr = arr[..., 0]
+    # seg index (slice, row, col) -> CT index (i, j, k)
+    xform = np.linalg.inv(ct.volume.affine) @ np.asarray(vol.affine)
+    rot = xform[:3, :3]
+    if not (
+        np.allclose(np.abs(rot).sum(0), 1, atol=1e-3)
+        and np.allclose(rot, np.round(rot), atol=1e-3)
+        and np.allclose(xform[:3, 3], np.round(xform[:3, 3]), atol=1e-2)
+    ):
+        raise SegmentationError(
+            f"SEG {seg.path} segment {number}: its pixel grid does not coincide with CT series "
+            f"{ct.series_instance_uid} (different spacing, orientation or offset); resample it "
+            "onto the CT grid first."
+        )
+    idx = np.argwhere(arr > 0)
+    ct_idx = np.rint(idx @ rot.T + xform[:3, 3]).astype(np.int64)
+    shape = np.asarray(ct.volume.shape)
+    inside = np.all((ct_idx >= 0) & (ct_idx < shape), axis=1)
+    mask = np.zeros(ct.volume.shape, dtype=bool)
+    mask[tuple(ct_idx[inside].T)] = True
+    return mask

@@ -1,0 +1,109 @@
+"""Where DICOM outputs go, how they are written, and how their UIDs are made.
+
+Layout: ``OUTPUT/dicom/<StudyInstanceUID>/<SeriesInstanceUID of the input CT>/<file>.dcm``.
+UIDs are validated against the DICOM UID grammar before they become folder names, so no
+input can make us write outside ``OUTPUT``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import uuid
+from pathlib import Path
+
+import pydicom
+
+from ..errors import CaseError
+
+#: DICOM UID grammar (PS3.5 9.1): dot-separated numeric components, no leading zeros
+#: (except a lone "0"), at most 64 characters.
+_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+#: File names inside a series folder.
+SR_FILE_NAME = "fmcib_features_SR.dcm"
+SEG_FILE_NAME = "fmcib_patch_region_SEG.dcm"
+
+#: UUID namespace of every UID this package derives (changing it changes every UID).
+_UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/mhub-fmcib/uids")
+
+
+class ExportError(CaseError):
+    """A DICOM output cannot be built or written for one CT series."""
+
+
+def check_uid(uid: str, what: str) -> str:
+    """Return ``uid`` if it follows the DICOM UID grammar, else raise :class:`ExportError`."""
+    if not isinstance(uid, str) or len(uid) > 64 or not _UID_RE.match(uid):
+        raise ExportError(
+            f"{what} {uid!r} is not a valid DICOM UID (digits and dots, no leading zeros, "
+            "at most 64 characters); fix the input file's UID before exporting"
+        )
+    return uid
+
+
+def dicom_output_dir(output: Path, study_uid: str, series_uid: str) -> Path:
+    """``output/dicom/<study_uid>/<series_uid>``; both UIDs are validated first.
+
+    The folder is not created here. A UID containing ``/`` or ``..`` (or anything else
+    outside the UID grammar) raises :class:`ExportError`.
+    """
+    check_uid(study_uid, "StudyInstanceUID")
+    check_uid(series_uid, "SeriesInstanceUID")
+    return Path(output) / "dicom" / study_uid / series_uid
+
+
+def derive_uid(*parts: str) -> str:
+    """A ``2.25.<UUID as integer>`` UID that is a deterministic function of ``parts``.
+
+    The UUID is the name-based (SHA-1, version 5) UUID of the parts joined by U+001F in
+    our own UUID namespace, so the same parts always give the same UID (re-sending an
+    output to a PACS replaces rather than duplicates it), and different parts collide with
+    the probability of a 122-bit hash. The 2.25 arc is ISO/IEC 9834-8's arc for UUIDs
+    (PS3.5 B.2); such UIDs are at most 44 characters. (pydicom's ``generate_uid`` ignores
+    ``entropy_srcs`` when ``prefix`` is ``None``, so it is not used here.)
+    """
+    if not parts:
+        raise ValueError("derive_uid needs at least one part")
+    name = "\x1f".join(map(str, parts))
+    return f"2.25.{uuid.uuid5(_UUID_NAMESPACE, name).int}"
+
+
+def safe_file_stem(name: str, max_len: int = 80) -> str:
+    """A file name stem made from an arbitrary string: only ``[A-Za-z0-9._-]``, no leading
+    dot, never a path, and unique per input (8 hex digits of its sha1 are appended)."""
+    cleaned = _SAFE_CHARS.sub("_", name).strip("._") or "x"
+    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
+    return f"{cleaned[:max_len]}_{digest}"
+
+
+def atomic_write_dataset(ds: pydicom.Dataset, path: Path) -> Path:
+    """Write ``ds`` as a DICOM file at ``path`` atomically and return ``path``.
+
+    The file is written to a temporary file in the same folder, flushed and fsync'ed, then
+    renamed over ``path``: a reader never sees a partial file, and a crash leaves either
+    the old file or none. Parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            ds.save_as(fh, enforce_file_format=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path

@@ -1,0 +1,207 @@
+"""The "patch region" SEG: per lesion, the 50 mm cube the encoder saw, on the CT grid.
+
+A CT voxel belongs to a lesion's segment when its centre lies inside the cube spanned by
+the patch's outer voxel edges (:meth:`Patch.corners_lps`), half-open ``[min, max)`` per LPS
+axis (the cube is axis-aligned in LPS). Voxels outside the CT are dropped, so a cube that
+leaves the volume gives a partial segment; a cube with no CT voxel centre inside is
+skipped and its reason recorded. Padding voxels of the patch are part of the cube: the
+encoder saw them (as -1024 HU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import numpy.typing as npt
+import pydicom
+from pydicom.sr.codedict import codes
+
+from ..provenance import Provenance
+from ..types import LesionResult, LesionStatus, Volume
+from .layout import SEG_FILE_NAME, ExportError, atomic_write_dataset, derive_uid, dicom_output_dir
+from .sr import ALGORITHM_NAME, MANUFACTURER, MODEL_NAME, header_copy, series_identity
+
+SEG_SERIES_NUMBER = 9502
+SEG_SERIES_DESCRIPTION = "FMCIB patch regions - research use only"
+#: Segment category / type: a spatial region, not an anatomical or abnormal structure.
+SEGMENT_CATEGORY = codes.SCT.SpatialAndRelationalConcept
+SEGMENT_TYPE = codes.DCM.SelectedRegion
+#: Tolerance (voxels) when matching CT instances to the volume's slices.
+_SLICE_TOL = 1e-3
+
+
+@dataclass(frozen=True, eq=False)
+class PatchRegionSeg:
+    """Result of :func:`build_patch_region_seg`.
+
+    Attributes:
+        dataset: the SEG, or ``None`` when no lesion had a cube on the CT grid.
+        segments: (lesion_id, segment number) of each lesion in the SEG.
+        skipped: (lesion_id, reason) of each OK lesion without a segment.
+    """
+
+    dataset: hd.seg.Segmentation | None
+    segments: tuple[tuple[str, int], ...]
+    skipped: tuple[tuple[str, str], ...]
+
+
+def cube_mask(volume: Volume, corners_lps: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+    """Boolean (I, J, K) mask of CT voxels whose centres lie in the LPS box of the corners.
+
+    Args:
+        volume: the CT grid (any orientation).
+        corners_lps: (N, 3) LPS mm points; their axis-aligned bounding box is the cube.
+    """
+    corners = np.asarray(corners_lps, dtype=np.float64).reshape(-1, 3)
+    lo, hi = corners.min(axis=0), corners.max(axis=0)
+    box = np.array(
+        [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+    )
+    ijk = volume.lps_to_index(box)
+    shape = np.asarray(volume.shape)
+    start = np.clip(np.floor(ijk.min(axis=0)).astype(int) - 1, 0, shape)
+    stop = np.clip(np.ceil(ijk.max(axis=0)).astype(int) + 2, 0, shape)
+    mask = np.zeros(volume.shape, dtype=bool)
+    if np.any(stop <= start):
+        return mask
+    grids = np.meshgrid(*(np.arange(a, b) for a, b in zip(start, stop, strict=True)), indexing="ij")
+    idx = np.stack([g.ravel() for g in grids], axis=1)
+    lps = volume.index_to_lps(idx)
+    inside = np.all((lps >= lo) & (lps < hi), axis=1)
+    sub = inside.reshape(grids[0].shape)
+    mask[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]] = sub
+    return mask
+
+
+def _slice_order(ct_datasets: Sequence[pydicom.Dataset], volume: Volume) -> list[int]:
+    """For each CT dataset, the k index of the volume slice it is; checks the geometry."""
+    out: list[int] = []
+    for ds in ct_datasets:
+        try:
+            ipp = np.asarray([float(v) for v in ds.ImagePositionPatient])
+            rows, cols = int(ds.Rows), int(ds.Columns)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ExportError(
+                f"CT instance {ds.get('SOPInstanceUID', '?')} lacks ImagePositionPatient, Rows "
+                f"or Columns ({exc}); the patch SEG needs single-frame CT images"
+            ) from exc
+        ijk = volume.lps_to_index(ipp)
+        k = round(float(ijk[2]))
+        if (
+            abs(ijk[0]) > _SLICE_TOL
+            or abs(ijk[1]) > _SLICE_TOL
+            or abs(ijk[2] - k) > _SLICE_TOL
+            or not 0 <= k < volume.shape[2]
+            or (cols, rows) != volume.shape[:2]
+        ):
+            raise ExportError(
+                f"CT instance {ds.get('SOPInstanceUID', '?')} at {ipp.tolist()} "
+                f"({rows}x{cols}) is not a slice of the given volume (index {ijk.tolist()}); "
+                "pass the volume read from these very datasets"
+            )
+        out.append(k)
+    if len(set(out)) != len(out):
+        raise ExportError("two CT instances map to the same slice of the volume")
+    return out
+
+
+def build_patch_region_seg(
+    ct_datasets: Sequence[pydicom.Dataset],
+    ct_volume: Volume,
+    results: Sequence[LesionResult],
+    provenance: Provenance,
+) -> PatchRegionSeg:
+    """One BINARY SEG whose segment n is the n-th OK lesion's patch cube on the CT grid.
+
+    Args:
+        ct_datasets: the CT series' instances (headers suffice), each a slice of ``ct_volume``.
+        ct_volume: the CT as read by the pipeline (geometry only is used).
+        results: lesion results; OK ones with a ``patch`` get a segment, in the given order.
+        provenance: for the algorithm identification and software versions.
+
+    Memory: the frames are built as one (slices, rows, columns, segments) bool array.
+    """
+    study_uid, series_uid, _for_uid = series_identity(ct_datasets)
+    order = _slice_order(ct_datasets, ct_volume)
+    ok = [r for r in results if r.status is LesionStatus.OK]
+    masks: list[npt.NDArray[np.bool_]] = []
+    segments: list[tuple[str, int]] = []
+    skipped: list[tuple[str, str]] = []
+    for r in ok:
+        if r.patch is None:
+            skipped.append((r.lesion.lesion_id, "no patch was kept for this lesion"))
+            continue
+        mask = cube_mask(ct_volume, r.patch.corners_lps())
+        if not mask.any():
+            skipped.append(
+                (r.lesion.lesion_id, "the 50 mm cube contains no CT voxel centre (outside the CT)")
+            )
+            continue
+        masks.append(mask)
+        segments.append((r.lesion.lesion_id, len(masks)))
+    if not masks:
+        return PatchRegionSeg(None, (), tuple(skipped))
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=ALGORITHM_NAME,
+        family=codes.cid7162.ArtificialIntelligence,
+        version=provenance.package_version,
+        parameters={"weights_sha256": provenance.weights_sha256},
+    )
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=f"FMCIB patch {lesion_id}"[:64],
+            segmented_property_category=SEGMENT_CATEGORY,
+            segmented_property_type=SEGMENT_TYPE,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            tracking_uid=derive_uid("patch-segment", series_uid, lesion_id),
+            tracking_id=lesion_id[:64],
+        )
+        for lesion_id, number in segments
+    ]
+    # (I, J, K, S) -> (frames, rows = J, columns = I, S) in the order of ct_datasets.
+    stack = np.stack(masks, axis=-1)
+    pixels = np.ascontiguousarray(np.transpose(stack[:, :, order, :], (2, 1, 0, 3)))
+    key = (
+        series_uid,
+        provenance.weights_sha256,
+        provenance.package_version,
+        *(
+            f"{r.lesion.lesion_id}@{r.lesion.seed.x!r},{r.lesion.seed.y!r},{r.lesion.seed.z!r}"
+            for r in ok
+        ),
+    )
+    sources = [header_copy(ct_datasets[0]), *ct_datasets[1:]]
+    seg = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=derive_uid("seg-series", *key),
+        series_number=SEG_SERIES_NUMBER,
+        sop_instance_uid=derive_uid("seg-instance", *key),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=MODEL_NAME,
+        software_versions=provenance.package_version,
+        device_serial_number="0",
+        content_description="50 mm cubes seen by the FMCIB encoder",
+        content_label="FMCIB_PATCHES",
+        series_description=SEG_SERIES_DESCRIPTION,
+        omit_empty_frames=True,
+    )
+    if str(seg.StudyInstanceUID) != study_uid:
+        raise ExportError("internal error: the SEG is not in the CT's study")
+    return PatchRegionSeg(seg, tuple(segments), tuple(skipped))
+
+
+def write_seg(seg: pydicom.Dataset, output_root: Path, ct_series_uid: str) -> Path:
+    """Write ``seg`` to ``OUTPUT/dicom/<Study>/<ct_series_uid>/fmcib_patch_region_SEG.dcm``."""
+    folder = dicom_output_dir(output_root, str(seg.StudyInstanceUID), ct_series_uid)
+    return atomic_write_dataset(seg, folder / SEG_FILE_NAME)

@@ -1,0 +1,205 @@
+"""The 50 mm patch: exactly the reference preprocessing, computed only where it is needed.
+
+The reference (``fmcib.run.get_features``; facts in ``shared/fmcib-reference.md``) resamples
+the **whole** volume for every seed: normalise ``(HU + 1024) / 3072`` without clipping,
+resample to a 1 mm axis-aligned grid (trilinear, ``align_corners=True``, zero padding,
+computed in float64 and stored as float32), reorient to LPS, map the LPS seed to an index by
+truncation toward zero, crop ``[c - 25, c + 25)`` clamped to the volume, transpose to
+(z, y, x) and pad symmetrically with zeros to 50³.
+
+Here the same 1 mm grid is derived from the geometry alone (:func:`reference_grid`, the
+arithmetic of MONAI's ``Spacing`` + ``Orientation``) and only the ≤ 50³ output voxels of the
+crop are interpolated, from the few input slices they touch. A test rebuilds the reference
+from MONAI's transforms on the whole volume and checks equality (max abs diff ≤ 1e-5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import SeedError
+from .types import LPS_TO_RAS, PATCH_SIZE, Patch, SeedPoint, Volume
+
+#: MONAI's tolerance for "this spacing is already the target spacing" (``AFFINE_TOL``).
+SPACING_TOL = 1e-3
+#: HU offset and scale of the reference normalisation.
+HU_OFFSET = np.float32(-1024.0)
+HU_SCALE = np.float32(3072.0)
+
+
+def normalise_hu(hu: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """``(HU + 1024) / 3072`` in float32, no clipping (−3024 HU → −0.651, 4000 HU → 1.635)."""
+    a = np.asarray(hu).astype(np.float32, copy=False)
+    out: npt.NDArray[np.float32] = (a - HU_OFFSET) / HU_SCALE
+    return out
+
+
+def hu_from_normalised(x: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """Inverse of :func:`normalise_hu`."""
+    out: npt.NDArray[np.float32] = np.asarray(x, np.float32) * HU_SCALE + HU_OFFSET
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class ReferenceGrid:
+    """The 1 mm grid the reference resamples a volume onto, after reorientation to LPS.
+
+    Attributes:
+        shape: (X, Y, Z) voxels of the reoriented grid (x→L, y→P, z→S).
+        affine_ras: (4, 4) the reference's (MONAI's) RAS affine of that grid; the seed is
+            mapped through its inverse exactly as the reference does.
+        affine_lps: (4, 4) the same grid's index → LPS mm affine.
+        grid_to_input: (4, 4) reoriented grid index → continuous input voxel index (i, j, k).
+    """
+
+    shape: tuple[int, int, int]
+    affine_ras: npt.NDArray[np.float64]
+    affine_lps: npt.NDArray[np.float64]
+    grid_to_input: npt.NDArray[np.float64]
+
+
+def _shape_and_offset(
+    in_shape: tuple[int, int, int], in_affine: npt.NDArray[np.float64], out_affine: npt.NDArray[np.float64]
+) -> tuple[tuple[int, int, int], npt.NDArray[np.float64]]:
+    """Output shape and origin of a resampling grid, as MONAI's ``compute_shape_offset``
+    decides them (``scale_extent=False``): the grid covers the input's corner voxel centres;
+    its origin is the corner that is smallest along every output axis, or, for oblique
+    inputs where no corner is, the grid is centred on the input."""
+    shape = np.asarray(in_shape, dtype=float)
+    corners = np.array(np.meshgrid(*[(0.0, d - 1.0) for d in shape], indexing="ij")).reshape(3, -1)
+    corners = np.vstack([corners, np.ones((1, corners.shape[1]))])
+    corners_out_h = np.linalg.solve(out_affine, in_affine) @ corners
+    corners_world = in_affine @ corners
+    dist = corners_out_h[:-1]
+    corners_out = corners_out_h[:-1] / corners_out_h[-1]
+    out_shape = np.round(np.ptp(corners_out, axis=1) + 1.0)
+    offset: npt.NDArray[np.float64] | None = None
+    for i in range(corners_world.shape[1]):
+        if np.allclose(np.min(dist - dist[:, i : i + 1], 1), 0.0, rtol=SPACING_TOL):
+            offset = corners_world[:-1, i]
+            break
+    if offset is None:
+        offset = in_affine[:-1, :-1] @ (shape / 2.0) + in_affine[:-1, -1] - out_affine[:-1, :-1] @ (out_shape / 2.0)
+    s = out_shape.astype(int)
+    return (int(s[0]), int(s[1]), int(s[2])), offset
+
+
+def reference_grid(volume: Volume) -> ReferenceGrid:
+    """The reference's 1 mm LPS grid for ``volume``, from its geometry alone (no pixels)."""
+    in_ras = LPS_TO_RAS @ volume.affine
+    spacing = np.linalg.norm(in_ras[:3, :3], axis=0)
+    out_d = np.where(np.abs(spacing - 1.0) <= SPACING_TOL, spacing, 1.0)
+    resampled = np.diag(np.append(out_d, 1.0))
+    shape, offset = _shape_and_offset(volume.shape, in_ras, resampled)
+    resampled[:3, 3] = offset[:3]
+    resample_xform = np.linalg.solve(in_ras, resampled)  # resampled index -> input index
+    # Orientation to LPS: the resampled grid is RAS-aligned (positive diagonal), so x and y flip.
+    flip = np.eye(4)
+    for axis in (0, 1):
+        flip[axis, axis] = -1.0
+        flip[axis, 3] = shape[axis] - 1.0
+    affine_ras = resampled @ flip
+    return ReferenceGrid(
+        shape=shape,
+        affine_ras=affine_ras,
+        affine_lps=LPS_TO_RAS @ affine_ras,
+        grid_to_input=resample_xform @ flip,
+    )
+
+
+def seed_to_grid_index(grid: ReferenceGrid, seed: SeedPoint) -> tuple[int, int, int]:
+    """The reference's seed index: LPS → RAS, inverse affine, truncation toward zero."""
+    centre = (-seed.x, -seed.y, seed.z, 1.0)
+    c = np.linalg.inv(grid.affine_ras) @ np.array(centre)
+    return (int(c[0]), int(c[1]), int(c[2]))
+
+
+def _trilinear_zero_padded(volume: Volume, coords: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Trilinear interpolation of normalised intensities at continuous input indices
+    ``coords`` (N, 3), neighbours outside the volume counting as 0 (``grid_sample`` with
+    ``padding_mode="zeros"``, ``align_corners=True``). Reads only the touched block."""
+    shape = np.asarray(volume.shape)
+    base = np.floor(coords).astype(np.int64)
+    frac = coords - base
+    lo = np.clip(base.min(axis=0), 0, shape - 1)
+    hi = np.clip(base.max(axis=0) + 2, 1, shape)
+    if np.any(hi <= lo):
+        return np.zeros(len(coords))
+    block = normalise_hu(volume.array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]).astype(np.float64)
+    out = np.zeros(len(coords))
+    for dx in (0, 1):
+        for dy in (0, 1):
+            for dz in (0, 1):
+                idx = base + (dx, dy, dz)
+                inside = np.all((idx >= 0) & (idx < shape), axis=1)
+                w = (
+                    (frac[:, 0] if dx else 1.0 - frac[:, 0])
+                    * (frac[:, 1] if dy else 1.0 - frac[:, 1])
+                    * (frac[:, 2] if dz else 1.0 - frac[:, 2])
+                )
+                local = np.clip(idx - lo, 0, np.asarray(block.shape) - 1)
+                vals = block[local[:, 0], local[:, 1], local[:, 2]]
+                out += np.where(inside, w * vals, 0.0)
+    return out
+
+
+def extract_patch(volume: Volume, seed: SeedPoint, size: int = PATCH_SIZE) -> Patch:
+    """The reference's patch around ``seed`` (LPS mm), computed only where needed.
+
+    Args:
+        volume: CT in HU with its LPS affine.
+        seed: centre of the patch in LPS mm.
+        size: edge length in 1 mm voxels (the encoder uses 50; training may use more).
+
+    Returns:
+        A :class:`Patch`: float32 (size, size, size) in (z, y, x) order, normalised units.
+
+    Raises:
+        SeedError: the seed's crop holds no voxel of the volume; the message says whether
+            the seed would be inside with RAS signs.
+    """
+    if size < 2 or size % 2:
+        raise ValueError(f"patch size must be even and >= 2, got {size}")
+    grid = reference_grid(volume)
+    c = seed_to_grid_index(grid, seed)
+    half = size // 2
+    lo = [max(c[a] - half, 0) for a in range(3)]
+    hi = [min(c[a] + half, grid.shape[a]) for a in range(3)]
+    if any(h <= low for low, h in zip(lo, hi, strict=True)):
+        raise SeedError(_outside_message(volume, seed))
+    a, b, k = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), np.arange(lo[2], hi[2]), indexing="ij")
+    pts = np.stack([a.ravel(), b.ravel(), k.ravel(), np.ones(a.size)], axis=0).astype(np.float64)
+    coords = (grid.grid_to_input @ pts)[:3].T
+    values = _trilinear_zero_padded(volume, coords).astype(np.float32)
+    crop = values.reshape(a.shape).transpose(2, 1, 0)  # (x, y, z) -> (z, y, x)
+    pads = [((size - s) // 2, size - s - (size - s) // 2) for s in crop.shape]
+    arr = np.pad(crop, pads, mode="constant", constant_values=0.0)
+    # patch index (z, y, x) -> reoriented grid index (x, y, z)
+    to_grid = np.zeros((4, 4))
+    to_grid[0, 2] = to_grid[1, 1] = to_grid[2, 0] = 1.0
+    to_grid[0, 3] = lo[0] - pads[2][0]
+    to_grid[1, 3] = lo[1] - pads[1][0]
+    to_grid[2, 3] = lo[2] - pads[0][0]
+    to_grid[3, 3] = 1.0
+    valid = tuple((p[0], p[0] + s) for p, s in zip(pads, crop.shape, strict=True))
+    return Patch(array=arr, affine=grid.affine_lps @ to_grid, valid=valid)  # type: ignore[arg-type]
+
+
+def _outside_message(volume: Volume, seed: SeedPoint) -> str:
+    flipped = SeedPoint(-seed.x, -seed.y, seed.z)
+    lo = volume.index_to_lps(np.zeros(3))
+    hi = volume.index_to_lps(np.asarray(volume.shape) - 1.0)
+    extent = ", ".join(f"{ax} {min(lo[i], hi[i]):.1f}..{max(lo[i], hi[i]):.1f}" for i, ax in enumerate("xyz"))
+    msg = f"seed ({seed.x:.2f}, {seed.y:.2f}, {seed.z:.2f}) LPS mm lies outside the image (LPS extent {extent} mm)"
+    if volume.contains_lps(flipped):
+        msg += (
+            f"; with x and y negated it would be inside ({flipped.x:.2f}, {flipped.y:.2f}, "
+            f"{flipped.z:.2f}): the seed was probably given in RAS. Seeds must be LPS "
+            "(DICOM patient coordinates); negate coordX and coordY."
+        )
+    else:
+        msg += "; check that the seed belongs to this image and is in LPS millimetres."
+    return msg

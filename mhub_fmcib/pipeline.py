@@ -1,0 +1,394 @@
+"""The whole chain in one readable place:
+
+    import (plan cases) → seeds → 50 mm patches → encoder → export
+
+Each case (a CT and its lesions) is processed on its own: one broken case, file or lesion is
+recorded with a reason and never stops the others. The encoder is loaded once per run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .cases import Case, DicomSegCase, ImageMaskCase, Plan, SeedsCase, plan
+from .config import RunConfig
+from .dicom.ct import CtSeries, assemble_ct
+from .dicom.index import InstanceKind, index_folder
+from .dicom.seg import read_seg, segment_mask_on_ct, select_segments
+from .encoder import FeatureExtractor, LoadedWeights, read_weights
+from .errors import CaseError, DicomImportError, FmcibError, SegmentationError
+from .image_io import read_image, read_mask
+from .output import write_features_csv, write_json
+from .patch import extract_patch
+from .seeds import centre_of_mass_lps, check_seed_in_volume, seed_inside_mask
+from .types import CaseFailure, Lesion, LesionResult, LesionStatus, Patch, SeedSource, Volume
+from .weights import resolve_weights
+
+log = logging.getLogger(__name__)
+
+#: Called after each case with (case, its results, its failures); exporters hook in here.
+CaseHook = Callable[[Case, "CaseOutcome"], Sequence[CaseFailure]]
+
+
+@dataclass(frozen=True, eq=False)
+class CaseOutcome:
+    """What one case produced."""
+
+    case: Case
+    results: tuple[LesionResult, ...]
+    failures: tuple[CaseFailure, ...]
+    ct: CtSeries | None = None
+    volume: Volume | None = None
+    seconds: float = 0.0
+
+
+@dataclass(eq=False)
+class RunReport:
+    """Everything a run produced (the content of ``run.json``)."""
+
+    config: RunConfig
+    weights_sha256: str = ""
+    weights_name: str = ""
+    results: list[LesionResult] = field(default_factory=list)
+    failures: list[CaseFailure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    skipped_files: list[dict[str, str]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    case_seconds: dict[str, float] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def n_ok(self) -> int:
+        return sum(r.status is LesionStatus.OK for r in self.results)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(r.status is LesionStatus.FAILED for r in self.results) + sum(f.kind == "case" for f in self.failures)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every lesion and case succeeded, 1 when any failed."""
+        return 1 if self.n_failed else 0
+
+
+def _failure(case_id: str, e: Exception, paths: Sequence[str] = ()) -> CaseFailure:
+    log.error("%s: %s", case_id, e)
+    return CaseFailure(case_id=case_id, reason=str(e), paths=tuple(paths), error_type=type(e).__name__)
+
+
+def load_image(path: Path) -> tuple[Volume, CtSeries | None]:
+    """An image file, or a folder holding exactly one CT series, as a Volume in HU."""
+    if path.is_file():
+        try:
+            return read_image(path), None
+        except (ValueError, FileNotFoundError) as e:
+            raise DicomImportError(str(e)) from e
+    if not path.is_dir():
+        raise DicomImportError(f"image {path} does not exist")
+    index = index_folder(path)
+    series = index.by_series(InstanceKind.CT)
+    if len(series) != 1:
+        raise DicomImportError(
+            f"{path} holds {len(series)} CT series ({', '.join(series) or 'none'}); a seeds "
+            "CSV image_path must name an image file or a folder with exactly one CT series"
+        )
+    ct = assemble_ct(next(iter(series.values())))
+    return ct.volume, ct
+
+
+def lesions_from_segs(
+    case: DicomSegCase, ct: CtSeries, wanted: Sequence[str]
+) -> tuple[list[Lesion], list[CaseFailure]]:
+    """One lesion per selected segment of every SEG of the case (centre of mass seeds)."""
+    lesions: list[Lesion] = []
+    failures: list[CaseFailure] = []
+    for rec in case.segs:
+        try:
+            seg = read_seg(rec.path)
+        except SegmentationError as e:
+            failures.append(_failure(f"SEG {rec.sop_instance_uid}", e, [str(rec.path)]))
+            continue
+        chosen = select_segments(seg, wanted)
+        if not chosen:
+            failures.append(
+                CaseFailure(
+                    case_id=f"SEG {rec.sop_instance_uid}",
+                    kind="file",
+                    error_type="SegmentationError",
+                    reason=f"SEG {rec.path}: none of its segments "
+                    f"({', '.join(f'{s.number}:{s.label}' for s in seg.segments)}) matches --segments "
+                    f"{', '.join(wanted)}",
+                    paths=(str(rec.path),),
+                )
+            )
+            continue
+        for info in chosen:
+            lid = f"{ct.series_instance_uid}/{seg.sop_instance_uid}/{info.number}"
+            try:
+                mask = segment_mask_on_ct(seg, info.number, ct)
+                seed = centre_of_mass_lps(mask, ct.volume, f"SEG {rec.path} segment {info.number} ({info.label})")
+            except CaseError as e:
+                failures.append(_failure(lid, e, [str(rec.path)]))
+                continue
+            lesions.append(
+                Lesion(
+                    lesion_id=lid,
+                    seed=seed,
+                    seed_source=SeedSource.SEGMENT_CENTROID,
+                    seed_inside_mask=seed_inside_mask(seed, mask, ct.volume),
+                    study_instance_uid=ct.study_instance_uid,
+                    series_instance_uid=ct.series_instance_uid,
+                    frame_of_reference_uid=ct.frame_of_reference_uid,
+                    seg_sop_instance_uid=seg.sop_instance_uid,
+                    segment_number=info.number,
+                    segment_label=info.label,
+                    finding_type=info.property_type,
+                    finding_site=info.anatomic_region,
+                )
+            )
+    return lesions, failures
+
+
+def lesions_from_mask(case: ImageMaskCase, volume: Volume) -> tuple[list[Lesion], list[CaseFailure]]:
+    """One lesion per non-zero label of a mask file."""
+    try:
+        labels = read_mask(case.mask, like=volume)
+    except (CaseError, ValueError, FileNotFoundError) as e:
+        return [], [_failure(case.case_id, e, [str(case.mask)])]
+    lesions = []
+    for value in (int(v) for v in np.unique(labels) if v != 0):
+        mask = labels == value
+        seed = centre_of_mass_lps(mask, volume, f"{case.mask} label {value}")
+        lesions.append(
+            Lesion(
+                lesion_id=f"{case.image.name}#label{value}",
+                seed=seed,
+                seed_source=SeedSource.MASK_CENTROID,
+                seed_inside_mask=seed_inside_mask(seed, mask, volume),
+                segment_number=value,
+                segment_label=f"label {value}",
+                image_path=str(case.image),
+                mask_path=str(case.mask),
+            )
+        )
+    if not lesions:
+        return [], [
+            CaseFailure(
+                case_id=case.case_id,
+                error_type="SegmentationError",
+                paths=(str(case.mask),),
+                reason=f"mask {case.mask} has no non-zero label: nothing to measure",
+            )
+        ]
+    return lesions, []
+
+
+def lesions_from_rows(case: SeedsCase, ct: CtSeries | None) -> list[Lesion]:
+    """One lesion per seed row of the case."""
+    return [
+        Lesion(
+            lesion_id=f"{case.image.name}:row{row.row_number}",
+            seed=row.seed,
+            seed_source=SeedSource.USER,
+            image_path=str(case.image),
+            passthrough=row.passthrough,
+            study_instance_uid=ct.study_instance_uid if ct else None,
+            series_instance_uid=ct.series_instance_uid if ct else None,
+            frame_of_reference_uid=ct.frame_of_reference_uid if ct else None,
+        )
+        for row in case.rows
+    ]
+
+
+def measure(lesions: Sequence[Lesion], volume: Volume, extractor: FeatureExtractor) -> list[LesionResult]:
+    """Patches for every lesion, then features in batches. A bad seed fails only its lesion."""
+    results: dict[int, LesionResult] = {}
+    todo: list[tuple[int, Patch]] = []
+    for i, les in enumerate(lesions):
+        try:
+            check_seed_in_volume(les.seed, volume)
+            todo.append((i, extract_patch(volume, les.seed)))
+        except CaseError as e:
+            log.error("%s: %s", les.lesion_id, e)
+            results[i] = LesionResult(lesion=les, status=LesionStatus.FAILED, error=str(e))
+    if todo:
+        feats = extractor.extract(np.stack([p.array for _, p in todo]))
+        for (i, patch), f in zip(todo, feats, strict=True):
+            results[i] = LesionResult(lesion=lesions[i], status=LesionStatus.OK, features=f, patch=patch)
+    return [results[i] for i in range(len(lesions))]
+
+
+def process_case(case: Case, config: RunConfig, extractor: FeatureExtractor) -> CaseOutcome:
+    """Load one case's image, form its lesions, measure them. Never raises a CaseError."""
+    t0 = time.perf_counter()
+    ct: CtSeries | None = None
+    volume: Volume | None = None
+    try:
+        if isinstance(case, DicomSegCase):
+            ct = assemble_ct(case.ct)
+            volume = ct.volume
+            lesions, failures = lesions_from_segs(case, ct, config.segments)
+            failures += [
+                CaseFailure(
+                    case_id=case.case_id,
+                    reason=f"{path}: {why}",
+                    paths=(path,),
+                    kind="file",
+                    error_type="DicomImportError",
+                )
+                for path, why in ct.dropped
+            ]
+        elif isinstance(case, ImageMaskCase):
+            volume, _ = load_image(case.image)
+            lesions, failures = lesions_from_mask(case, volume)
+        else:
+            volume, ct = load_image(case.image)
+            lesions, failures = lesions_from_rows(case, ct), []
+        results = measure(lesions, volume, extractor)
+    except CaseError as e:
+        paths = [str(r.path) for r in case.ct[:3]] if isinstance(case, DicomSegCase) else [str(case.image)]
+        return CaseOutcome(
+            case=case, results=(), failures=(_failure(case.case_id, e, paths),), seconds=time.perf_counter() - t0
+        )
+    return CaseOutcome(
+        case=case,
+        results=tuple(results),
+        failures=tuple(failures),
+        ct=ct,
+        volume=volume,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def load_extractor(config: RunConfig, env: Mapping[str, str]) -> FeatureExtractor:
+    """Resolve, check and load the weights once for the run."""
+    loc = resolve_weights(config.weights, env)
+    weights: LoadedWeights = read_weights(loc.path)
+    log.info("weights %s (%s), sha256 %s", loc.path, loc.found_by, weights.sha256)
+    return FeatureExtractor(weights, device=config.device, batch_size=config.batch_size)
+
+
+def run(
+    config: RunConfig,
+    env: Mapping[str, str],
+    *,
+    extractor: FeatureExtractor | None = None,
+    hooks: Sequence[CaseHook] = (),
+) -> RunReport:
+    """Run the whole chain and write ``features.csv`` and ``run.json`` into ``config.output``.
+
+    Raises:
+        WeightsError, ConfigError: before any case is processed (nothing is written).
+    """
+    t_start = time.perf_counter()
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    report = RunReport(config=config)
+    t0 = time.perf_counter()
+    extractor = extractor or load_extractor(config, env)
+    report.weights_sha256 = extractor.weights.sha256
+    report.weights_name = extractor.weights.path.name
+    report.timings["load_model_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    the_plan: Plan = plan(config)
+    report.timings["plan_s"] = time.perf_counter() - t0
+    report.failures.extend(the_plan.failures)
+    report.notes.extend(the_plan.notes)
+    if the_plan.index is not None:
+        report.skipped_files = [
+            {"path": str(s.path), "reason": s.reason.value, "detail": s.detail} for s in the_plan.index.skipped
+        ]
+    if not the_plan.cases and not the_plan.failures:
+        report.notes.append(f"no case to process in {config.input}")
+        log.warning("no case to process in %s (no CT series with a SEG, no seeds)", config.input)
+
+    config.output.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for case in the_plan.cases:
+        outcome = process_case(case, config, extractor)
+        report.results.extend(outcome.results)
+        report.failures.extend(outcome.failures)
+        report.case_seconds[case.case_id] = outcome.seconds
+        for hook in hooks:
+            try:
+                report.failures.extend(hook(case, outcome))
+            except FmcibError as e:
+                report.failures.append(_failure(case.case_id, e))
+    report.timings["cases_s"] = time.perf_counter() - t0
+
+    n = write_features_csv(config.output / "features.csv", report.results, report.weights_sha256, __version__)
+    report.outputs.append(str(config.output / "features.csv"))
+    report.timings["total_s"] = time.perf_counter() - t_start
+    write_json(config.output / "run.json", run_json(report, started, n))
+    return report
+
+
+def run_json(report: RunReport, started: str, n_rows: int) -> dict[str, object]:
+    """The ``run.json`` document."""
+    from .provenance import collect_provenance
+
+    cfg = report.config
+    return {
+        "software": collect_provenance(report.weights_sha256, report.weights_name).as_dict(),
+        "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "inputs": {
+            "input": str(cfg.input),
+            "input_kind": cfg.input_kind.value,
+            "mask": str(cfg.mask) if cfg.mask else None,
+            "segments": list(cfg.segments),
+            "workflow": cfg.workflow,
+            "device": cfg.device,
+            "batch_size": cfg.batch_size,
+            "heads": [str(h) for h in cfg.heads],
+        },
+        "summary": {
+            "lesions_ok": report.n_ok,
+            "lesions_failed": sum(r.status is LesionStatus.FAILED for r in report.results),
+            "case_or_file_failures": len(report.failures),
+            "features_rows": n_rows,
+            "skipped_files": len(report.skipped_files),
+            "exit_code": report.exit_code,
+        },
+        "lesions": [
+            {
+                "lesion_id": r.lesion.lesion_id,
+                "status": r.status.value,
+                "error": r.error,
+                "seed_lps_mm": [r.lesion.seed.x, r.lesion.seed.y, r.lesion.seed.z],
+                "seed_source": r.lesion.seed_source.value,
+                "seed_inside_mask": r.lesion.seed_inside_mask,
+                "study_instance_uid": r.lesion.study_instance_uid,
+                "series_instance_uid": r.lesion.series_instance_uid,
+                "seg_sop_instance_uid": r.lesion.seg_sop_instance_uid,
+                "segment_number": r.lesion.segment_number,
+                "segment_label": r.lesion.segment_label,
+                "image_path": r.lesion.image_path,
+                "mask_path": r.lesion.mask_path,
+                "predictions": dict(r.predictions),
+            }
+            for r in report.results
+        ],
+        "errors": [
+            {
+                "case_id": f.case_id,
+                "kind": f.kind,
+                "error_type": f.error_type,
+                "reason": f.reason,
+                "paths": list(f.paths),
+            }
+            for f in report.failures
+        ],
+        "notes": report.notes,
+        "skipped_files": report.skipped_files,
+        "timings_s": report.timings,
+        "case_seconds": report.case_seconds,
+        "outputs": report.outputs,
+    }

@@ -1,0 +1,167 @@
+"""DICOM import: indexing an unsorted tree, assembling CT (checked against SimpleITK/GDCM),
+refusing wrong geometry with messages naming the series, SEG masks on the CT grid."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from fmcib_testlib.dicom_builders import SAMPLE, SAMPLE_SEG, copy_ct, ct_files, make_seg, read_ct_datasets
+
+from mhub_fmcib.cases import plan_dicom_folder
+from mhub_fmcib.dicom.ct import assemble_ct
+from mhub_fmcib.dicom.index import InstanceKind, SkipReason, index_folder
+from mhub_fmcib.dicom.seg import read_seg, segment_mask_on_ct
+from mhub_fmcib.errors import GeometryError, SegmentationError
+from mhub_fmcib.image_io import read_image, sitk_to_volume
+
+
+@pytest.fixture(scope="module")
+def sample_ct():  # type: ignore[no-untyped-def]
+    idx = index_folder(SAMPLE / "dicom" / "ct")
+    return assemble_ct(idx.of_kind(InstanceKind.CT))
+
+
+def test_ct_matches_simpleitk_gdcm(sample_ct) -> None:  # type: ignore[no-untyped-def]
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(SAMPLE / "dicom" / "ct")))
+    ref = sitk_to_volume(reader.Execute())
+    assert sample_ct.volume.shape == ref.shape == (512, 512, 48)
+    np.testing.assert_array_equal(np.asarray(sample_ct.volume.array), np.asarray(ref.array, np.float32))
+    np.testing.assert_allclose(sample_ct.volume.affine, ref.affine, atol=1e-4)
+    nrrd = read_image(SAMPLE / "nrrd" / "lung1_image.nrrd")
+    np.testing.assert_array_equal(np.asarray(sample_ct.volume.array), np.asarray(nrrd.array, np.float32))
+    np.testing.assert_allclose(sample_ct.volume.affine, nrrd.affine, atol=1e-4)
+
+
+def test_unsorted_tree_with_junk(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    files = ct_files()
+    for i, p in enumerate(rng.permutation(len(files))):
+        d = tmp_path / f"d{i % 5}" / f"sub{i % 3}"
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(files[p], d / f"x{rng.integers(1e9)}")
+    shutil.copy2(SAMPLE_SEG, tmp_path / "d1" / "seg.bin")
+    (tmp_path / "notes.txt").write_text("not dicom")
+    (tmp_path / "truncated.dcm").write_bytes(files[0].read_bytes()[:300])
+    other = pydicom.dcmread(files[0])
+    other.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
+    other.Modality = "MR"
+    other.save_as(tmp_path / "mr.dcm")
+    scout = pydicom.dcmread(files[1])
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout.SOPInstanceUID = pydicom.uid.generate_uid()
+    scout.save_as(tmp_path / "scout.dcm")
+    idx = index_folder(tmp_path)
+    reasons = {s.path.name: s.reason for s in idx.skipped}
+    # a header cut after 300 bytes parses partially: it lacks its UIDs
+    assert reasons.pop("truncated.dcm") in (SkipReason.UNREADABLE, SkipReason.MISSING_UIDS)
+    assert reasons == {
+        "notes.txt": SkipReason.NOT_DICOM,
+        "mr.dcm": SkipReason.OTHER_OBJECT,
+        "scout.dcm": SkipReason.LOCALIZER,
+    }
+    plan = plan_dicom_folder(tmp_path)
+    assert len(plan.cases) == 1 and len(plan.cases[0].ct) == 48 and len(plan.cases[0].segs) == 1
+    ct = assemble_ct(plan.cases[0].ct)
+    ref = read_image(SAMPLE / "nrrd" / "lung1_image.nrrd")
+    np.testing.assert_array_equal(np.asarray(ct.volume.array), np.asarray(ref.array, np.float32))
+
+
+def _edit(paths: list[Path], index: int, **changes: object) -> None:
+    ds = pydicom.dcmread(paths[index])
+    for k, v in changes.items():
+        setattr(ds, k, v)
+    ds.save_as(paths[index])
+
+
+def _series(tmp_path: Path) -> list[Path]:
+    paths = copy_ct(tmp_path / "ct")
+    return sorted(paths, key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]))
+
+
+def _assemble(tmp_path: Path):  # type: ignore[no-untyped-def]
+    return assemble_ct(index_folder(tmp_path / "ct").of_kind(InstanceKind.CT))
+
+
+def test_missing_slice(tmp_path: Path) -> None:
+    paths = _series(tmp_path)
+    paths[20].unlink()
+    with pytest.raises(GeometryError, match=r"series .*missing slice"):
+        _assemble(tmp_path)
+
+
+def test_duplicate_position(tmp_path: Path) -> None:
+    paths = _series(tmp_path)
+    ds = pydicom.dcmread(paths[10])
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(tmp_path / "ct" / "dup.dcm")
+    with pytest.raises(GeometryError, match="duplicate slice position"):
+        _assemble(tmp_path)
+
+
+def test_non_uniform_spacing(tmp_path: Path) -> None:
+    paths = _series(tmp_path)
+    ipp = [float(v) for v in pydicom.dcmread(paths[30]).ImagePositionPatient]
+    _edit(paths, 30, ImagePositionPatient=[ipp[0], ipp[1], ipp[2] + 0.7])
+    with pytest.raises(GeometryError, match="non-uniform spacing"):
+        _assemble(tmp_path)
+
+
+def test_mixed_orientation(tmp_path: Path) -> None:
+    paths = _series(tmp_path)
+    _edit(paths, 5, ImageOrientationPatient=[0, 1, 0, 1, 0, 0])
+    with pytest.raises(GeometryError, match="mixed orientations"):
+        _assemble(tmp_path)
+
+
+def test_gantry_tilt_refused(tmp_path: Path) -> None:
+    paths = _series(tmp_path)
+    for k, p in enumerate(paths):
+        ds = pydicom.dcmread(p)
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y + 0.8 * k, z]
+        ds.save_as(p)
+    with pytest.raises(GeometryError, match="gantry tilt"):
+        _assemble(tmp_path)
+
+
+def test_missing_geometry_tag(tmp_path: Path) -> None:
+    paths = _series(tmp_path)
+    ds = pydicom.dcmread(paths[3])
+    del ds.ImagePositionPatient
+    ds.save_as(paths[3])
+    with pytest.raises(GeometryError, match="no ImagePositionPatient"):
+        _assemble(tmp_path)
+
+
+def test_rescale_slope_intercept_applied(tmp_path: Path) -> None:
+    paths = _series(tmp_path)
+    ds = pydicom.dcmread(paths[0])
+    ds.decompress()
+    raw = ds.pixel_array.astype(np.int32)
+    ds.RescaleSlope, ds.RescaleIntercept = 2, -2048
+    ds.save_as(paths[0])
+    ct = _assemble(tmp_path)
+    np.testing.assert_array_equal(np.asarray(ct.volume.array)[:, :, 0], (raw * 2 - 2048).T.astype(np.float32))
+
+
+def test_seg_on_ct_grid_equals_label(sample_ct) -> None:  # type: ignore[no-untyped-def]
+    seg = read_seg(SAMPLE_SEG)
+    assert [(s.number, s.label) for s in seg.segments] == [(1, "Nodule")]
+    assert seg.segments[0].property_type == ("27925004", "SCT", "Nodule")
+    mask = segment_mask_on_ct(seg, 1, sample_ct)
+    label = np.asarray(read_image(SAMPLE / "nrrd" / "lung1_label.nrrd").array) == 1
+    assert mask.sum() == 837
+    np.testing.assert_array_equal(mask, label)
+
+
+def test_seg_with_other_frame_of_reference_refused(tmp_path: Path, sample_ct) -> None:  # type: ignore[no-untyped-def]
+    label = np.asarray(read_image(SAMPLE / "nrrd" / "lung1_label.nrrd").array) == 1
+    p = make_seg(read_ct_datasets(), {"n": label}, tmp_path / "seg.dcm", frame_of_reference_uid="1.2.3.4")
+    with pytest.raises(SegmentationError, match=r"not in the\s+Frame of Reference|Frame of Reference"):
+        segment_mask_on_ct(read_seg(p), 1, sample_ct)

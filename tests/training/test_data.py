@@ -1,0 +1,116 @@
+"""Synthetic cohort, lesion table, patch cache (same patch code as inference), augmentations."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from mhub_fmcib.errors import ConfigError
+from mhub_fmcib.image_io import read_image
+from mhub_fmcib.patch import extract_patch, normalise_hu
+from mhub_fmcib.types import SeedPoint
+from mhub_fmcib_train.config import AugmentConfig, PretrainConfig, load_config
+from mhub_fmcib_train.data.cache import BACKGROUND_MIN_DISTANCE_MM
+from mhub_fmcib_train.transforms import FinetuneAugment, SimCLRView, centre_crop, histogram_shift
+
+from .conftest import TinyCohort
+
+
+def test_synthetic_seeds_are_mask_centroids_and_labels_differ(tiny: TinyCohort) -> None:
+    with open(tiny.cohort.seeds_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(tiny.cohort.lesions) >= 16
+    assert {r["split"] for r in rows} == {"train", "tune", "test"}
+    r = rows[0]
+    mask = sitk.ReadImage(r["mask_path"])
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(mask)
+    centroid = stats.GetCentroid(int(r["mask_label"]))  # SimpleITK: physical LPS mm
+    assert np.allclose(centroid, [float(r["coordX"]), float(r["coordY"]), float(r["coordZ"])], atol=1e-3)
+    img = read_image(Path(r["image_path"]))
+    hu = {c: [] for c in ("solid", "ground_glass")}  # type: dict[str, list[float]]
+    for row in rows:
+        if row["label"] in hu:
+            hu[row["label"]].append(float(row["mean_hu"]))
+    assert np.mean(hu["ground_glass"]) < np.mean(hu["solid"]) - 300
+    assert img.array.dtype == np.int16
+
+
+def test_cache_cube_centre_equals_inference_patch(tiny: TinyCohort) -> None:
+    rec = tiny.cache.table.records[0]
+    vol = read_image(rec.image_path)
+    ref = extract_patch(vol, rec.seed, size=50).array
+    got = tiny.cache.centre_patch(np.asarray(tiny.cache.lesions[rec.index]))
+    if ref.shape == got.shape and all(v == (0, 50) for v in extract_patch(vol, rec.seed).valid):
+        np.testing.assert_array_equal(got, ref)
+    big = extract_patch(vol, rec.seed, size=tiny.data.region_size).array
+    np.testing.assert_array_equal(np.asarray(tiny.cache.lesions[rec.index]), big)
+
+
+def test_background_cubes_do_not_overlap_lesions(tiny: TinyCohort) -> None:
+    with open(tiny.cache.folder / "background.csv", newline="") as f:
+        bgs = list(csv.DictReader(f))
+    assert len(bgs) > 0
+    for bg in bgs:
+        c = np.array([float(bg[k]) for k in ("coordX", "coordY", "coordZ")])
+        seeds = [r.seed.as_array() for r in tiny.cache.table.records if str(r.image_path) == bg["image_path"]]
+        assert min(np.max(np.abs(s - c)) for s in seeds) >= BACKGROUND_MIN_DISTANCE_MM
+
+
+def test_fraction_subsets_train_and_tune_not_test(tiny: TinyCohort) -> None:
+    t = tiny.cache.table
+    for split in ("train", "tune"):
+        full, half = t.select(split), t.select(split, 0.5, seed=1)
+        assert len(half) == max(2, int(np.ceil(0.5 * len(full))))
+        assert {r.index for r in half} <= {r.index for r in full}
+        assert t.select(split, 0.5, seed=1) == half  # seeded
+    assert t.select("test", 0.1) == t.select("test")
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text('output_dir = "o"\nbatch_size = 8\nbogus = 1\n[data]\nseeds_csv = "s.csv"\ncache_dir = "c"\n')
+    with pytest.raises(ConfigError, match="bogus"):
+        load_config(p, PretrainConfig)
+    p.write_text('output_dir = "o"\n[data]\nseeds_csv = "s.csv"\ncache_dir = "c"\nfraction = 0.3\n')
+    with pytest.raises(ConfigError, match="fraction"):
+        load_config(p, PretrainConfig)
+    p.write_text('output_dir = "o"\n[data]\nseeds_csv = "s.csv"\ncache_dir = "c"\n[encoder]\nlayers = [1, 1]\n')
+    with pytest.raises(ConfigError, match="layers"):
+        load_config(p, PretrainConfig)
+
+
+def test_views_are_deterministic_and_shaped() -> None:
+    cube = np.random.default_rng(0).random((64, 64, 64), dtype=np.float32)
+    v = SimCLRView(AugmentConfig())
+    a, b = v(cube, np.random.default_rng(5)), v(cube, np.random.default_rng(5))
+    assert a.shape == (50, 50, 50) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, v(cube, np.random.default_rng(6)))
+
+
+def test_histogram_shift_commutes_with_normalisation() -> None:
+    hu = np.random.default_rng(1).normal(-300, 400, (20, 20, 20)).astype(np.float32)
+    x = histogram_shift(normalise_hu(hu), np.random.default_rng(2))
+    y = normalise_hu(histogram_shift(hu, np.random.default_rng(2)))
+    np.testing.assert_allclose(x, y, atol=1e-5)
+
+
+def test_finetune_augment_translation_pads_with_minus_1024_hu() -> None:
+    cube = np.ones((64, 64, 64), np.float32)
+    np.testing.assert_array_equal(centre_crop(cube, 50, (0, 0, 0)), np.ones((50,) * 3))
+    shifted = centre_crop(cube, 50, (10, 0, 0))  # start 17: rows 47..49 fall outside
+    assert shifted[:47].min() == 1.0 and shifted[47:].max() == 0.0
+    out = FinetuneAugment(10)(cube, np.random.default_rng(0))
+    assert out.shape == (50, 50, 50)
+
+
+def test_seed_outside_is_rejected(tiny: TinyCohort) -> None:
+    rec = tiny.cache.table.records[0]
+    vol = read_image(rec.image_path)
+    with pytest.raises(Exception, match="outside"):
+        extract_patch(vol, SeedPoint(1e4, 1e4, 1e4), size=64)

@@ -1,0 +1,5 @@
+"""Losses."""
+
+from .ntx_ent import NTXentLoss
+
+__all__ = ["NTXentLoss"]

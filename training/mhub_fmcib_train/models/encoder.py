@@ -1,0 +1,132 @@
+"""The encoder: the FMCIB ResNet50 or a smaller variant with the same key names.
+
+The full-size configuration builds :class:`mhub_fmcib.encoder.FmcibResNet` itself, so the
+exported trunk is exactly what ``mhub_fmcib.encoder.read_weights`` checks. Smaller widths
+and depths (CPU smoke tests, benchmarks) use :class:`ResNetEncoder`, built from the same
+``Bottleneck`` blocks with the same MONAI module names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mhub_fmcib.encoder import Bottleneck, FmcibResNet, check_state_dict, load_state_dict_file
+from mhub_fmcib.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Shape of the 3D ResNet.
+
+    Attributes:
+        widen_factor: channel multiplier (FMCIB: 2 → 4096 features; 0.125 → 256).
+        layers: bottleneck blocks per stage (FMCIB / ResNet50: (3, 4, 6, 3)).
+        conv1_t_stride: stride of the first convolution (FMCIB: 2).
+    """
+
+    widen_factor: float = 2.0
+    layers: tuple[int, int, int, int] = (3, 4, 6, 3)
+    conv1_t_stride: int = 2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
+        if len(self.layers) != 4 or min(self.layers) < 1:
+            raise ConfigError(f"encoder.layers must be 4 positive block counts, got {self.layers}")
+        if self.widen_factor <= 0 or int(64 * self.widen_factor) < 1:
+            raise ConfigError(f"encoder.widen_factor must be > 0 (64 * w >= 1), got {self.widen_factor}")
+        if self.conv1_t_stride not in (1, 2):
+            raise ConfigError(f"encoder.conv1_t_stride must be 1 or 2, got {self.conv1_t_stride}")
+
+    @property
+    def is_fmcib(self) -> bool:
+        """Whether this is the published FMCIB architecture."""
+        return self.widen_factor == 2.0 and self.layers == (3, 4, 6, 3) and self.conv1_t_stride == 2
+
+    @property
+    def n_features(self) -> int:
+        """Length of the pooled feature vector (4096 for FMCIB)."""
+        return int(512 * self.widen_factor) * Bottleneck.expansion
+
+
+class ResNetEncoder(nn.Module):
+    """3D bottleneck ResNet with MONAI's module names, any width and depth.
+
+    Input float32 (B, 1, D, H, W); output (B, ``config.n_features``).
+    """
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        planes = [int(p * config.widen_factor) for p in (64, 128, 256, 512)]
+        self.in_planes = planes[0]
+        self.conv1 = nn.Conv3d(1, self.in_planes, 7, stride=config.conv1_t_stride, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm3d(self.in_planes)
+        self.act = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(planes[0], config.layers[0], 1)
+        self.layer2 = self._make_layer(planes[1], config.layers[1], 2)
+        self.layer3 = self._make_layer(planes[2], config.layers[2], 2)
+        self.layer4 = self._make_layer(planes[3], config.layers[3], 2)
+        self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+    _make_layer = FmcibResNet._make_layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.act(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
+
+
+def build_encoder(config: EncoderConfig) -> nn.Module:
+    """FmcibResNet for the FMCIB configuration, else a :class:`ResNetEncoder`."""
+    if config.is_fmcib:
+        return FmcibResNet()
+    return ResNetEncoder(config)
+
+
+def export_trunk(encoder: nn.Module, config: EncoderConfig, path: Path) -> Path:
+    """Write ``{"trunk_state_dict": ..., "encoder": {...}}`` atomically (CPU tensors).
+
+    For the FMCIB configuration the file is what ``mhub-fmcib run --weights`` loads
+    strictly; the extra ``encoder`` entry (plain numbers) lets training rebuild small variants.
+    """
+    sd = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
+    enc = asdict(config)
+    enc["layers"] = list(config.layers)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    torch.save({"trunk_state_dict": sd, "encoder": enc}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def encoder_config_of(path: Path) -> EncoderConfig:
+    """The ``encoder`` entry of an exported trunk, or the FMCIB configuration if absent."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    enc = obj.get("encoder") if isinstance(obj, dict) else None
+    if not isinstance(enc, dict):
+        return EncoderConfig()
+    return EncoderConfig(
+        widen_factor=float(enc["widen_factor"]),
+        layers=tuple(enc["layers"]),
+        conv1_t_stride=int(enc["conv1_t_stride"]),
+    )
+
+
+def load_trunk(path: Path, config: EncoderConfig | None = None) -> tuple[nn.Module, EncoderConfig]:
+    """Build the encoder described by ``path`` (or ``config``) and load its weights strictly."""
+    config = config or encoder_config_of(path)
+    model = build_encoder(config)
+    sd = load_state_dict_file(path)
+    check_state_dict(model, sd, path)
+    model.load_state_dict(sd, strict=True)
+    return model, config

@@ -1,0 +1,100 @@
+"""LARC: SGD with momentum under layer-wise adaptive rate control (NVIDIA Apex semantics)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+
+class LARC(Optimizer):
+    """SGD with momentum whose per-tensor learning rate is scaled by a trust ratio.
+
+    For a parameter tensor ``p`` with gradient ``g`` (per step, per tensor)::
+
+        local = trust_coefficient * ||p|| / (||g|| + weight_decay * ||p|| + eps)
+        local = min(local / lr, 1)              if clip   (LARC "clip" mode)
+        d     = (g + weight_decay * p) * local  (d = g + weight_decay * p when ||p|| or ||g|| is 0)
+        buf   = momentum * buf + d              (buf = d at the first step)
+        p    -= lr * buf
+
+    With ``clip`` the effective rate is ``min(lr, trust * ||p|| / ||g||)``; without it it is
+    ``lr * trust * ||p|| / ||g||`` (LARS). Tensors with one dimension (biases, norm
+    weights) skip adaptation and weight decay when ``exclude_1d`` (the usual SimCLR choice).
+
+    Args:
+        params: parameters or parameter groups.
+        lr: learning rate (FMCIB: 0.3 × global batch / 256); schedulers change it per step.
+        momentum: SGD momentum (0.9).
+        weight_decay: L2 coefficient (1e-6).
+        trust_coefficient: 0.001.
+        clip: LARC clip mode (Apex default True).
+        eps: added to the denominator.
+        exclude_1d: skip adaptation and weight decay for 1-D tensors.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-6,
+        trust_coefficient: float = 1e-3,
+        clip: bool = True,
+        eps: float = 1e-8,
+        exclude_1d: bool = True,
+    ) -> None:
+        if lr <= 0:
+            raise ValueError(f"learning rate must be positive, got {lr}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if weight_decay < 0 or trust_coefficient <= 0:
+            raise ValueError("weight_decay must be >= 0 and trust_coefficient > 0")
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "trust_coefficient": trust_coefficient,
+            "clip": clip,
+            "eps": eps,
+            "exclude_1d": exclude_1d,
+        }
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, wd, tc = group["lr"], group["weight_decay"], group["trust_coefficient"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad.float()
+                pf = p.float()
+                if group["exclude_1d"] and p.ndim <= 1:
+                    d = g.clone()
+                else:
+                    p_norm = torch.linalg.vector_norm(pf)
+                    g_norm = torch.linalg.vector_norm(g)
+                    d = g + wd * pf
+                    if p_norm > 0 and g_norm > 0:
+                        local = tc * p_norm / (g_norm + wd * p_norm + group["eps"])
+                        if group["clip"]:
+                            local = torch.clamp(local / lr, max=1.0)
+                        d = d * local
+                state = self.state[p]
+                if group["momentum"] > 0:
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        buf = d.clone()
+                        state["momentum_buffer"] = buf
+                    else:
+                        buf.mul_(group["momentum"]).add_(d)
+                    d = buf
+                p.add_(d.to(p.dtype), alpha=-lr)
+        return loss

@@ -1,0 +1,218 @@
+"""A synthetic lesion cohort: CT-like scans with lesions of known class and survival.
+
+Each scan is an int16 HU volume (default 128×128×48 voxels of 1×1×2.5 mm, LPS axes, origin
+at the centre): air (−1000 HU) outside a body ellipse of soft tissue (40 HU), two lung
+ellipsoids (−850 HU) with smooth texture, and Gaussian noise. One to three lesions sit in
+the lungs, each of one of three classes that differ in shape, density and texture:
+
+=============  =====================================  ===========  ===============
+class          shape                                  density HU   texture (HU sd)
+=============  =====================================  ===========  ===============
+solid          sphere                                 N(40, 25)    10
+lobulated      3–5 overlapping spheres                N(10, 25)    40
+ground_glass   ellipsoid                              N(-450, 80)  70
+=============  =====================================  ===========  ===============
+
+``malignant`` is 1 for lobulated and ground-glass lesions. Survival (months) is
+exponential with scale ``60 · exp(−0.25 · (radius_mm − 6))`` (bigger lesions die sooner),
+censored uniformly in [6, 60]; ``time`` and ``event`` hold the result. Scans are split
+into train/tune/test by ``split_ratios``.
+
+Outputs in ``output_dir``: ``images/scan_NNN.nrrd``, ``masks/scan_NNN_label.nrrd`` (lesion
+``n`` has label ``n``), and ``seeds.csv`` (reference columns ``image_path, coordX, coordY,
+coordZ`` in LPS mm at each mask's centre of mass, plus ``lesion_id, patient_id, split,
+label, malignant, radius_mm, mean_hu, time, event, mask_path, mask_label``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import SimpleITK as sitk
+from scipy import ndimage
+
+from .config import SyntheticConfig
+
+CLASSES = ("solid", "lobulated", "ground_glass")
+MALIGNANT = {"solid": 0, "lobulated": 1, "ground_glass": 1}
+_DENSITY = {"solid": (40.0, 25.0), "lobulated": (10.0, 25.0), "ground_glass": (-450.0, 80.0)}
+_TEXTURE = {"solid": 10.0, "lobulated": 40.0, "ground_glass": 70.0}
+
+SEEDS_COLUMNS = (
+    "image_path", "coordX", "coordY", "coordZ", "lesion_id", "patient_id", "split", "label",
+    "malignant", "radius_mm", "mean_hu", "time", "event", "mask_path", "mask_label",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SyntheticLesion:
+    """One generated lesion (seed in LPS mm, radius in mm)."""
+
+    lesion_id: str
+    patient_id: str
+    label: str
+    seed_lps: tuple[float, float, float]
+    radius_mm: float
+    mean_hu: float
+    time: float
+    event: int
+    split: str
+
+
+@dataclass(frozen=True)
+class SyntheticCohort:
+    """Where the cohort was written and what it holds."""
+
+    seeds_csv: Path
+    lesions: tuple[SyntheticLesion, ...]
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> npt.NDArray[np.float64]:
+    n = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
+    sd = n.std()
+    return n / sd if sd > 0 else n
+
+
+def _scan(
+    cfg: SyntheticConfig, rng: np.random.Generator, patient: str, split: str
+) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.uint8], npt.NDArray[np.float64], list[SyntheticLesion]]:
+    shape = cfg.shape
+    sp = np.asarray(cfg.spacing)
+    origin = -0.5 * (np.asarray(shape) - 1) * sp
+    x, y, z = (origin[a] + sp[a] * np.arange(shape[a]) for a in range(3))
+    X, Y, Z = np.meshgrid(x, y, z, indexing="ij")
+    half = 0.5 * np.asarray(shape) * sp
+    body_a, body_b = half[0] * rng.uniform(0.85, 0.95), half[1] * rng.uniform(0.65, 0.8)
+    hu = np.full(shape, -1000.0)
+    body = (X / body_a) ** 2 + (Y / body_b) ** 2 <= 1.0
+    hu[body] = 40.0
+    lungs = np.zeros(shape, dtype=bool)
+    lung_centres = []
+    for side in (-1, 1):
+        c = np.array([side * body_a * 0.45, -0.05 * body_b, 0.0])
+        r = np.array([body_a * 0.35, body_b * 0.7, half[2] * 0.95])
+        lung_centres.append((c, r))
+        lungs |= ((X - c[0]) / r[0]) ** 2 + ((Y - c[1]) / r[1]) ** 2 + ((Z - c[2]) / r[2]) ** 2 <= 1.0
+    hu[lungs] = -850.0 + 30.0 * _smooth_noise(rng, shape, 2.0)[lungs]
+    labels = np.zeros(shape, dtype=np.uint8)
+    lesions: list[SyntheticLesion] = []
+    n_les = int(rng.integers(cfg.lesions_per_scan[0], cfg.lesions_per_scan[1] + 1))
+    for n in range(1, n_les + 1):
+        cls = CLASSES[int(rng.integers(len(CLASSES)))]
+        radius = float(rng.uniform(4.0, 10.0))
+        lc, lr = lung_centres[int(rng.integers(2))]
+        for _ in range(100):  # a centre well inside the lung, away from other lesions
+            u = rng.uniform(-1, 1, size=3)
+            if np.sum(u**2) > 1:
+                continue
+            centre = lc + u * np.maximum(lr - radius - 4.0, 1.0)
+            others = [np.asarray(les.seed_lps) for les in lesions]
+            if all(np.linalg.norm(centre - o) > 25.0 for o in others):
+                break
+        d2 = ((X - centre[0]) ** 2 + (Y - centre[1]) ** 2 + (Z - centre[2]) ** 2) ** 0.5
+        if cls == "solid":
+            m = d2 <= radius
+        elif cls == "lobulated":
+            m = d2 <= radius * 0.7
+            for _ in range(int(rng.integers(3, 6))):
+                off = rng.standard_normal(3)
+                off = off / np.linalg.norm(off) * radius * 0.55
+                m |= np.linalg.norm(
+                    np.stack([X - centre[0] - off[0], Y - centre[1] - off[1], Z - centre[2] - off[2]]),
+                    axis=0,
+                ) <= radius * rng.uniform(0.4, 0.6)
+        else:
+            ax = rng.uniform(0.7, 1.3, size=3)
+            m = (
+                ((X - centre[0]) / (radius * ax[0])) ** 2
+                + ((Y - centre[1]) / (radius * ax[1])) ** 2
+                + ((Z - centre[2]) / (radius * ax[2])) ** 2
+            ) <= 1.0
+        m &= labels == 0
+        if not m.any():
+            continue
+        mu, sd = _DENSITY[cls]
+        mean_hu = float(rng.normal(mu, sd))
+        tex = _TEXTURE[cls] * _smooth_noise(rng, shape, 1.0)
+        hu[m] = mean_hu + tex[m]
+        labels[m] = n
+        com = np.array([X[m].mean(), Y[m].mean(), Z[m].mean()])
+        scale = 60.0 * math.exp(-0.25 * (radius - 6.0))
+        t_event = float(rng.exponential(scale))
+        t_cens = float(rng.uniform(6.0, 60.0))
+        lesions.append(
+            SyntheticLesion(
+                lesion_id=f"{patient}_L{n}",
+                patient_id=patient,
+                label=cls,
+                seed_lps=(float(com[0]), float(com[1]), float(com[2])),
+                radius_mm=radius,
+                mean_hu=mean_hu,
+                time=min(t_event, t_cens),
+                event=int(t_event <= t_cens),
+                split=split,
+            )
+        )
+    hu += cfg.noise_hu * rng.standard_normal(shape)
+    affine = np.eye(4)
+    affine[:3, :3] = np.diag(sp)
+    affine[:3, 3] = origin
+    return np.clip(np.round(hu), -1024, 3071).astype(np.int16), labels, affine, lesions
+
+
+def _write(arr: npt.NDArray[np.generic], affine: npt.NDArray[np.float64], path: Path) -> None:
+    img = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(2, 1, 0)))  # (i,j,k) -> (k,j,i)
+    img.SetSpacing([float(s) for s in np.linalg.norm(affine[:3, :3], axis=0)])
+    img.SetOrigin([float(o) for o in affine[:3, 3]])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(img, str(path), useCompression=True)
+
+
+def generate_cohort(cfg: SyntheticConfig) -> SyntheticCohort:
+    """Write the cohort described by ``cfg`` (deterministic in ``cfg.seed``)."""
+    rng = np.random.default_rng(cfg.seed)
+    out = Path(cfg.output_dir)
+    n_train = round(cfg.n_scans * cfg.split_ratios[0])
+    n_tune = round(cfg.n_scans * cfg.split_ratios[1])
+    splits = ["train"] * n_train + ["tune"] * n_tune + ["test"] * (cfg.n_scans - n_train - n_tune)
+    rows: list[dict[str, object]] = []
+    all_lesions: list[SyntheticLesion] = []
+    for s in range(cfg.n_scans):
+        patient = f"scan_{s:03d}"
+        hu, labels, affine, lesions = _scan(cfg, rng, patient, splits[s])
+        image_path = (out / "images" / f"{patient}.nrrd").resolve()
+        mask_path = (out / "masks" / f"{patient}_label.nrrd").resolve()
+        _write(hu, affine, image_path)
+        _write(labels, affine, mask_path)
+        for les in lesions:
+            rows.append(
+                {
+                    "image_path": str(image_path),
+                    "coordX": f"{les.seed_lps[0]:.4f}",
+                    "coordY": f"{les.seed_lps[1]:.4f}",
+                    "coordZ": f"{les.seed_lps[2]:.4f}",
+                    "lesion_id": les.lesion_id,
+                    "patient_id": les.patient_id,
+                    "split": les.split,
+                    "label": les.label,
+                    "malignant": MALIGNANT[les.label],
+                    "radius_mm": f"{les.radius_mm:.3f}",
+                    "mean_hu": f"{les.mean_hu:.1f}",
+                    "time": f"{les.time:.3f}",
+                    "event": les.event,
+                    "mask_path": str(mask_path),
+                    "mask_label": les.lesion_id.rsplit("_L", 1)[1],
+                }
+            )
+        all_lesions += lesions
+    seeds = out / "seeds.csv"
+    with open(seeds, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(SEEDS_COLUMNS))
+        w.writeheader()
+        w.writerows(rows)
+    return SyntheticCohort(seeds_csv=seeds, lesions=tuple(all_lesions))

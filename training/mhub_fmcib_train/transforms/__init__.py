@@ -1,0 +1,13 @@
+"""Augmentations on cached cubes (normalised units, (z, y, x))."""
+
+from .finetune import FinetuneAugment, centre_crop
+from .views import SimCLRView, gaussian_smooth, histogram_shift, random_resized_crop
+
+__all__ = [
+    "FinetuneAugment",
+    "SimCLRView",
+    "centre_crop",
+    "gaussian_smooth",
+    "histogram_shift",
+    "random_resized_crop",
+]

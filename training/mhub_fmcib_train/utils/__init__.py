@@ -1,0 +1,1 @@
+"""Distributed helpers, checkpoints, logs and seeding."""
