@@ -121,9 +121,15 @@ def match_segs_to_ct(index: DicomIndex) -> tuple[dict[str, list[InstanceRecord]]
     return dict(out), failures
 
 
-def plan_dicom_folder(root: Path, workers: int = 1) -> Plan:
-    """Index a DICOM folder and form one case per CT series that has SEGs."""
-    index = index_folder(root, workers=workers)
+def plan_dicom_folder(root: Path, workers: int = 1, index_db: Path | None = None) -> Plan:
+    """Index a DICOM folder (reusing ``index_db`` when given) and form one case per CT
+    series that has SEGs."""
+    if index_db is not None:
+        from .index_cache import index_folder_cached
+
+        index, _ = index_folder_cached(root, index_db, workers=workers)
+    else:
+        index = index_folder(root, workers=workers)
     ct_series = index.by_series(InstanceKind.CT)
     segs_by_ct, failures = match_segs_to_ct(index)
     cases = [
@@ -156,7 +162,7 @@ def plan_seeds_csv(path: Path) -> Plan:
     return Plan(cases=tuple(cases), failures=tuple(failures))
 
 
-def plan(config: RunConfig, workers: int = 1) -> Plan:
+def plan(config: RunConfig, workers: int = 1, index_db: Path | None = None) -> Plan:
     """The cases of a run, from its configuration."""
     if config.input_kind is InputKind.SEEDS_CSV:
         return plan_seeds_csv(config.input)
@@ -164,7 +170,7 @@ def plan(config: RunConfig, workers: int = 1) -> Plan:
         if config.mask is None:  # RunConfig refuses this; kept for type narrowing
             return Plan(cases=())
         return Plan(cases=(ImageMaskCase(case_id=str(config.input), image=config.input, mask=config.mask),))
-    return plan_dicom_folder(config.input, workers=workers)
+    return plan_dicom_folder(config.input, workers=workers, index_db=index_db)
 
 
 def infer_input_kind(path: Path, seeds: bool) -> InputKind:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,7 +18,8 @@ from pathlib import Path
 from . import __version__
 from .cases import infer_input_kind
 from .config import RunConfig
-from .errors import ConfigError, WeightsError
+from .errors import ConfigError, FmcibError, WeightsError
+from .pipeline import StopFlag
 
 log = logging.getLogger("mhub_fmcib")
 
@@ -26,7 +28,7 @@ EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INPUT, EXIT_OUTPUT, EXIT_WEIGHTS = 0, 1
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", type=Path, help="DICOM folder, image file (with --mask) or seeds CSV (with --seeds)")
-    p.add_argument("output", type=Path, help="output folder (created if needed)")
+    p.add_argument("output", type=Path, nargs="?", help="output folder (created if needed)")
     p.add_argument("--mask", type=Path, help="label mask for an image-file INPUT (each non-zero label is a lesion)")
     p.add_argument(
         "--seeds",
@@ -49,6 +51,25 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-sr", action="store_true", help="do not write DICOM SR")
     p.add_argument("--no-seg", action="store_true", help="do not write the patch-region DICOM SEG")
     p.add_argument("--no-qc", action="store_true", help="do not write QC pictures")
+    p.add_argument("--shard", help="i/N: process only shard i (0-based) of N, split by series UID hash")
+    p.add_argument("--no-resume", action="store_true", help="re-run cases already finished in OUTPUT")
+    p.add_argument("--workers", type=int, default=1, help="processes for reading DICOM headers (default 1)")
+    p.add_argument(
+        "--progress",
+        default="auto",
+        choices=["auto", "bar", "json", "none"],
+        help="progress display: bar on a terminal (auto), JSON lines on stdout, or none",
+    )
+    g = p.add_argument_group("DICOMweb (INPUT is then not used: pass the output folder only)")
+    g.add_argument("--dicomweb", metavar="URL", help="DICOMweb base URL of the research PACS")
+    g.add_argument("--study", action="append", default=[], help="StudyInstanceUID to process (repeatable)")
+    g.add_argument("--studies", type=Path, help="file with one StudyInstanceUID per line")
+    g.add_argument("--query", action="append", default=[], help="QIDO-RS filter KEY=VALUE (repeatable)")
+    g.add_argument("--store", action="store_true", help="STOW-RS the SR and SEG back to the server")
+    g.add_argument("--credentials", type=Path, help="file with one line user:password (basic auth)")
+    g.add_argument("--token-file", type=Path, help="file holding a bearer token")
+    g.add_argument("--ca-bundle", type=Path, help="CA bundle to verify the server's TLS certificate")
+    g.add_argument("--cache-limit-mb", type=int, default=20_000, help="size limit of the pull cache (MB)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("version", help="print versions of the software and the weights' sha256")
     ver.add_argument("--weights", type=Path)
     sub.add_parser("workflows", help="list the named workflows")
+    idx = sub.add_parser("index", help="index a DICOM folder (kept in OUTPUT/index.sqlite) and print a summary")
+    idx.add_argument("input", type=Path)
+    idx.add_argument("output", type=Path)
+    idx.add_argument("--workers", type=int, default=1)
+    mg = sub.add_parser("merge", help="join the outputs of shards into one features.csv and run.json")
+    mg.add_argument("shards", type=Path, nargs="+", help="output folders of the shards")
+    mg.add_argument("--output", type=Path, required=True, help="merged output folder")
     return parser
 
 
@@ -120,14 +148,33 @@ def check_paths(config: RunConfig) -> int:
     return EXIT_OK
 
 
-def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from .pipeline import run
+def install_stop_handlers(stop: StopFlag) -> None:
+    """SIGINT/SIGTERM finish the case in flight, write the outputs, and exit 130."""
 
+    def handler(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if stop.requested:  # second signal: stop now
+            raise KeyboardInterrupt
+        log.warning("%s received: finishing the case in flight, then writing outputs (again to abort)", name)
+        stop.request(name)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from .pipeline import StopFlag, run
+    from .progress import make_progress
+
+    if args.dicomweb:
+        return cmd_run_dicomweb(args, env)
     config = config_from_args(args)
     code = check_paths(config)
     if code:
         return code
-    report = run(config, env)
+    stop = StopFlag()
+    install_stop_handlers(stop)
+    report = run(config, env, progress=make_progress(args.progress, sys.stderr.isatty()), stop=stop)
     log.info(
         "%d lesion(s) measured, %d failed; results in %s",
         report.n_ok,
@@ -167,7 +214,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     env = dict(os.environ) if env is None else env
-    commands = {"run": cmd_run, "version": cmd_version, "workflows": cmd_workflows}
+    logging.getLogger("highdicom").setLevel(logging.WARNING)
+    commands = {
+        "run": cmd_run,
+        "version": cmd_version,
+        "workflows": cmd_workflows,
+        "index": cmd_index,
+        "merge": cmd_merge,
+    }
     try:
         return commands[args.command](args, env)
     except WeightsError as e:
@@ -176,6 +230,96 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except ConfigError as e:
         log.error("%s", e)
         return EXIT_USAGE
+    except FmcibError as e:
+        log.error("%s", e)
+        return EXIT_FAILURES
+    except KeyboardInterrupt:
+        log.error("aborted")
+        return 130
+
+
+def cmd_index(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from .dicom.index import InstanceKind
+    from .index_cache import index_folder_cached
+
+    if not args.input.exists():
+        log.error("input %s does not exist", args.input)
+        return EXIT_INPUT
+    args.output.mkdir(parents=True, exist_ok=True)
+    idx, stats = index_folder_cached(args.input, args.output / "index.sqlite", workers=args.workers)
+    studies = {r.study_instance_uid for r in idx.instances}
+    reasons: dict[str, int] = {}
+    for s in idx.skipped:
+        reasons[s.reason.value] = reasons.get(s.reason.value, 0) + 1
+    rows = [
+        ("studies", len(studies)),
+        ("CT series", len(idx.by_series(InstanceKind.CT))),
+        ("SEG instances", len(idx.of_kind(InstanceKind.SEG))),
+        ("RTSTRUCT instances", len(idx.of_kind(InstanceKind.RTSTRUCT))),
+        ("files read", stats.read),
+        ("files reused from index", stats.reused),
+    ]
+    rows += [(f"skipped: {k}", v) for k, v in sorted(reasons.items())]
+    width = max(len(k) for k, _ in rows)
+    print("\n".join(f"{k:<{width}}  {v:>8}" for k, v in rows))
+    return EXIT_OK
+
+
+def cmd_merge(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from .merge import merge_outputs
+
+    report = merge_outputs(args.shards, args.output)
+    print(f"merged {len(args.shards)} output(s): {report.n_ok} lesion(s) in {args.output / 'features.csv'}")
+    return report.exit_code
+
+
+def cmd_run_dicomweb(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """``run --dicomweb URL --study UID OUTPUT``: INPUT is absent, the positional is OUTPUT."""
+    from .dicomweb.run import run_dicomweb
+    from .dicomweb.settings import DicomWebSettings, credentials_from
+
+    output = args.output or args.input
+    if args.output is not None:
+        raise ConfigError("with --dicomweb give only OUTPUT (the studies come from the server)")
+    creds = credentials_from(env, args.credentials, args.token_file)
+    settings = DicomWebSettings.with_credentials(
+        args.dicomweb,
+        creds,
+        ca_bundle=args.ca_bundle,
+        cache_dir=output / ".dicomweb-cache",
+        cache_limit_bytes=args.cache_limit_mb * 1_000_000,
+    )
+    extractor_holder: list[object] = []
+
+    def process_folder(folder: Path, out: Path) -> list[Path]:
+        from .pipeline import load_extractor, run
+
+        args_copy = argparse.Namespace(**{**vars(args), "input": folder, "output": out, "dicomweb": None})
+        config = config_from_args(args_copy)
+        if not extractor_holder:
+            extractor_holder.append(load_extractor(config, env))
+        report = run(config, env, extractor=extractor_holder[0])  # type: ignore[arg-type]
+        if report.n_failed:
+            log.warning("study folder %s: %d failure(s), see %s", folder, report.n_failed, out / "run.json")
+        return [Path(p) for p in report.outputs if p.endswith(".dcm")]
+
+    output.mkdir(parents=True, exist_ok=True)
+    rep = run_dicomweb(
+        settings,
+        args.study,
+        output,
+        process_folder,
+        args.store,
+        studies_file=args.studies,
+        queries=args.query,
+        include_unsegmented=args.seeds,
+    )
+    from .output import write_json
+
+    write_json(output / "dicomweb.json", rep.to_json())
+    for st in rep.studies:
+        print(f"{st.study_uid}: {st.status.value}{(' (' + str(st.error) + ')') if st.error else ''}")
+    return 0 if rep.ok else EXIT_FAILURES
 
 
 if __name__ == "__main__":

@@ -44,6 +44,9 @@ class RunConfig:
         heads: linear head files (``mhub-fmcib-train probe`` output) to apply.
         segmentation_sources: DICOM objects lesions come from, ``"SEG"`` and/or ``"RTSTRUCT"``.
         workflow: name of the workflow file the settings came from, if any.
+        shard: ``(i, n)``: process only the cases whose series-UID hash falls in shard i of n.
+        resume: skip cases already finished with the same inputs, weights and version.
+        index_workers: processes used to read DICOM headers while indexing.
     """
 
     input: Path
@@ -60,6 +63,9 @@ class RunConfig:
     heads: tuple[Path, ...] = ()
     segmentation_sources: tuple[str, ...] = ("SEG",)
     workflow: str | None = None
+    shard: tuple[int, int] | None = None
+    resume: bool = True
+    index_workers: int = 1
     extra: tuple[tuple[str, str], ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -70,6 +76,10 @@ class RunConfig:
                 f"{self.input} is an image file: pass its segmentation with --mask MASKFILE "
                 "(or give seed points with --seeds)"
             )
+        if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
+            raise ConfigError(f"--shard must be i/N with 0 <= i < N, got {self.shard[0]}/{self.shard[1]}")
+        if self.index_workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {self.index_workers}")
         bad = sorted(set(self.segmentation_sources) - {"SEG", "RTSTRUCT"})
         if bad:
             raise ConfigError(f"unknown segmentation source(s) {bad}; use SEG and/or RTSTRUCT")

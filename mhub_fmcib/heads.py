@@ -76,9 +76,13 @@ class LinearHead:
         except FileNotFoundError as e:
             raise ConfigError(f"head file {path} does not exist") from e
         except json.JSONDecodeError as e:
-            raise ConfigError(f"head file {path} is not JSON ({e}); pass a file written by mhub-fmcib-train probe") from e
+            raise ConfigError(
+                f"head file {path} is not JSON ({e}); pass a file written by mhub-fmcib-train probe"
+            ) from e
         if d.get("format") != HEAD_FORMAT:
-            raise ConfigError(f"{path} is not a linear head file (format {d.get('format')!r}, expected {HEAD_FORMAT!r})")
+            raise ConfigError(
+                f"{path} is not a linear head file (format {d.get('format')!r}, expected {HEAD_FORMAT!r})"
+            )
         try:
             return cls(
                 name=str(d["name"]),

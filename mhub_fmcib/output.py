@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .types import N_FEATURES, LesionResult, LesionStatus
+from .types import N_FEATURES, CaseFailure, LesionResult, LesionStatus
 
 FEATURE_COLUMNS = tuple(f"feature_{i}" for i in range(N_FEATURES))
 ID_COLUMNS = (
@@ -139,3 +139,20 @@ def read_features_csv(path: Path) -> tuple[list[dict[str, str]], np.ndarray]:
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (indent 2, UTF-8, keys in insertion order)."""
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_failures_csv(path: Path, results: Sequence[LesionResult], failures: Sequence[CaseFailure]) -> int:
+    """``failures.csv``: one row per failed case, file or lesion, with an actionable reason."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "level", "error_type", "reason", "paths"])
+    n = 0
+    for f in failures:
+        w.writerow([f.case_id, f.kind, f.error_type, f.reason, ";".join(f.paths)])
+        n += 1
+    for r in results:
+        if r.status is LesionStatus.FAILED:
+            w.writerow([r.lesion.lesion_id, "lesion", "LesionError", r.error or "", r.lesion.image_path or ""])
+            n += 1
+    atomic_write_text(path, buf.getvalue())
+    return n

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +22,24 @@ from .config import RunConfig
 from .dicom.ct import CtSeries, assemble_ct
 from .dicom.index import InstanceKind, index_folder
 from .dicom.seg import read_seg, segment_mask_on_ct, select_segments
-from .encoder import FeatureExtractor, LoadedWeights, read_weights
+from .encoder import FeatureExtractor, LoadedWeights, read_weights, sha256_file
 from .errors import CaseError, DicomImportError, FmcibError, SegmentationError
+from .export.qc import write_qc_index
+from .heads import LinearHead
 from .image_io import read_image, read_mask
-from .output import write_features_csv, write_json
+from .output import write_failures_csv, write_features_csv, write_json
 from .patch import extract_patch
+from .progress import NoProgress, Progress
 from .seeds import centre_of_mass_lps, check_seed_in_volume, seed_inside_mask
+from .state import CaseRecord, CaseStore, fingerprint, shard_of
 from .types import CaseFailure, Lesion, LesionResult, LesionStatus, Patch, SeedSource, Volume
 from .weights import resolve_weights
 
 log = logging.getLogger(__name__)
 
-#: Called after each case with (case, its results, its failures); exporters hook in here.
-CaseHook = Callable[[Case, "CaseOutcome"], Sequence[CaseFailure]]
+#: Called after each case with its outcome; returns the files it wrote (exporters hook in
+#: here). A raised FmcibError is recorded as a failure of that case.
+CaseHook = Callable[[Case, "CaseOutcome"], Sequence[Path]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +68,8 @@ class RunReport:
     timings: dict[str, float] = field(default_factory=dict)
     case_seconds: dict[str, float] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
+    cases_skipped: int = 0
+    interrupted: str = ""
 
     @property
     def n_ok(self) -> int:
@@ -74,7 +81,9 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when every lesion and case succeeded, 1 when any failed."""
+        """0 when every lesion and case succeeded, 1 when any failed, 130 when interrupted."""
+        if self.interrupted:
+            return 130
         return 1 if self.n_failed else 0
 
 
@@ -207,8 +216,25 @@ def lesions_from_rows(case: SeedsCase, ct: CtSeries | None) -> list[Lesion]:
     ]
 
 
-def measure(lesions: Sequence[Lesion], volume: Volume, extractor: FeatureExtractor) -> list[LesionResult]:
-    """Patches for every lesion, then features in batches. A bad seed fails only its lesion."""
+def predictions(heads: Sequence[LinearHead], features: np.ndarray) -> list[tuple[tuple[str, float], ...]]:
+    """Each head's output per row of ``features`` (N, 4096): binary heads give one value
+    named after the head, multi-class heads one value per class (``<head>__<class>``)."""
+    per_row: list[list[tuple[str, float]]] = [[] for _ in range(len(features))]
+    for head in heads:
+        p = head.predict(features)
+        for i in range(len(features)):
+            if p.ndim == 1:
+                per_row[i].append((head.name, float(p[i])))
+            else:
+                per_row[i] += [(f"{head.name}__{c}", float(v)) for c, v in zip(head.class_names, p[i], strict=True)]
+    return [tuple(r) for r in per_row]
+
+
+def measure(
+    lesions: Sequence[Lesion], volume: Volume, extractor: FeatureExtractor, heads: Sequence[LinearHead] = ()
+) -> list[LesionResult]:
+    """Patches for every lesion, then features in batches, then heads. A bad seed fails only
+    its lesion."""
     results: dict[int, LesionResult] = {}
     todo: list[tuple[int, Patch]] = []
     for i, les in enumerate(lesions):
@@ -220,12 +246,17 @@ def measure(lesions: Sequence[Lesion], volume: Volume, extractor: FeatureExtract
             results[i] = LesionResult(lesion=les, status=LesionStatus.FAILED, error=str(e))
     if todo:
         feats = extractor.extract(np.stack([p.array for _, p in todo]))
-        for (i, patch), f in zip(todo, feats, strict=True):
-            results[i] = LesionResult(lesion=lesions[i], status=LesionStatus.OK, features=f, patch=patch)
+        preds = predictions(heads, feats)
+        for (i, patch), f, pr in zip(todo, feats, preds, strict=True):
+            results[i] = LesionResult(
+                lesion=lesions[i], status=LesionStatus.OK, features=f, patch=patch, predictions=pr
+            )
     return [results[i] for i in range(len(lesions))]
 
 
-def process_case(case: Case, config: RunConfig, extractor: FeatureExtractor) -> CaseOutcome:
+def process_case(
+    case: Case, config: RunConfig, extractor: FeatureExtractor, heads: Sequence[LinearHead] = ()
+) -> CaseOutcome:
     """Load one case's image, form its lesions, measure them. Never raises a CaseError."""
     t0 = time.perf_counter()
     ct: CtSeries | None = None
@@ -251,7 +282,7 @@ def process_case(case: Case, config: RunConfig, extractor: FeatureExtractor) -> 
         else:
             volume, ct = load_image(case.image)
             lesions, failures = lesions_from_rows(case, ct), []
-        results = measure(lesions, volume, extractor)
+        results = measure(lesions, volume, extractor, heads)
     except CaseError as e:
         paths = [str(r.path) for r in case.ct[:3]] if isinstance(case, DicomSegCase) else [str(case.image)]
         return CaseOutcome(
@@ -275,20 +306,60 @@ def load_extractor(config: RunConfig, env: Mapping[str, str]) -> FeatureExtracto
     return FeatureExtractor(weights, device=config.device, batch_size=config.batch_size)
 
 
+class StopFlag:
+    """Set by a signal handler (SIGINT/SIGTERM) to stop after the case in flight."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal_name = ""
+
+    def request(self, name: str) -> None:
+        self.requested = True
+        self.signal_name = name
+
+
+def case_paths(case: Case) -> list[Path]:
+    """The input files a case reads (for its fingerprint)."""
+    if isinstance(case, DicomSegCase):
+        return [r.path for r in (*case.ct, *case.segs)]
+    if isinstance(case, ImageMaskCase):
+        return [case.image, case.mask]
+    if case.image.is_dir():
+        return sorted(p for p in case.image.rglob("*") if p.is_file())
+    return [case.image]
+
+
+def case_settings(case: Case, config: RunConfig) -> list[str]:
+    """Settings that change a case's results (part of its fingerprint)."""
+    out = [
+        f"segments={','.join(config.segments)}",
+        f"sources={','.join(config.segmentation_sources)}",
+        f"exports={config.export_sr},{config.export_seg},{config.export_qc}",
+    ]
+    out += [f"head={h}:{sha256_file(h) if Path(h).is_file() else 'missing'}" for h in config.heads]
+    if isinstance(case, SeedsCase):
+        out += [f"row{r.row_number}={r.seed.x},{r.seed.y},{r.seed.z},{r.passthrough}" for r in case.rows]
+    return out
+
+
 def run(
     config: RunConfig,
     env: Mapping[str, str],
     *,
     extractor: FeatureExtractor | None = None,
-    hooks: Sequence[CaseHook] = (),
+    hooks: Sequence[CaseHook] | None = None,
+    progress: Progress | None = None,
+    stop: StopFlag | None = None,
 ) -> RunReport:
-    """Run the whole chain and write ``features.csv`` and ``run.json`` into ``config.output``.
+    """Run the whole chain and write ``features.csv``, ``failures.csv`` and ``run.json``
+    (from the per-case records in ``OUTPUT/cases/``) into ``config.output``.
 
     Raises:
         WeightsError, ConfigError: before any case is processed (nothing is written).
     """
     t_start = time.perf_counter()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    progress = progress or NoProgress()
     report = RunReport(config=config)
     t0 = time.perf_counter()
     extractor = extractor or load_extractor(config, env)
@@ -296,38 +367,99 @@ def run(
     report.weights_name = extractor.weights.path.name
     report.timings["load_model_s"] = time.perf_counter() - t0
 
+    if hooks is None:
+        from .exports import make_hooks
+        from .provenance import collect_provenance
+
+        hooks = make_hooks(config, collect_provenance(report.weights_sha256, report.weights_name))
+    heads = [LinearHead.load(h) for h in config.heads]
+    for h in heads:
+        if h.weights_sha256 and h.weights_sha256 != report.weights_sha256:
+            report.notes.append(
+                f"head {h.name} was fitted on features of weights {h.weights_sha256[:12]}…, "
+                f"not the weights of this run ({report.weights_sha256[:12]}…)"
+            )
+            log.warning(report.notes[-1])
+    config.output.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    the_plan: Plan = plan(config)
+    the_plan: Plan = plan(config, workers=config.index_workers, index_db=config.output / "index.sqlite")
     report.timings["plan_s"] = time.perf_counter() - t0
-    report.failures.extend(the_plan.failures)
+    cases = list(the_plan.cases)
+    if config.shard is not None:
+        i, n = config.shard
+        cases = [c for c in cases if shard_of(c.case_id, n) == i]
+        report.notes.append(f"shard {i}/{n}: {len(cases)} of {len(the_plan.cases)} cases")
+    if config.shard is None or config.shard[0] == 0:  # planning problems are reported once
+        report.failures.extend(the_plan.failures)
+        if the_plan.index is not None:
+            report.skipped_files = [
+                {"path": str(s.path), "reason": s.reason.value, "detail": s.detail} for s in the_plan.index.skipped
+            ]
     report.notes.extend(the_plan.notes)
-    if the_plan.index is not None:
-        report.skipped_files = [
-            {"path": str(s.path), "reason": s.reason.value, "detail": s.detail} for s in the_plan.index.skipped
-        ]
-    if not the_plan.cases and not the_plan.failures:
+    if not cases and not the_plan.failures:
         report.notes.append(f"no case to process in {config.input}")
         log.warning("no case to process in %s (no CT series with a SEG, no seeds)", config.input)
 
-    config.output.mkdir(parents=True, exist_ok=True)
+    store = CaseStore(config.output)
+    store.clean_temporaries()
+    records: list[CaseRecord] = []
+    progress.start(len(cases))
     t0 = time.perf_counter()
-    for case in the_plan.cases:
-        outcome = process_case(case, config, extractor)
-        report.results.extend(outcome.results)
-        report.failures.extend(outcome.failures)
-        report.case_seconds[case.case_id] = outcome.seconds
+    for case in cases:
+        if stop is not None and stop.requested:
+            report.interrupted = stop.signal_name or "stop requested"
+            report.notes.append(f"interrupted by {report.interrupted}: {len(cases) - len(records)} case(s) not run")
+            break
+        fp = fingerprint(case_paths(case), report.weights_sha256, __version__, case_settings(case, config))
+        old = store.load(case.case_id) if config.resume else None
+        if old is not None and old.complete and old.fingerprint == fp:
+            records.append(old)
+            report.cases_skipped += 1
+            progress.case_done(case.case_id, len(old.results), failed=False, skipped=True)
+            continue
+        outcome = process_case(case, config, extractor, heads)
+        failures = list(outcome.failures)
+        outputs: list[str] = []
         for hook in hooks:
             try:
-                report.failures.extend(hook(case, outcome))
+                written = hook(case, outcome)
+                outputs += [str(p) for p in written]
             except FmcibError as e:
-                report.failures.append(_failure(case.case_id, e))
+                failures.append(_failure(case.case_id, e))
+        # patches are not kept past their case: memory stays bounded by one series
+        kept = tuple(replace(r, patch=None) for r in outcome.results)
+        rec = CaseRecord(
+            case_id=case.case_id,
+            fingerprint=fp,
+            results=kept,
+            failures=tuple(failures),
+            seconds=outcome.seconds,
+            outputs=tuple(outputs),
+        )
+        store.save(rec)
+        records.append(rec)
+        progress.case_done(case.case_id, len(outcome.results), failed=not rec.complete, skipped=False)
+    progress.close()
     report.timings["cases_s"] = time.perf_counter() - t0
-
-    n = write_features_csv(config.output / "features.csv", report.results, report.weights_sha256, __version__)
-    report.outputs.append(str(config.output / "features.csv"))
-    report.timings["total_s"] = time.perf_counter() - t_start
-    write_json(config.output / "run.json", run_json(report, started, n))
+    for rec in records:
+        report.results.extend(rec.results)
+        report.failures.extend(rec.failures)
+        report.case_seconds[rec.case_id] = rec.seconds
+        report.outputs.extend(rec.outputs)
+    if config.export_qc:
+        report.outputs.append(str(write_qc_index(config.output, report.results)))
+    write_run_outputs(report, started, t_start)
     return report
+
+
+def write_run_outputs(report: RunReport, started: str, t_start: float) -> None:
+    """``features.csv``, ``failures.csv`` and ``run.json`` of a report (each atomic)."""
+    out = report.config.output
+    n = write_features_csv(out / "features.csv", report.results, report.weights_sha256, __version__)
+    write_failures_csv(out / "failures.csv", report.results, report.failures)
+    report.outputs = [str(out / "features.csv"), str(out / "failures.csv"), *report.outputs]
+    report.timings["total_s"] = time.perf_counter() - t_start
+    write_json(out / "run.json", run_json(report, started, n))
 
 
 def run_json(report: RunReport, started: str, n_rows: int) -> dict[str, object]:
@@ -348,6 +480,7 @@ def run_json(report: RunReport, started: str, n_rows: int) -> dict[str, object]:
             "device": cfg.device,
             "batch_size": cfg.batch_size,
             "heads": [str(h) for h in cfg.heads],
+            "shard": list(cfg.shard) if cfg.shard else None,
         },
         "summary": {
             "lesions_ok": report.n_ok,
@@ -355,6 +488,8 @@ def run_json(report: RunReport, started: str, n_rows: int) -> dict[str, object]:
             "case_or_file_failures": len(report.failures),
             "features_rows": n_rows,
             "skipped_files": len(report.skipped_files),
+            "cases_reused_from_earlier_run": report.cases_skipped,
+            "interrupted": report.interrupted,
             "exit_code": report.exit_code,
         },
         "lesions": [

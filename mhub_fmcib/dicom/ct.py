@@ -307,6 +307,17 @@ def _assemble_multiframe(records: Sequence[InstanceRecord]) -> CtSeries:
         np.any(steps < 1e-3) or np.any(np.abs(steps - np.median(steps)) > SPACING_RTOL * np.median(steps))
     ):
         raise GeometryError(f"series {series}: frames of {rec.path} are duplicated, missing or unevenly spaced")
+    if len(positions) > 1:
+        step_vec = (positions[-1] - positions[0]) / (len(positions) - 1)
+        inplane = step_vec - (step_vec @ normal) * normal
+        drift = positions - positions[0] - np.outer(np.arange(len(positions)), step_vec)
+        if np.linalg.norm(inplane) > TILT_ATOL_MM or np.abs(drift).max() > TILT_ATOL_MM * 10:
+            raise GeometryError(
+                f"series {series}: frame origins of {rec.path} are not along the slice normal "
+                f"(in-plane shift {np.linalg.norm(inplane):.3f} mm per frame): gantry tilt or a "
+                "sheared acquisition, which this software does not resample. Correct the tilt "
+                "(e.g. with dcm2niix's gantry tilt correction) first."
+            )
     hu = px[order].astype(np.float32) * slopes[order, None, None] + intercepts[order, None, None]
     affine = np.eye(4)
     affine[:3, 0] = row_dir * spacing[1]

@@ -109,9 +109,7 @@ def pull_study(
             "references them; give seed points to process them"
         )
     if dest_dir.exists() and any(dest_dir.iterdir()):
-        raise DicomWebOptionError(
-            f"The pull folder {dest_dir} is not empty; remove it or choose another cache folder"
-        )
+        raise DicomWebOptionError(f"The pull folder {dest_dir} is not empty; remove it or choose another cache folder")
     settings = client.settings
     limit = settings.cache_limit_bytes
     used = folder_bytes(cache_root if cache_root is not None else dest_dir)
@@ -122,9 +120,7 @@ def pull_study(
     try:
         for series_uid, sop_uid in pairs:
             with translated_errors(settings, "WADO-RS instance retrieval", plan.study_uid):
-                dataset = client.retrieve_instance(
-                    plan.study_uid, series_uid, sop_uid, media_types=ANY_TRANSFER_SYNTAX
-                )
+                dataset = client.retrieve_instance(plan.study_uid, series_uid, sop_uid, media_types=ANY_TRANSFER_SYNTAX)
             if dataset.get("SOPInstanceUID") != sop_uid:
                 raise DicomWebServerError(
                     f"The server {settings.server} sent SOPInstanceUID "
@@ -151,7 +147,5 @@ def pull_study(
     except BaseException:
         _remove_partial(dest_dir, created)
         raise
-    logger.info(
-        "Pulled study %s: %d instances, %.1f MiB", plan.study_uid, len(files), total / 1024**2
-    )
+    logger.info("Pulled study %s: %d instances, %.1f MiB", plan.study_uid, len(files), total / 1024**2)
     return PulledStudy(study_uid=plan.study_uid, folder=dest_dir, files=tuple(files), bytes=total)

@@ -60,8 +60,7 @@ def check_uid(uid: str, what: str = "StudyInstanceUID") -> str:
     uid = uid.strip()
     if len(uid) > 64 or not _UID_RE.match(uid):
         raise DicomWebOptionError(
-            f"{what} {uid!r} is not a valid DICOM UID (digits and dots, no leading zeros, "
-            "at most 64 characters)"
+            f"{what} {uid!r} is not a valid DICOM UID (digits and dots, no leading zeros, at most 64 characters)"
         )
     return uid
 
@@ -109,9 +108,7 @@ def _first_str(item: DicomJson, tag: str) -> str | None:
 def _required_str(item: DicomJson, tag: str, context: str) -> str:
     value = _first_str(item, tag)
     if value is None:
-        raise DicomWebServerError(
-            f"The server's {context} answer lacks attribute ({tag[:4]},{tag[4:]})"
-        )
+        raise DicomWebServerError(f"The server's {context} answer lacks attribute ({tag[:4]},{tag[4:]})")
     return value
 
 
@@ -123,9 +120,7 @@ def _unique(values: Iterable[str]) -> list[str]:
 QIDO_PAGE_SIZE = 1000
 
 
-def _search_all(
-    search: Callable[..., list[DicomJson]], key_tag: str, **kwargs: Any
-) -> list[DicomJson]:
+def _search_all(search: Callable[..., list[DicomJson]], key_tag: str, **kwargs: Any) -> list[DicomJson]:
     """Every result of a QIDO-RS search, page by page.
 
     Stops at a short page, or at a page with nothing new (a server that ignores
@@ -176,9 +171,7 @@ def select_studies(
             )
         matched = [_required_str(study, _STUDY_UID, "QIDO-RS study") for study in found]
         if not matched and not uids:
-            raise DicomWebOptionError(
-                f"The query {' AND '.join(queries)} matched no study on {client.settings.server}"
-            )
+            raise DicomWebOptionError(f"The query {' AND '.join(queries)} matched no study on {client.settings.server}")
         uids.extend(matched)
     if not uids:
         raise DicomWebOptionError("No study selected; give --study UID, --studies FILE or --query")
@@ -254,11 +247,7 @@ class StudyPlan:
 
 
 def _seg_references(instance: DicomJson, sop_to_series: dict[str, str]) -> list[str]:
-    series = [
-        uid
-        for item in _values(instance, _REF_SERIES_SEQ)
-        if (uid := _first_str(item, _SERIES_UID)) is not None
-    ]
+    series = [uid for item in _values(instance, _REF_SERIES_SEQ) if (uid := _first_str(item, _SERIES_UID)) is not None]
     if series:
         return _unique(series)
     sources = list(_values(instance, _SOURCE_IMAGE_SEQ))
@@ -367,8 +356,6 @@ def plan_study(client: DicomWebClient, study_uid: str) -> StudyPlan:
     return StudyPlan(
         study_uid=study_uid,
         ct_series=ct_plans,
-        orphan_segmentations=tuple(
-            r for r in refs if not ct_uids.intersection(r.referenced_series_uids)
-        ),
+        orphan_segmentations=tuple(r for r in refs if not ct_uids.intersection(r.referenced_series_uids)),
         other_series=tuple(other),
     )

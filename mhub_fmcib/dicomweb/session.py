@@ -100,9 +100,7 @@ def open_client(settings: DicomWebSettings) -> DicomWebClient:
 
 
 @contextmanager
-def translated_errors(
-    settings: DicomWebSettings, action: str, study_uid: str | None = None
-) -> Iterator[None]:
+def translated_errors(settings: DicomWebSettings, action: str, study_uid: str | None = None) -> Iterator[None]:
     """Turn requests' exceptions raised inside the block into our errors.
 
     Args:

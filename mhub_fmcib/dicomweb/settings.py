@@ -57,8 +57,7 @@ class Credentials:
             )
         if self.token is not None and self.username is not None:
             raise DicomWebOptionError(
-                "Both a bearer token (--token-file) and basic-auth credentials were given; "
-                "choose one"
+                "Both a bearer token (--token-file) and basic-auth credentials were given; choose one"
             )
         for name, value in (("user name", self.username), ("token", self.token)):
             if value is not None and (not value or any(c.isspace() for c in value)):
@@ -66,10 +65,7 @@ class Credentials:
 
     def __repr__(self) -> str:
         user = "None" if self.username is None else repr(self.username)
-        return (
-            f"Credentials(username={user}, password={_masked(self.password)}, "
-            f"token={_masked(self.token)})"
-        )
+        return f"Credentials(username={user}, password={_masked(self.password)}, token={_masked(self.token)})"
 
     __str__ = __repr__
 
@@ -89,16 +85,10 @@ def _read_private_file(path: Path, what: str) -> list[str]:
         raise DicomWebOptionError(f"Cannot read the {what} {path}: {exc.strerror}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         logger.warning("The %s %s is readable by group or others; run chmod 600 on it", what, path)
-    return [
-        line.strip()
-        for line in text.splitlines()
-        if line.strip() and not line.strip().startswith("#")
-    ]
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
-def credentials_from(
-    env: Mapping[str, str], credentials_file: Path | None, token_file: Path | None
-) -> Credentials:
+def credentials_from(env: Mapping[str, str], credentials_file: Path | None, token_file: Path | None) -> Credentials:
     """Credentials from a token file, else a credentials file, else the environment.
 
     Args:
@@ -134,9 +124,7 @@ def credentials_from(
             )
         username, password = lines[0].split(":", 1)
         return Credentials(username=username.strip(), password=password)
-    return Credentials(
-        username=env.get(ENV_USERNAME) or None, password=env.get(ENV_PASSWORD) or None
-    )
+    return Credentials(username=env.get(ENV_USERNAME) or None, password=env.get(ENV_PASSWORD) or None)
 
 
 @dataclass(frozen=True, repr=False)
@@ -183,9 +171,7 @@ class DicomWebSettings:
                 "give e.g. https://pacs.example.org/dicom-web"
             )
         if parts.query or parts.fragment:
-            raise DicomWebOptionError(
-                f"The DICOMweb URL {self.url!r} must not have a query or fragment"
-            )
+            raise DicomWebOptionError(f"The DICOMweb URL {self.url!r} must not have a query or fragment")
         Credentials(self.username, self.password, self.token)  # same checks
         if self.ca_bundle is not None:
             if not self.verify_tls:
@@ -195,24 +181,17 @@ class DicomWebSettings:
         if not self.timeout_s > 0:
             raise DicomWebOptionError(f"timeout_s must be > 0 seconds, got {self.timeout_s}")
         if self.retries < 0 or self.backoff_s < 0:
-            raise DicomWebOptionError(
-                f"retries and backoff_s must be >= 0, got {self.retries} and {self.backoff_s}"
-            )
+            raise DicomWebOptionError(f"retries and backoff_s must be >= 0, got {self.retries} and {self.backoff_s}")
         if self.cache_limit_bytes <= 0:
             raise DicomWebOptionError(
-                f"The cache limit must be > 0 bytes, got {self.cache_limit_bytes}; "
-                f"set {CACHE_LIMIT_OPTION}"
+                f"The cache limit must be > 0 bytes, got {self.cache_limit_bytes}; set {CACHE_LIMIT_OPTION}"
             )
         if parts.scheme == "http" and self.auth_kind != "none":
             if parts.hostname not in ("localhost", "127.0.0.1", "::1"):
-                logger.warning(
-                    "Credentials will be sent without TLS to %s; use https://", self.server
-                )
+                logger.warning("Credentials will be sent without TLS to %s; use https://", self.server)
 
     @classmethod
-    def with_credentials(
-        cls, url: str, credentials: Credentials, **options: Any
-    ) -> DicomWebSettings:
+    def with_credentials(cls, url: str, credentials: Credentials, **options: Any) -> DicomWebSettings:
         """Settings for ``url`` with ``credentials`` (from :func:`credentials_from`)."""
         return cls(
             url=url,

@@ -82,12 +82,8 @@ class StoreReport:
         """JSON-ready summary for ``run.json``."""
         return {
             "stored": list(self.stored),
-            "failed": [
-                {"sop_instance_uid": f.sop_instance_uid, "reason": f.reason} for f in self.failed
-            ],
-            "warnings": [
-                {"sop_instance_uid": w.sop_instance_uid, "reason": w.reason} for w in self.warnings
-            ],
+            "failed": [{"sop_instance_uid": f.sop_instance_uid, "reason": f.reason} for f in self.failed],
+            "warnings": [{"sop_instance_uid": w.sop_instance_uid, "reason": w.reason} for w in self.warnings],
         }
 
 
@@ -148,12 +144,10 @@ def store_instances(
                 f"failed instances for {len(sent)} instances sent"
             )
         acknowledged: dict[str, Dataset] = {
-            str(item.ReferencedSOPInstanceUID): item
-            for item in response.get("ReferencedSOPSequence", [])
+            str(item.ReferencedSOPInstanceUID): item for item in response.get("ReferencedSOPSequence", [])
         }
         refused: dict[str, Dataset] = {
-            str(item.ReferencedSOPInstanceUID): item
-            for item in response.get("FailedSOPSequence", [])
+            str(item.ReferencedSOPInstanceUID): item for item in response.get("FailedSOPSequence", [])
         }
         batch_failed: list[StoreFailure] = []
         for uid in sent:
@@ -166,9 +160,7 @@ def store_instances(
                 if code is not None:
                     warnings.append(StoreFailure(uid, describe_reason(code), code))
             else:
-                batch_failed.append(
-                    StoreFailure(uid, "not listed in the server's STOW-RS response", None)
-                )
+                batch_failed.append(StoreFailure(uid, "not listed in the server's STOW-RS response", None))
         for failure in batch_failed:
             logger.warning(
                 "STOW-RS to %s failed for %s: %s",

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from mhub_fmcib_train.config import DataConfig, SyntheticConfig
 from mhub_fmcib_train.data.cache import PatchCache, build_cache
 from mhub_fmcib_train.synthetic import SyntheticCohort, generate_cohort

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from mhub_fmcib_train.config import AugmentConfig, PretrainConfig, load_config
+from mhub_fmcib_train.data.cache import BACKGROUND_MIN_DISTANCE_MM
+from mhub_fmcib_train.transforms import FinetuneAugment, SimCLRView, centre_crop, histogram_shift
 
 from mhub_fmcib.errors import ConfigError
 from mhub_fmcib.image_io import read_image
 from mhub_fmcib.patch import extract_patch, normalise_hu
 from mhub_fmcib.types import SeedPoint
-from mhub_fmcib_train.config import AugmentConfig, PretrainConfig, load_config
-from mhub_fmcib_train.data.cache import BACKGROUND_MIN_DISTANCE_MM
-from mhub_fmcib_train.transforms import FinetuneAugment, SimCLRView, centre_crop, histogram_shift
 
 from .conftest import TinyCohort
 

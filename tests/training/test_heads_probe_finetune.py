@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
-
-from mhub_fmcib.heads import LinearHead
 from mhub_fmcib_train.config import EncoderConfig, FinetuneConfig, ProbeConfig
 from mhub_fmcib_train.finetune import run_finetune
 from mhub_fmcib_train.models import build_encoder, export_trunk
 from mhub_fmcib_train.probe import run_probe
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from mhub_fmcib.heads import LinearHead
 
 from .conftest import TinyCohort
 
@@ -49,7 +50,8 @@ def test_probe_end_to_end_head_matches_sklearn(tiny: TinyCohort, tmp_path: Path)
     weights = export_trunk(build_encoder(SMALL), SMALL, tmp_path / "enc.pt")
     cfg = ProbeConfig(data=tiny.data, output_dir=tmp_path / "probe", weights=weights, task="binary",
                       n_trials=4, device="cpu", head_name="malignancy")  # fmt: skip
-    cfg = ProbeConfig(**{**cfg.__dict__, "data": tiny.data.__class__(**{**tiny.data.__dict__, "label_column": "malignant"})})
+    data = dataclasses.replace(tiny.data, label_column="malignant")
+    cfg = dataclasses.replace(cfg, data=data)
     res = run_probe(cfg)
     head = LinearHead.load(res.head_path)
     assert head.name == "malignancy" and head.class_names == ("0", "1")

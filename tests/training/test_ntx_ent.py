@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from mhub_fmcib_train.loss import NTXentLoss
 
 

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from mhub_fmcib_train.optim import LARC, warmup_cosine, warmup_cosine_scheduler
 
 
@@ -31,7 +30,9 @@ def test_schedule_rejects_bad_ranges() -> None:
         warmup_cosine(0, 30, 20)
 
 
-def _hand_larc(p: torch.Tensor, grads: list[torch.Tensor], lr: float, mom: float, wd: float, tc: float, clip: bool) -> torch.Tensor:
+def _hand_larc(
+    p: torch.Tensor, grads: list[torch.Tensor], lr: float, mom: float, wd: float, tc: float, clip: bool
+) -> torch.Tensor:
     p = p.double().clone()
     buf = None
     for g in grads:
@@ -59,7 +60,8 @@ def test_larc_two_steps_match_hand_computation(clip: bool) -> None:
     for gw, gb in zip(grads_w, grads_b, strict=True):
         w.grad, b.grad = gw.clone(), gb.clone()
         opt.step()
-    torch.testing.assert_close(w.detach().double(), _hand_larc(w0, grads_w, lr, mom, wd, tc, clip), rtol=1e-6, atol=1e-7)
+    expected_w = _hand_larc(w0, grads_w, lr, mom, wd, tc, clip)
+    torch.testing.assert_close(w.detach().double(), expected_w, rtol=1e-6, atol=1e-7)
     # 1-D tensors: plain SGD with momentum, no adaptation, no weight decay
     expected_b = b0.double() - lr * (grads_b[0].double() * (1 + mom) + grads_b[1].double())
     torch.testing.assert_close(b.detach().double(), expected_b, rtol=1e-6, atol=1e-7)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from mhub_fmcib_train.models import load_trunk
 
 from .conftest import TinyCohort
@@ -36,9 +35,21 @@ def _config(tiny: TinyCohort, out: Path, steps: int, every: int) -> Path:
 
 def _torchrun(cfg: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'training'}", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "mhub_fmcib_train.cli", "pretrain", "--config", str(cfg)]  # fmt: skip
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
 
 
 def _losses(out: Path) -> list[float]:
@@ -66,8 +77,10 @@ def test_pretrain_loss_falls_resume_is_exact_and_export_loads(tiny: TinyCohort, 
     deadline = time.time() + 240
     while not ckpt.exists() and time.time() < deadline and p.poll() is None:
         time.sleep(0.2)
-    os.killpg(p.pid, signal.SIGKILL)
+    for pid in [*_children(p.pid), p.pid]:  # the workers first: torchrun gives them their own sessions
+        os.kill(pid, signal.SIGKILL)
     p.wait()
+    time.sleep(0.5)
     assert not (killed / "encoder.pt").exists()
     stopped_at = int(torch.load(ckpt, weights_only=True)["step"])
     assert 0 < stopped_at < steps
@@ -85,7 +98,7 @@ def test_pretrain_loss_falls_resume_is_exact_and_export_loads(tiny: TinyCohort, 
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == steps
     assert _losses(killed) == losses
 
-    model, enc = load_trunk(killed / "encoder.pt")
+    _, enc = load_trunk(killed / "encoder.pt")
     assert enc.n_features == 256
     sd = torch.load(killed / "encoder.pt", weights_only=True)["trunk_state_dict"]
     for k, v in a["model"].items():

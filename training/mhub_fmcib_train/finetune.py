@@ -53,11 +53,11 @@ class FinetuneModel(nn.Module):
         self.trunk, self.head = trunk, head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk(x))  # type: ignore[no-any-return]
+        return self.head(self.trunk(x))
 
 
 @torch.inference_mode()
-def _predict(model: nn.Module, loader: DataLoader, device: torch.device, binary: bool) -> npt.NDArray[np.float64]:  # type: ignore[type-arg]
+def _predict(model: nn.Module, loader: DataLoader, device: torch.device, binary: bool) -> npt.NDArray[np.float64]:
     model.eval()
     out = []
     for x, _ in loader:
@@ -71,7 +71,7 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     cache = build_cache(cfg.data)
-    recs = {s: cache.table.select(s, cfg.data.fraction, cfg.data.fraction_seed) for s in ("train", "tune", "test")}  # type: ignore[arg-type]
+    recs = {s: cache.table.select(s, cfg.data.fraction, cfg.data.fraction_seed) for s in ("train", "tune", "test")}
     labels = TaskLabels.from_records(recs["train"], cfg.data.label_column, cfg.task)
     ys = {s: labels.encode(recs[s]) for s in recs}
     binary = cfg.task == "binary"
@@ -90,7 +90,7 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
     bs = min(cfg.batch_size, len(train_ds))
     sampler = ResumableBatchSampler(len(train_ds), bs, 1, 0, cfg.seed)
 
-    def eval_loader(split: str) -> DataLoader:  # type: ignore[type-arg]
+    def eval_loader(split: str) -> DataLoader:
         ds = LabelledDataset(cache, [r.index for r in recs[split]], ys[split], None, cfg.seed, binary)
         return DataLoader(ds, batch_sampler=ResumableBatchSampler(len(ds), 1, 1, 0, 0, shuffle=False),
                           num_workers=0)  # fmt: skip
@@ -121,7 +121,7 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
         tune_score = score(cfg.task, np.asarray(ys["tune"]), _predict(model, tune_loader, device, binary))
         with open(out / "log.csv", "a", newline="") as f:
             csv.writer(f).writerow([epoch + 1, f"{lr:.6g}", f"{np.mean(losses):.6f}", f"{tune_score:.6f}"])
-        if np.isfinite(tune_score) and tune_score > best[0] or best[1] == 0:
+        if (np.isfinite(tune_score) and tune_score > best[0]) or best[1] == 0:
             best = (tune_score, epoch + 1)
             enc = asdict(enc_cfg)
             enc["layers"] = list(enc_cfg.layers)

@@ -96,12 +96,13 @@ def run_probe(cfg: ProbeConfig) -> ProbeResult:
             raise ValueError("weights missing")
         encoder, enc_cfg = load_trunk(weights_path)
         sha = sha256_file(weights_path)
-    recs = {s: cache.table.select(s, cfg.data.fraction, cfg.data.fraction_seed) for s in ("train", "tune", "test")}  # type: ignore[arg-type]
+    recs = {s: cache.table.select(s, cfg.data.fraction, cfg.data.fraction_seed) for s in ("train", "tune", "test")}
     labels = TaskLabels.from_records(recs["train"], cfg.data.label_column, cfg.task)
     feats = {s: extract_features(encoder, cache, [r.index for r in recs[s]], device, cfg.batch_size) for s in recs}
     ys = {s: np.asarray(labels.encode(recs[s]), np.int64) for s in recs}
     scaler, model, best_c, tune_metric = fit_probe(
-        feats["train"], ys["train"], feats["tune"], ys["tune"], cfg.task, cfg.n_trials, cfg.c_range, cfg.seed, cfg.max_iter
+        feats["train"], ys["train"], feats["tune"], ys["tune"],
+        cfg.task, cfg.n_trials, cfg.c_range, cfg.seed, cfg.max_iter,
     )
     test_p = _proba(model, scaler.transform(feats["test"]), cfg.task)
     metric = "auc" if cfg.task == "binary" else "balanced_accuracy"

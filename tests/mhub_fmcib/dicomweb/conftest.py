@@ -99,9 +99,7 @@ class OrthancServer:
 
     def rest(self, method: str, path: str, body: bytes | None = None) -> object:
         """Call Orthanc's native REST API (independent of the code under test)."""
-        request = urllib.request.Request(
-            self.base + path, data=body, method=method, headers=self._auth_header()
-        )
+        request = urllib.request.Request(self.base + path, data=body, method=method, headers=self._auth_header())
         with urllib.request.urlopen(request, timeout=30) as response:
             data = response.read()
         return json.loads(data) if data else None
@@ -182,10 +180,7 @@ def _start_server(workdir: Path) -> OrthancServer:
     if not ok:
         _refuse(reason)
     if shutil.which(ORTHANC_BINARY) is None or not DICOMWEB_PLUGIN.is_file():
-        _refuse(
-            f"{ORTHANC_BINARY} or {DICOMWEB_PLUGIN} not installed "
-            "(apt-get install orthanc orthanc-dicomweb)"
-        )
+        _refuse(f"{ORTHANC_BINARY} or {DICOMWEB_PLUGIN} not installed (apt-get install orthanc orthanc-dicomweb)")
     server = OrthancServer(workdir=workdir, http_port=_free_loopback_port())
     server.start()
     return server
@@ -261,9 +256,7 @@ def process_folder_seg_sr(input_folder: Path, output_folder: Path) -> list[Path]
     from pydicom.sr.codedict import codes
 
     datasets = [pydicom.dcmread(p) for p in sorted(input_folder.rglob("*.dcm"))]
-    ct = sorted(
-        (d for d in datasets if d.Modality == "CT"), key=lambda d: float(d.ImagePositionPatient[2])
-    )
+    ct = sorted((d for d in datasets if d.Modality == "CT"), key=lambda d: float(d.ImagePositionPatient[2]))
     seg_in = hd.seg.Segmentation.from_dataset(next(d for d in datasets if d.Modality == "SEG"))
     ct_uids = [str(d.SOPInstanceUID) for d in ct]
     mask = seg_in.get_pixels_by_source_instance(ct_uids, segment_numbers=[1])[..., 0] > 0
@@ -297,9 +290,7 @@ def process_folder_seg_sr(input_folder: Path, output_folder: Path) -> list[Path]
         device_serial_number="1",
     )
     measurement_group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=derived_uid(series_uid, "tracking"), identifier="Nodule 1"
-        ),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=derived_uid(series_uid, "tracking"), identifier="Nodule 1"),
         referenced_segment=hd.sr.ReferencedSegment(
             sop_class_uid=seg.SOPClassUID,
             sop_instance_uid=seg.SOPInstanceUID,
@@ -318,9 +309,7 @@ def process_folder_seg_sr(input_folder: Path, output_folder: Path) -> list[Path]
         observation_context=hd.sr.ObservationContext(
             observer_person_context=hd.sr.ObserverContext(
                 observer_type=codes.DCM.Device,
-                observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-                    uid=derived_uid("device")
-                ),
+                observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(uid=derived_uid("device")),
             )
         ),
         procedure_reported=codes.LN.CTUnspecifiedBodyRegion,

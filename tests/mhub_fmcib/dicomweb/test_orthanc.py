@@ -63,9 +63,7 @@ def _plain_client(server: Any) -> DICOMwebClient:
     return DICOMwebClient(server.url, session=session)
 
 
-def test_select_studies_by_uid_file_and_query(
-    orthanc: Any, tmp_path: Path, sample_study: Any
-) -> None:
+def test_select_studies_by_uid_file_and_query(orthanc: Any, tmp_path: Path, sample_study: Any) -> None:
     client = open_client(_settings(orthanc, tmp_path))
     study_uid = sample_study.study_uid
     small_uid = str(pydicom.dcmread(CT_SMALL, stop_before_pixels=True).StudyInstanceUID)
@@ -82,9 +80,7 @@ def test_select_studies_by_uid_file_and_query(
         select_studies(client, [], None, [])
 
 
-def test_plan_finds_ct_and_the_seg_that_references_it(
-    orthanc: Any, tmp_path: Path, sample_study: Any
-) -> None:
+def test_plan_finds_ct_and_the_seg_that_references_it(orthanc: Any, tmp_path: Path, sample_study: Any) -> None:
     client = open_client(_settings(orthanc, tmp_path))
     study_uid, series_uid = sample_study.study_uid, sample_study.series_uid
     sop_uids, seg_uid = sample_study.sop_uids, sample_study.seg_uid
@@ -116,17 +112,13 @@ def test_unknown_study_is_a_clear_error(orthanc: Any, tmp_path: Path) -> None:
     assert orthanc.base.split("//")[1] in str(info.value)
 
 
-def test_pull_writes_complete_files_that_decode(
-    orthanc: Any, tmp_path: Path, sample_study: Any
-) -> None:
+def test_pull_writes_complete_files_that_decode(orthanc: Any, tmp_path: Path, sample_study: Any) -> None:
     client = open_client(_settings(orthanc, tmp_path))
     ct_files = sample_study.ct_files
     study_uid, series_uid = sample_study.study_uid, sample_study.series_uid
     sop_uids, seg_uid = sample_study.sop_uids, sample_study.seg_uid
     seen: list[Path] = []
-    pulled = pull_study(
-        client, plan_study(client, study_uid), tmp_path / "study", on_instance=seen.append
-    )
+    pulled = pull_study(client, plan_study(client, study_uid), tmp_path / "study", on_instance=seen.append)
     assert list(pulled.files) == seen
     assert len(seen) == 49
     assert pulled.bytes == sum(p.stat().st_size for p in pulled.files)
@@ -144,9 +136,7 @@ def test_pull_writes_complete_files_that_decode(
     assert pulled_seg.get_source_image_uids()[0][1] == series_uid
 
 
-def test_cache_limit_names_the_option_and_leaves_nothing(
-    orthanc: Any, tmp_path: Path, sample_study: Any
-) -> None:
+def test_cache_limit_names_the_option_and_leaves_nothing(orthanc: Any, tmp_path: Path, sample_study: Any) -> None:
     client = open_client(_settings(orthanc, tmp_path, cache_limit_bytes=1_000_000))
     study_uid = sample_study.study_uid
     with pytest.raises(DicomWebCacheLimitError, match="--cache-limit-mb") as info:
@@ -165,9 +155,7 @@ def test_round_trip_store_and_no_duplicates(
     study_uid, series_uid = sample_study.study_uid, sample_study.series_uid
     sop_uids, _seg_uid = sample_study.sop_uids, sample_study.seg_uid
     assert fresh_orthanc.count_instances(study_uid) == 49
-    report = run_dicomweb(
-        settings, ["1.2.3.999", study_uid], tmp_path / "out", process_folder, store=True
-    )
+    report = run_dicomweb(settings, ["1.2.3.999", study_uid], tmp_path / "out", process_folder, store=True)
     # One bad study does not stop the other.
     unknown, done = report.studies
     assert unknown.status is StudyStatus.FAILED
@@ -190,9 +178,7 @@ def test_round_trip_store_and_no_duplicates(
         by_modality.setdefault(item["00080060"]["Value"][0], []).append(item)
     assert {m: len(v) for m, v in by_modality.items()} == {"CT": 48, "SEG": 2, "SR": 1}
     sr_item = by_modality["SR"][0]
-    sr = plain.retrieve_instance(
-        study_uid, sr_item["0020000E"]["Value"][0], sr_item["00080018"]["Value"][0]
-    )
+    sr = plain.retrieve_instance(study_uid, sr_item["0020000E"]["Value"][0], sr_item["00080018"]["Value"][0])
     stored_seg_uid = pydicom.dcmread(done.outputs[0]).SOPInstanceUID
     evidence = {
         str(ref.ReferencedSOPInstanceUID): str(series.SeriesInstanceUID)
@@ -208,9 +194,7 @@ def test_round_trip_store_and_no_duplicates(
     mean = groups[0].get_measurements()[0].value
     assert -1000.0 < float(mean) < 400.0
     seg_item = next(i for i in by_modality["SEG"] if i["00080018"]["Value"][0] == stored_seg_uid)
-    stored_seg = plain.retrieve_instance(
-        study_uid, seg_item["0020000E"]["Value"][0], stored_seg_uid
-    )
+    stored_seg = plain.retrieve_instance(study_uid, seg_item["0020000E"]["Value"][0], stored_seg_uid)
     assert stored_seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series_uid
 
     # A second run stores the same UIDs again: nothing is duplicated.

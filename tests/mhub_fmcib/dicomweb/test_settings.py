@@ -26,9 +26,7 @@ TOKEN = "tok-abcdef-0123456789"
 
 
 def test_env_credentials() -> None:
-    creds = credentials_from(
-        {"DICOMWEB_USERNAME": "alice", "DICOMWEB_PASSWORD": SECRET, "OTHER": "x"}, None, None
-    )
+    creds = credentials_from({"DICOMWEB_USERNAME": "alice", "DICOMWEB_PASSWORD": SECRET, "OTHER": "x"}, None, None)
     assert (creds.username, creds.password, creds.token, creds.kind) == (
         "alice",
         SECRET,
@@ -75,9 +73,7 @@ def test_half_credentials_and_mixed_auth_refused(tmp_path: Path) -> None:
         credentials_from({}, tmp_path / "c", tmp_path / "t")
 
 
-def test_world_readable_credentials_file_warns(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_world_readable_credentials_file_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "creds"
     path.write_text(f"bob:{SECRET}\n")
     path.chmod(0o644)
@@ -140,9 +136,7 @@ def test_other_option_checks(tmp_path: Path) -> None:
 def test_session_auth_tls_and_retry(tmp_path: Path) -> None:
     bundle = tmp_path / "ca.pem"
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
-    settings = DicomWebSettings(
-        "https://p.example/dw", "alice", SECRET, ca_bundle=bundle, retries=4, backoff_s=0.5
-    )
+    settings = DicomWebSettings("https://p.example/dw", "alice", SECRET, ca_bundle=bundle, retries=4, backoff_s=0.5)
     session = build_session(settings)
     prepared = session.prepare_request(requests.Request("GET", "https://p.example/dw/studies"))
     expected = base64.b64encode(f"alice:{SECRET}".encode()).decode()

@@ -93,7 +93,7 @@ def _air_fraction(volume: Volume, centre_lps: npt.NDArray[np.float64], half_mm: 
     total = int(np.prod(hi - lo))
     clo, chi = np.clip(lo, 0, volume.shape), np.clip(hi, 0, volume.shape)
     box = volume.array[clo[0] : chi[0], clo[1] : chi[1], clo[2] : chi[2]]
-    inside_air = int(np.count_nonzero(box < AIR_HU))
+    inside_air = int(np.count_nonzero(np.asarray(box, dtype=np.float64) < AIR_HU))
     return (inside_air + total - box.size) / max(total, 1)
 
 
@@ -111,7 +111,7 @@ def sample_background(
     when no candidate passes the air test, the least airy non-overlapping ones are used."""
     corners = volume.index_to_lps(
         np.array([[a, b, c] for a in (0, volume.shape[0] - 1) for b in (0, volume.shape[1] - 1)
-                  for c in (0, volume.shape[2] - 1)])  # fmt: skip
+                  for c in (0, volume.shape[2] - 1)])
     )
     lo, hi = corners.min(axis=0), corners.max(axis=0)
     seed_arr = np.array([s.as_array() for s in seeds]) if seeds else np.zeros((0, 3))
@@ -143,7 +143,8 @@ def _build(cfg: DataConfig, table: LesionTable, folder: Path) -> None:
     for rec in table.records:
         by_image.setdefault(rec.image_path, []).append(rec.index)
     tmp_les = folder / "lesions.npy.part"
-    les = np.lib.format.open_memmap(tmp_les, mode="w+", dtype=np.float32, shape=(len(table.records), r, r, r))
+    shape = (len(table.records), r, r, r)
+    les = np.lib.format.open_memmap(tmp_les, mode="w+", dtype=np.float32, shape=shape)
     bg_cubes: list[npt.NDArray[np.float32]] = []
     bg_rows: list[tuple[str, float, float, float, str]] = []
     t0 = time.perf_counter()

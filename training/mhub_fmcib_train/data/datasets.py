@@ -27,7 +27,9 @@ class ResumableBatchSampler(Sampler[list[Key]]):
     Yields lists of (epoch, item) keys, ``batch_size`` long.
     """
 
-    def __init__(self, n: int, batch_size: int, world: int = 1, rank: int = 0, seed: int = 0, shuffle: bool = True) -> None:
+    def __init__(
+        self, n: int, batch_size: int, world: int = 1, rank: int = 0, seed: int = 0, shuffle: bool = True
+    ) -> None:
         self.n, self.batch_size, self.world, self.rank = n, batch_size, world, rank
         self.seed, self.shuffle = seed, shuffle
         self.epoch, self.start_step = 0, 0
@@ -78,7 +80,7 @@ class PretrainDataset(Dataset[dict[str, torch.Tensor]]):
     def __len__(self) -> int:
         return len(self.lesion_rows)
 
-    def __getitem__(self, key: Key) -> dict[str, torch.Tensor]:  # type: ignore[override]
+    def __getitem__(self, key: Key) -> dict[str, torch.Tensor]:
         epoch, i = key
         rng = np.random.default_rng([self.seed, epoch, i])
         cube = np.asarray(self.cache.lesions[self.lesion_rows[i]])
@@ -110,7 +112,7 @@ class LabelledDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, key: Key) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+    def __getitem__(self, key: Key) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, i = key
         cube = np.asarray(self.cache.lesions[self.rows[i]])
         if self.augment is None:

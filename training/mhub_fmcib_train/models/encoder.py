@@ -78,7 +78,8 @@ class ResNetEncoder(nn.Module):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
 
-    _make_layer = FmcibResNet._make_layer
+    def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        return FmcibResNet._make_layer(self, planes, blocks, stride)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act(self.bn1(self.conv1(x))))

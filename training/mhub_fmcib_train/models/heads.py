@@ -22,7 +22,7 @@ class ProjectionHead(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # type: ignore[no-any-return]
+        return self.net(x)
 
 
 class ClassifierHead(nn.Module):
@@ -42,7 +42,7 @@ class ClassifierHead(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # type: ignore[no-any-return]
+        return self.net(x)
 
 
 class SimCLRModel(nn.Module):
@@ -54,4 +54,4 @@ class SimCLRModel(nn.Module):
         self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk(x))  # type: ignore[no-any-return]
+        return self.head(self.trunk(x))

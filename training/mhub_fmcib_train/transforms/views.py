@@ -11,7 +11,7 @@ augmenting normalised values is the same as augmenting HU and normalising after.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -68,7 +68,7 @@ def gaussian_smooth(x: Array, sigma: tuple[float, float, float]) -> Array:
 class SimCLRView:
     """One augmented view of a cached cube: (R, R, R) → (50, 50, 50) float32."""
 
-    config: AugmentConfig = AugmentConfig()
+    config: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __call__(self, cube: Array, rng: np.random.Generator) -> Array:
         c = self.config

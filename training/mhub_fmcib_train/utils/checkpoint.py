@@ -15,7 +15,7 @@ import torch
 def rng_state() -> dict[str, Any]:
     """Python, numpy (legacy global), torch CPU and CUDA generator states (tensor-only, so
     the checkpoint loads with ``weights_only=True``)."""
-    np_state = np.random.get_state()
+    np_state: tuple[Any, ...] = tuple(np.random.get_state())
     return {
         "python": random.getstate(),
         "numpy_keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),

@@ -46,13 +46,13 @@ class GatherLayer(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
         dist.all_gather(out, x.contiguous())
         return tuple(out)
 
     @staticmethod
-    def backward(ctx: Any, *grads: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx: Any, *grads: torch.Tensor) -> torch.Tensor:
         all_grads = torch.stack(grads)
         dist.all_reduce(all_grads)
         return all_grads[dist.get_rank()]
@@ -62,7 +62,7 @@ def gather(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """All processes' ``x`` (equal shapes), differentiable; ``(x,)`` in one process."""
     if not is_distributed() or world_size() == 1:
         return (x,)
-    return GatherLayer.apply(x)  # type: ignore[no-any-return]
+    return GatherLayer.apply(x)
 
 
 def cat_all(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,69 @@
+"""Per-case exporters hooked into the pipeline: DICOM SR (TID 1500), the patch-region SEG
+and QC pictures. Each returns the files it wrote; a failure is recorded for its case only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pydicom
+
+from .cases import Case, DicomSegCase
+from .config import RunConfig
+from .export.patch_seg import build_patch_region_seg, write_seg
+from .export.qc import qc_file_name, render_patch_image
+from .export.sr import build_feature_sr, write_sr
+from .pipeline import CaseHook, CaseOutcome
+from .provenance import Provenance
+from .types import LesionStatus
+
+
+def make_hooks(config: RunConfig, provenance: Provenance) -> list[CaseHook]:
+    """The exporters ``config`` asks for (SR and SEG need a DICOM CT)."""
+    hooks: list[CaseHook] = []
+    if config.export_sr:
+        hooks.append(lambda case, outcome: export_sr(case, outcome, config.output, provenance))
+    if config.export_seg:
+        hooks.append(lambda case, outcome: export_patch_seg(outcome, config.output, provenance))
+    if config.export_qc:
+        hooks.append(lambda case, outcome: export_qc(outcome, config.output))
+    return hooks
+
+
+def _ok(outcome: CaseOutcome) -> bool:
+    return outcome.ct is not None and any(r.status is LesionStatus.OK for r in outcome.results)
+
+
+def export_sr(case: Case, outcome: CaseOutcome, output: Path, provenance: Provenance) -> Sequence[Path]:
+    """One TID 1500 SR for the case's CT series (when it has an OK lesion)."""
+    if not _ok(outcome) or outcome.ct is None:
+        return []
+    segs: dict[str, pydicom.Dataset] = {}
+    if isinstance(case, DicomSegCase):
+        for rec in case.segs:
+            segs[rec.sop_instance_uid] = pydicom.dcmread(rec.path, stop_before_pixels=True)
+    sr = build_feature_sr(outcome.ct.datasets, outcome.results, provenance, segs)
+    return [write_sr(sr, output)]
+
+
+def export_patch_seg(outcome: CaseOutcome, output: Path, provenance: Provenance) -> Sequence[Path]:
+    """The "what the model saw" SEG: one 50 mm cube per OK lesion on the CT grid."""
+    if not _ok(outcome) or outcome.ct is None:
+        return []
+    built = build_patch_region_seg(outcome.ct.datasets, outcome.ct.volume, outcome.results, provenance)
+    if built.dataset is None:
+        return []
+    return [write_seg(built.dataset, output, outcome.ct.series_instance_uid)]
+
+
+def export_qc(outcome: CaseOutcome, output: Path) -> Sequence[Path]:
+    """A PNG per measured lesion (three central slices of its patch, seed marked)."""
+    qc_dir = output / "qc"
+    written = []
+    for r in outcome.results:
+        if r.patch is not None:
+            qc_dir.mkdir(parents=True, exist_ok=True)
+            path = qc_dir / qc_file_name(r)
+            render_patch_image(r).save(path, format="PNG")
+            written.append(path)
+    return written
