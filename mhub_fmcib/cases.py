@@ -61,17 +61,21 @@ class Plan:
     notes: tuple[str, ...] = field(default=())
 
 
-def match_segs_to_ct(index: DicomIndex) -> tuple[dict[str, list[InstanceRecord]], list[CaseFailure]]:
-    """Assign every SEG to one CT series (rules documented in the README):
+def match_segs_to_ct(
+    index: DicomIndex, kinds: tuple[InstanceKind, ...] = (InstanceKind.SEG,)
+) -> tuple[dict[str, list[InstanceRecord]], list[CaseFailure]]:
+    """Assign every SEG (and/or RTSTRUCT) to one CT series (rules documented in the README):
 
-    1. a CT series named in the SEG's ReferencedSeriesSequence;
-    2. otherwise the one CT series of the same study with the SEG's Frame of Reference;
-    3. otherwise (none, or several candidates) the SEG fails with the candidates listed.
+    1. a CT series named in its referenced series (SEG: ReferencedSeriesSequence;
+       RTSTRUCT: RTReferencedSeriesSequence);
+    2. otherwise the one CT series of the same study with its Frame of Reference;
+    3. otherwise (none, or several candidates) it fails with the candidates listed.
     """
     ct_series = index.by_series(InstanceKind.CT)
     out: dict[str, list[InstanceRecord]] = defaultdict(list)
     failures: list[CaseFailure] = []
-    for seg in index.of_kind(InstanceKind.SEG):
+    candidates = sorted((r for k in kinds for r in index.of_kind(k)), key=lambda r: str(r.path))
+    for seg in candidates:
         refs = [s for s in seg.referenced_series_uids if s in ct_series]
         if len(refs) == 1:
             out[refs[0]].append(seg)
@@ -79,10 +83,10 @@ def match_segs_to_ct(index: DicomIndex) -> tuple[dict[str, list[InstanceRecord]]
         if len(refs) > 1:
             failures.append(
                 CaseFailure(
-                    case_id=f"SEG {seg.sop_instance_uid}",
+                    case_id=f"{seg.kind.value} {seg.sop_instance_uid}",
                     paths=(str(seg.path),),
                     error_type="SegmentationError",
-                    reason=f"SEG {seg.path} references several CT series ({', '.join(refs)}); "
+                    reason=f"{seg.kind.value} {seg.path} references several CT series ({', '.join(refs)}); "
                     "split it into one SEG per series.",
                 )
             )
@@ -95,24 +99,24 @@ def match_segs_to_ct(index: DicomIndex) -> tuple[dict[str, list[InstanceRecord]]
             and recs[0].study_instance_uid == seg.study_instance_uid
         ]
         if len(same_for) == 1:
-            log.info("SEG %s: referenced series absent; matched CT %s by Frame of Reference", seg.path, same_for[0])
+            log.info("%s: referenced series absent; matched CT %s by Frame of Reference", seg.path, same_for[0])
             out[same_for[0]].append(seg)
             continue
         named = ", ".join(seg.referenced_series_uids) or "none"
         if same_for:
             reason = (
-                f"SEG {seg.path} references no CT series in the input (references: {named}) and "
+                f"{seg.kind.value} {seg.path} references no CT series in the input (references: {named}) and "
                 f"{len(same_for)} CT series share its Frame of Reference ({', '.join(same_for)}); "
                 "add the referenced series or remove the others."
             )
         else:
             reason = (
-                f"SEG {seg.path} references CT series {named}, which is not in the input; "
+                f"{seg.kind.value} {seg.path} references CT series {named}, which is not in the input; "
                 "add that series to the input folder."
             )
         failures.append(
             CaseFailure(
-                case_id=f"SEG {seg.sop_instance_uid}",
+                case_id=f"{seg.kind.value} {seg.sop_instance_uid}",
                 reason=reason,
                 paths=(str(seg.path),),
                 error_type="SegmentationError",
@@ -121,28 +125,33 @@ def match_segs_to_ct(index: DicomIndex) -> tuple[dict[str, list[InstanceRecord]]
     return dict(out), failures
 
 
-def plan_dicom_folder(root: Path, workers: int = 1, index_db: Path | None = None) -> Plan:
+def plan_dicom_folder(
+    root: Path, workers: int = 1, index_db: Path | None = None, sources: tuple[str, ...] = ("SEG",)
+) -> Plan:
     """Index a DICOM folder (reusing ``index_db`` when given) and form one case per CT
-    series that has SEGs."""
+    series that has a segmentation of the kinds in ``sources`` ("SEG", "RTSTRUCT")."""
     if index_db is not None:
         from .index_cache import index_folder_cached
 
         index, _ = index_folder_cached(root, index_db, workers=workers)
     else:
         index = index_folder(root, workers=workers)
+    kinds = tuple(InstanceKind(s) for s in sources)
     ct_series = index.by_series(InstanceKind.CT)
-    segs_by_ct, failures = match_segs_to_ct(index)
+    segs_by_ct, failures = match_segs_to_ct(index, kinds)
     cases = [
         DicomSegCase(case_id=uid, ct=tuple(ct_series[uid]), segs=tuple(segs_by_ct[uid])) for uid in sorted(segs_by_ct)
     ]
-    notes = [f"CT series {uid} has no SEG: not processed" for uid in sorted(set(ct_series) - set(segs_by_ct))]
+    what = " or ".join(sources)
+    notes = [f"CT series {uid} has no {what}: not processed" for uid in sorted(set(ct_series) - set(segs_by_ct))]
     for n in notes:
         log.info(n)
-    if index.of_kind(InstanceKind.RTSTRUCT):
-        notes.append(
-            f"{len(index.of_kind(InstanceKind.RTSTRUCT))} RTSTRUCT instance(s) found; "
-            "use the from_rtstruct workflow to measure them"
-        )
+    for kind in (InstanceKind.SEG, InstanceKind.RTSTRUCT):
+        if kind not in kinds and index.of_kind(kind):
+            hint = "from_rtstruct" if kind is InstanceKind.RTSTRUCT else "default"
+            notes.append(
+                f"{len(index.of_kind(kind))} {kind.value} instance(s) not used; the {hint} workflow measures them"
+            )
     return Plan(cases=tuple(cases), failures=tuple(failures), index=index, notes=tuple(notes))
 
 
@@ -170,7 +179,7 @@ def plan(config: RunConfig, workers: int = 1, index_db: Path | None = None) -> P
         if config.mask is None:  # RunConfig refuses this; kept for type narrowing
             return Plan(cases=())
         return Plan(cases=(ImageMaskCase(case_id=str(config.input), image=config.input, mask=config.mask),))
-    return plan_dicom_folder(config.input, workers=workers, index_db=index_db)
+    return plan_dicom_folder(config.input, workers=workers, index_db=index_db, sources=config.segmentation_sources)
 
 
 def infer_input_kind(path: Path, seeds: bool) -> InputKind:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import __version__
 from .cases import infer_input_kind
-from .config import RunConfig
+from .config import InputKind, RunConfig
 from .errors import ConfigError, FmcibError, WeightsError
 from .pipeline import StopFlag
 
@@ -87,6 +87,30 @@ def build_parser() -> argparse.ArgumentParser:
     idx.add_argument("input", type=Path)
     idx.add_argument("output", type=Path)
     idx.add_argument("--workers", type=int, default=1)
+    ct = sub.add_parser("container", help="the container entrypoint: MHub paths, banner, checked mounts")
+    ct.add_argument("--workflow", default="default", help="named workflow (default: default)")
+    ct.add_argument("--input", type=Path, default=Path("/app/data/input_data"))
+    ct.add_argument("--output", type=Path, default=Path("/app/data/output_data"))
+    ct.add_argument("--mask", type=Path)
+    ct.add_argument("--segments", action="append", default=[])
+    ct.add_argument("--weights", type=Path)
+    ct.add_argument("--device", default="auto")
+    ct.add_argument("--batch-size", type=int, default=4)
+    ct.add_argument("--head", action="append", type=Path, default=[])
+    ct.add_argument("--no-qc", action="store_true")
+    ct.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"])
+    for flag, kw in (
+        ("--dicomweb", {}),
+        ("--studies", {"type": Path}),
+        ("--credentials", {"type": Path}),
+        ("--token-file", {"type": Path}),
+        ("--ca-bundle", {"type": Path}),
+    ):
+        ct.add_argument(flag, **kw)  # type: ignore[arg-type]
+    ct.add_argument("--study", action="append", default=[])
+    ct.add_argument("--query", action="append", default=[])
+    ct.add_argument("--store", action="store_true")
+    ct.add_argument("--cache-limit-mb", type=int, default=20_000)
     mg = sub.add_parser("merge", help="join the outputs of shards into one features.csv and run.json")
     mg.add_argument("shards", type=Path, nargs="+", help="output folders of the shards")
     mg.add_argument("--output", type=Path, required=True, help="merged output folder")
@@ -216,6 +240,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     env = dict(os.environ) if env is None else env
     logging.getLogger("highdicom").setLevel(logging.WARNING)
     commands = {
+        "container": cmd_container,
         "run": cmd_run,
         "version": cmd_version,
         "workflows": cmd_workflows,
@@ -236,6 +261,124 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except KeyboardInterrupt:
         log.error("aborted")
         return 130
+
+
+BANNER = (
+    "mhub-fmcib {version} — FMCIB (Pai et al., Nature Machine Intelligence 2024, "
+    "doi:10.1038/s42256-024-00807-9). Research use only; weights CC BY-NC 4.0."
+)
+
+
+def _has_file_for(path: Path, kind: InputKind) -> bool:
+    from .dicom.index import iter_files
+
+    if kind is InputKind.DICOM_FOLDER:
+        for p in iter_files(path):
+            try:
+                with open(p, "rb") as f:
+                    head = f.read(132)
+            except OSError:
+                continue
+            if head[128:132] == b"DICM":
+                return True
+        return False
+    if kind is InputKind.SEEDS_CSV:
+        return path.is_file() and path.suffix.lower() == ".csv"
+    return path.is_file()
+
+
+def cmd_container(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """The image's entrypoint (see docs/container.md): banner, mount checks before the model
+    is loaded (exit 3 input, 4 output, 5 weights), then the workflow's run."""
+    from .encoder import FeatureExtractor, read_weights
+    from .pipeline import StopFlag, run
+    from .progress import make_progress
+    from .weights import resolve_weights
+    from .workflows import load_workflow
+
+    print(BANNER.format(version=__version__), file=sys.stderr)
+    wf = load_workflow(args.workflow)
+    inp: Path = args.input
+    if args.dicomweb is None:
+        if wf.input_kind is InputKind.SEEDS_CSV and inp.is_dir():
+            csvs = sorted(inp.glob("*.csv"))
+            inp = csvs[0] if len(csvs) == 1 else inp
+        if not inp.exists() or (inp.is_dir() and not any(inp.iterdir())) or not _has_file_for(inp, wf.input_kind):
+            what = {
+                InputKind.DICOM_FOLDER: "no DICOM file",
+                InputKind.SEEDS_CSV: "no seeds CSV",
+                InputKind.IMAGE_FILE: "no image file (pass --input IMAGE --mask MASK)",
+            }[wf.input_kind]
+            log.error(
+                "input %s: missing, empty or %s for workflow %s. Mount your data with "
+                "-v /path/to/data:/app/data/input_data:ro",
+                inp,
+                what,
+                wf.name,
+            )
+            return EXIT_INPUT
+    try:
+        args.output.mkdir(parents=True, exist_ok=True)
+        probe = args.output / ".mhub-fmcib-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        log.error(
+            "output %s is not writable by uid %d gid %d (%s). Mount a writable folder at "
+            '/app/data/output_data and run with --user "$(id -u):$(id -g)"',
+            args.output,
+            os.getuid(),
+            os.getgid(),
+            e,
+        )
+        return EXIT_OUTPUT
+    try:
+        loc = resolve_weights(args.weights, env, allow_download=False)
+        weights = read_weights(loc.path)
+    except WeightsError as e:
+        log.error("%s. Pass another weights file with -v FILE:/weights/w.torch:ro -e FMCIB_WEIGHTS=/weights/w.torch", e)
+        return EXIT_WEIGHTS
+    print(f"workflow {wf.name}; device {args.device}; weights {loc.path} sha256 {weights.sha256}", file=sys.stderr)
+    run_args = argparse.Namespace(
+        input=inp,
+        output=args.output,
+        mask=args.mask,
+        seeds=wf.input_kind is InputKind.SEEDS_CSV,
+        segments=args.segments,
+        weights=loc.path,
+        device=args.device,
+        batch_size=args.batch_size,
+        head=args.head,
+        workflow=wf.name,
+        no_sr=False,
+        no_seg=False,
+        no_qc=args.no_qc,
+        shard=None,
+        no_resume=False,
+        workers=1,
+        progress=args.progress,
+        dicomweb=args.dicomweb,
+        study=args.study,
+        studies=args.studies,
+        query=args.query,
+        store=args.store,
+        credentials=args.credentials,
+        token_file=args.token_file,
+        ca_bundle=args.ca_bundle,
+        cache_limit_mb=args.cache_limit_mb,
+    )
+    if args.dicomweb:
+        run_args.input, run_args.output = args.output, None
+        return cmd_run_dicomweb(run_args, env)
+    config = config_from_args(run_args)
+    stop = StopFlag()
+    install_stop_handlers(stop)
+    extractor = FeatureExtractor(weights, device=config.device, batch_size=config.batch_size)
+    report = run(
+        config, env, extractor=extractor, progress=make_progress(args.progress, sys.stderr.isatty()), stop=stop
+    )
+    log.info("%d lesion(s) measured, %d failed; results in %s", report.n_ok, report.n_failed, config.output)
+    return report.exit_code
 
 
 def cmd_index(args: argparse.Namespace, env: Mapping[str, str]) -> int:

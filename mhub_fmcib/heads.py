@@ -118,9 +118,7 @@ class LinearHead:
         if x.ndim == 1:
             x = x[None]
         if x.ndim != 2 or x.shape[1] != len(self.feature_names):
-            raise ConfigError(
-                f"head {self.name!r} expects (N, {len(self.feature_names)}) features, got {x.shape}"
-            )
+            raise ConfigError(f"head {self.name!r} expects (N, {len(self.feature_names)}) features, got {x.shape}")
         z = ((x - self.mean) / self.scale) @ self.coef.T + self.intercept
         if self.task == "binary":
             out: npt.NDArray[np.float64] = 0.5 * (1.0 + np.tanh(0.5 * z[:, 0]))  # stable sigmoid

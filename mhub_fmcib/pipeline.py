@@ -20,7 +20,8 @@ from . import __version__
 from .cases import Case, DicomSegCase, ImageMaskCase, Plan, SeedsCase, plan
 from .config import RunConfig
 from .dicom.ct import CtSeries, assemble_ct
-from .dicom.index import InstanceKind, index_folder
+from .dicom.index import InstanceKind, InstanceRecord, index_folder
+from .dicom.rtstruct import list_rois, read_rtstruct, roi_mask_on_ct, roi_point, select_rois
 from .dicom.seg import read_seg, segment_mask_on_ct, select_segments
 from .encoder import FeatureExtractor, LoadedWeights, read_weights, sha256_file
 from .errors import CaseError, DicomImportError, FmcibError, SegmentationError
@@ -115,10 +116,16 @@ def load_image(path: Path) -> tuple[Volume, CtSeries | None]:
 def lesions_from_segs(
     case: DicomSegCase, ct: CtSeries, wanted: Sequence[str]
 ) -> tuple[list[Lesion], list[CaseFailure]]:
-    """One lesion per selected segment of every SEG of the case (centre of mass seeds)."""
+    """One lesion per selected segment of every SEG (and ROI of every RTSTRUCT) of the case,
+    seeded at its centre of mass on the CT grid."""
     lesions: list[Lesion] = []
     failures: list[CaseFailure] = []
     for rec in case.segs:
+        if rec.kind is InstanceKind.RTSTRUCT:
+            found, failed = lesions_from_rtstruct(rec, ct, wanted)
+            lesions += found
+            failures += failed
+            continue
         try:
             seg = read_seg(rec.path)
         except SegmentationError as e:
@@ -126,17 +133,7 @@ def lesions_from_segs(
             continue
         chosen = select_segments(seg, wanted)
         if not chosen:
-            failures.append(
-                CaseFailure(
-                    case_id=f"SEG {rec.sop_instance_uid}",
-                    kind="file",
-                    error_type="SegmentationError",
-                    reason=f"SEG {rec.path}: none of its segments "
-                    f"({', '.join(f'{s.number}:{s.label}' for s in seg.segments)}) matches --segments "
-                    f"{', '.join(wanted)}",
-                    paths=(str(rec.path),),
-                )
-            )
+            failures.append(_nothing_selected(rec, [f"{s.number}:{s.label}" for s in seg.segments], wanted))
             continue
         for info in chosen:
             lid = f"{ct.series_instance_uid}/{seg.sop_instance_uid}/{info.number}"
@@ -162,6 +159,62 @@ def lesions_from_segs(
                     finding_site=info.anatomic_region,
                 )
             )
+    return lesions, failures
+
+
+def _nothing_selected(rec: InstanceRecord, available: Sequence[str], wanted: Sequence[str]) -> CaseFailure:
+    return CaseFailure(
+        case_id=f"{rec.kind.value} {rec.sop_instance_uid}",
+        kind="file",
+        error_type="SegmentationError",
+        reason=f"{rec.kind.value} {rec.path}: none of its segments/ROIs ({', '.join(available)}) matches "
+        f"--segments {', '.join(wanted)}",
+        paths=(str(rec.path),),
+    )
+
+
+def lesions_from_rtstruct(
+    rec: InstanceRecord, ct: CtSeries, wanted: Sequence[str]
+) -> tuple[list[Lesion], list[CaseFailure]]:
+    """One lesion per selected ROI: the centre of mass of its contours rasterised on the CT
+    grid, or its single POINT contour."""
+    try:
+        rt = read_rtstruct(rec.path)
+    except SegmentationError as e:
+        return [], [_failure(f"RTSTRUCT {rec.sop_instance_uid}", e, [str(rec.path)])]
+    chosen = select_rois(rt, wanted)
+    if not chosen:
+        return [], [_nothing_selected(rec, [f"{r.number}:{r.name}" for r in list_rois(rt)], wanted)]
+    lesions: list[Lesion] = []
+    failures: list[CaseFailure] = []
+    for info in chosen:
+        lid = f"{ct.series_instance_uid}/{rt.sop_instance_uid}/{info.number}"
+        try:
+            point = roi_point(rt, info.number)
+            inside: bool | None = None
+            if point is None:
+                mask = roi_mask_on_ct(rt, info.number, ct)
+                seed = centre_of_mass_lps(mask, ct.volume, f"RTSTRUCT {rec.path} ROI {info.number} ({info.name})")
+                inside = seed_inside_mask(seed, mask, ct.volume)
+                source = SeedSource.ROI_CENTROID
+            else:
+                seed, source = point, SeedSource.ROI_POINT
+        except CaseError as e:
+            failures.append(_failure(lid, e, [str(rec.path)]))
+            continue
+        lesions.append(
+            Lesion(
+                lesion_id=lid,
+                seed=seed,
+                seed_source=source,
+                seed_inside_mask=inside,
+                study_instance_uid=ct.study_instance_uid,
+                series_instance_uid=ct.series_instance_uid,
+                frame_of_reference_uid=ct.frame_of_reference_uid,
+                segment_number=info.number,
+                segment_label=info.name,
+            )
+        )
     return lesions, failures
 
 

@@ -56,9 +56,7 @@ class Provenance:
                 "LoadedWeights.sha256 from mhub_fmcib.encoder.read_weights"
             )
         if not self.weights_path_name or "/" in self.weights_path_name:
-            raise ValueError(
-                f"weights_path_name must be a bare file name, got {self.weights_path_name!r}"
-            )
+            raise ValueError(f"weights_path_name must be a bare file name, got {self.weights_path_name!r}")
 
     def as_dict(self) -> dict[str, str | None]:
         """Field name -> value, JSON-serialisable (the ``provenance`` block of ``run.json``)."""

@@ -143,6 +143,8 @@ class SeedSource(str, Enum):
     """Centre of mass of a DICOM SEG segment, on the CT grid."""
     ROI_CENTROID = "roi_centroid"
     """Centre of mass of an RTSTRUCT ROI rasterised on the CT grid."""
+    ROI_POINT = "roi_point"
+    """The single POINT contour of an RTSTRUCT ROI."""
     MASK_CENTROID = "mask_centroid"
     """Centre of mass of a label in a mask file (NIfTI, NRRD, MHA)."""
     USER = "user"

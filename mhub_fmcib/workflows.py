@@ -61,9 +61,7 @@ class Workflow:
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.islower() or c.isdigit() or c == "_" for c in self.name):
-            raise ConfigError(
-                f"workflow name {self.name!r} must be lowercase letters, digits and '_' only"
-            )
+            raise ConfigError(f"workflow name {self.name!r} must be lowercase letters, digits and '_' only")
         unknown = [s for s in self.segmentation_sources if s not in SEGMENTATION_SOURCES]
         if unknown:
             raise ConfigError(
@@ -72,8 +70,7 @@ class Workflow:
             )
         if len(set(self.segmentation_sources)) != len(self.segmentation_sources):
             raise ConfigError(
-                f"workflow {self.name!r}: segmentation_sources "
-                f"{list(self.segmentation_sources)} lists a source twice"
+                f"workflow {self.name!r}: segmentation_sources {list(self.segmentation_sources)} lists a source twice"
             )
         is_dicom = self.input_kind is InputKind.DICOM_FOLDER
         if is_dicom and not self.segmentation_sources:
@@ -126,9 +123,7 @@ def parse_workflow(data: dict[str, Any], source: str) -> Workflow:
     """
     unknown = sorted(set(data) - set(_KEYS))
     if unknown:
-        raise ConfigError(
-            f"{source}: unknown key(s) {unknown}; a workflow file holds exactly {list(_KEYS)}"
-        )
+        raise ConfigError(f"{source}: unknown key(s) {unknown}; a workflow file holds exactly {list(_KEYS)}")
     missing = [k for k in _KEYS if k not in data]
     if missing:
         raise ConfigError(f"{source}: missing key(s) {missing}; add them to the file")
@@ -140,16 +135,12 @@ def parse_workflow(data: dict[str, Any], source: str) -> Workflow:
             raise ConfigError(f"{source}: {key} must be true or false, got {data[key]!r}")
     sources = data["segmentation_sources"]
     if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
-        raise ConfigError(
-            f'{source}: segmentation_sources must be a list of strings such as ["SEG"], '
-            f"got {sources!r}"
-        )
+        raise ConfigError(f'{source}: segmentation_sources must be a list of strings such as ["SEG"], got {sources!r}')
     try:
         kind = InputKind(data["input_kind"])
     except ValueError:
         raise ConfigError(
-            f"{source}: input_kind {data['input_kind']!r} is not one of "
-            f"{[k.value for k in InputKind]}"
+            f"{source}: input_kind {data['input_kind']!r} is not one of {[k.value for k in InputKind]}"
         ) from None
     return Workflow(
         name=data["name"],
@@ -211,8 +202,7 @@ def load_workflow(name: str) -> Workflow:
             return workflow
     names = ", ".join(w.name for w in workflows)
     raise ConfigError(
-        f"unknown workflow {name!r}; available workflows: {names} "
-        "(`mhub-fmcib workflows` describes them)"
+        f"unknown workflow {name!r}; available workflows: {names} (`mhub-fmcib workflows` describes them)"
     )
 
 

@@ -58,9 +58,7 @@ def cube_mask(volume: Volume, corners_lps: npt.ArrayLike) -> npt.NDArray[np.bool
     """
     corners = np.asarray(corners_lps, dtype=np.float64).reshape(-1, 3)
     lo, hi = corners.min(axis=0), corners.max(axis=0)
-    box = np.array(
-        [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
-    )
+    box = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
     ijk = volume.lps_to_index(box)
     shape = np.asarray(volume.shape)
     start = np.clip(np.floor(ijk.min(axis=0)).astype(int) - 1, 0, shape)
@@ -137,9 +135,7 @@ def build_patch_region_seg(
             continue
         mask = cube_mask(ct_volume, r.patch.corners_lps())
         if not mask.any():
-            skipped.append(
-                (r.lesion.lesion_id, "the 50 mm cube contains no CT voxel centre (outside the CT)")
-            )
+            skipped.append((r.lesion.lesion_id, "the 50 mm cube contains no CT voxel centre (outside the CT)"))
             continue
         masks.append(mask)
         segments.append((r.lesion.lesion_id, len(masks)))
@@ -172,10 +168,7 @@ def build_patch_region_seg(
         series_uid,
         provenance.weights_sha256,
         provenance.package_version,
-        *(
-            f"{r.lesion.lesion_id}@{r.lesion.seed.x!r},{r.lesion.seed.y!r},{r.lesion.seed.z!r}"
-            for r in ok
-        ),
+        *(f"{r.lesion.lesion_id}@{r.lesion.seed.x!r},{r.lesion.seed.y!r},{r.lesion.seed.z!r}" for r in ok),
     )
     sources = [header_copy(ct_datasets[0]), *ct_datasets[1:]]
     seg = hd.seg.Segmentation(

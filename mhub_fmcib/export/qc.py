@@ -65,9 +65,7 @@ def render_patch_image(result: LesionResult) -> Image.Image:
     tiles = []
     for img2d, (col, row) in views:
         tile = Image.fromarray(_window(img2d)).convert("RGB")
-        tile = tile.resize(
-            (img2d.shape[1] * SCALE, img2d.shape[0] * SCALE), Image.Resampling.NEAREST
-        )
+        tile = tile.resize((img2d.shape[1] * SCALE, img2d.shape[0] * SCALE), Image.Resampling.NEAREST)
         d = ImageDraw.Draw(tile)
         cx, cy = col * SCALE + SCALE // 2, row * SCALE + SCALE // 2
         r = 3 * SCALE
@@ -112,9 +110,7 @@ def write_qc_index(output: Path, results: Sequence[LesionResult]) -> Path:
             alt = html.escape(r.lesion.lesion_id, quote=True)
             picture = f'<img src="{src}" alt="patch of {alt}">'
         les = r.lesion
-        seg = (
-            f"{les.seg_sop_instance_uid} #{les.segment_number}" if les.seg_sop_instance_uid else ""
-        )
+        seg = f"{les.seg_sop_instance_uid} #{les.segment_number}" if les.seg_sop_instance_uid else ""
         cells = [
             les.lesion_id,
             r.status.value,

@@ -86,8 +86,7 @@ def feature_concept(index: int) -> hd.sr.CodedConcept:
     """Concept name of feature ``index`` (0-based): ``(feature_<index>, 99FMCIB, ...)``."""
     if not _FEATURE_CONCEPTS:
         _FEATURE_CONCEPTS.extend(
-            hd.sr.CodedConcept(f"feature_{i}", FMCIB_SCHEME, f"FMCIB feature {i}")
-            for i in range(4096)
+            hd.sr.CodedConcept(f"feature_{i}", FMCIB_SCHEME, f"FMCIB feature {i}") for i in range(4096)
         )
     return _FEATURE_CONCEPTS[index]
 
@@ -157,9 +156,7 @@ def lesion_tracking_uid(series_uid: str, lesion_id: str) -> str:
     return derive_uid("tracking", series_uid, lesion_id)
 
 
-def sr_uids(
-    series_uid: str, results: Sequence[LesionResult], provenance: Provenance
-) -> tuple[str, str]:
+def sr_uids(series_uid: str, results: Sequence[LesionResult], provenance: Provenance) -> tuple[str, str]:
     """(SeriesInstanceUID, SOPInstanceUID) of the SR for this CT series.
 
     Deterministic in: CT series UID, weights sha256, package version and the lesions
@@ -190,18 +187,14 @@ def _measurements(result: LesionResult) -> list[hd.sr.Measurement]:
             "DICOM numeric values must be finite - check the input image and weights"
         )
     out = [
-        hd.sr.Measurement(name=feature_concept(i), value=float(v), unit=UNIT_NONE)
-        for i, v in enumerate(feats.tolist())
+        hd.sr.Measurement(name=feature_concept(i), value=float(v), unit=UNIT_NONE) for i, v in enumerate(feats.tolist())
     ]
     for name, value in result.predictions:
         if not np.isfinite(value):
             raise ExportError(
-                f"lesion {result.lesion.lesion_id!r}: prediction {name!r} is {value}; "
-                "predictions must be finite"
+                f"lesion {result.lesion.lesion_id!r}: prediction {name!r} is {value}; predictions must be finite"
             )
-        out.append(
-            hd.sr.Measurement(name=prediction_concept(name), value=float(value), unit=UNIT_NONE)
-        )
+        out.append(hd.sr.Measurement(name=prediction_concept(name), value=float(value), unit=UNIT_NONE))
     return out
 
 
@@ -263,9 +256,7 @@ def _group(
     group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=tracking,
         finding_type=_concept(lesion.finding_type) if lesion.finding_type else None,
-        finding_sites=(
-            [hd.sr.FindingSite(_concept(lesion.finding_site))] if lesion.finding_site else None
-        ),
+        finding_sites=([hd.sr.FindingSite(_concept(lesion.finding_site))] if lesion.finding_site else None),
         algorithm_id=algorithm,
         measurements=list(measurements),
         **roi,  # type: ignore[arg-type]
@@ -302,9 +293,7 @@ def build_feature_sr(
     _study_uid, series_uid, for_uid = series_identity(ct_datasets)
     ok = [r for r in results if r.status is LesionStatus.OK]
     if not ok:
-        raise ExportError(
-            f"series {series_uid}: no lesion has features, so there is nothing to report"
-        )
+        raise ExportError(f"series {series_uid}: no lesion has features, so there is nothing to report")
     ids = [r.lesion.lesion_id for r in ok]
     if len(set(ids)) != len(ids):
         raise ExportError(f"series {series_uid}: lesion ids are not unique: {sorted(ids)}")
@@ -367,9 +356,9 @@ def build_feature_sr(
             f"highdicom {provenance.highdicom_version}",
             f"pydicom {provenance.pydicom_version}",
         ],
-        contribution_description=(
-            "FMCIB foundation-model features; weights sha256 " + provenance.weights_sha256
-        )[:1024],
+        contribution_description=("FMCIB foundation-model features; weights sha256 " + provenance.weights_sha256)[
+            :1024
+        ],
     )
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,

@@ -153,3 +153,36 @@ def test_seed_rows_outside_or_ras(tmp_path: Path, extractor: FeatureExtractor) -
     reasons = [f.reason for f in report.failures]
     assert any("missing.nrrd" in r for r in reasons)
     assert any("row 5" in r and "numbers" in r for r in reasons)
+
+
+def test_rtstruct_route_equals_seg_route(dicom_run, tmp_path: Path, extractor: FeatureExtractor) -> None:  # type: ignore[no-untyped-def]
+    """The from_rtstruct workflow: the nodule drawn as RTSTRUCT contours gives the SEG's seed
+    and features; a POINT ROI is used as the seed as given."""
+    from fmcib_testlib.rtstruct_builders import RoiSpec, make_rtstruct, mask_to_contours
+
+    report, _ = dicom_run
+    inp = tmp_path / "in"
+    paths = copy_ct(inp / "ct")
+    ct = read_ct_datasets(paths)
+    vol = read_image(SAMPLE / "nrrd" / "lung1_image.nrrd")
+    label = np.asarray(read_image(SAMPLE / "nrrd" / "lung1_label.nrrd").array) == 1
+    seed = report.results[0].lesion.seed
+    make_rtstruct(
+        ct,
+        [
+            RoiSpec("GTV", [("CLOSED_PLANAR", c) for c in mask_to_contours(label, vol)], number=1),
+            RoiSpec("marker", [("POINT", seed.as_array()[None])], interpreted_type="MARKER", number=2),
+        ],
+        inp / "rt.dcm",
+    )
+    shutil.copy2(SAMPLE_SEG, inp / "seg.dcm")  # ignored by this workflow
+    rep = _run(extractor, input=inp, output=tmp_path / "out", segmentation_sources=("RTSTRUCT",))
+    assert rep.exit_code == 0, rep.failures
+    by_label = {r.lesion.segment_label: r for r in rep.results}
+    assert set(by_label) == {"GTV", "marker"}
+    assert by_label["GTV"].lesion.seed_source.value == "roi_centroid"
+    assert by_label["marker"].lesion.seed_source.value == "roi_point"
+    for r in by_label.values():
+        np.testing.assert_allclose(r.lesion.seed.as_array(), seed.as_array(), atol=1e-3)
+        np.testing.assert_allclose(r.features, report.results[0].features, rtol=1e-4, atol=1e-4)
+    assert any("SEG instance(s) not used" in n for n in rep.notes)

@@ -314,7 +314,9 @@ def test_list_and_select_rois(tmp_path: Path, ct: CtSeries, ct_datasets) -> None
 def test_pydicom_rtstruct_test_file(tmp_path: Path) -> None:
     """A structure set written by other software (pydicom's test data): an EXTERNAL contour
     stack and two ISOCENTER points."""
-    p = save_with_preamble(Path(get_testdata_file("rtstruct.dcm")), tmp_path / "rtstruct.dcm")
+    src = get_testdata_file("rtstruct.dcm")
+    assert isinstance(src, str)
+    p = save_with_preamble(Path(src), tmp_path / "rtstruct.dcm")
     rt = read_rtstruct(p)
     assert [(r.number, r.name, r.interpreted_type) for r in list_rois(rt)] == [
         (1, "patient", "EXTERNAL"),

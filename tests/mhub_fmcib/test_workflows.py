@@ -57,8 +57,8 @@ def test_packaged_workflows() -> None:
         kind, sources, sr, seg = EXPECTED[workflow.name]
         assert (workflow.input_kind, workflow.segmentation_sources) == (kind, sources)
         assert (workflow.export_sr, workflow.export_seg) == (sr, seg)
-        # QC pictures need plotting packages the container does not ship.
-        assert workflow.export_qc is False
+        # QC pictures are drawn with Pillow (a runtime dependency): on everywhere.
+        assert workflow.export_qc is True
         assert workflow.description
         # The object equals an independent read of its file with tomllib.
         raw = tomllib.loads((WORKFLOW_DIR / f"{workflow.name}.toml").read_text())
@@ -131,7 +131,7 @@ def test_make_run_config_default(tmp_path: Path) -> None:
     assert config.input == tmp_path / "in"
     assert config.output == tmp_path / "out"
     assert config.input_kind is InputKind.DICOM_FOLDER
-    assert (config.export_sr, config.export_seg, config.export_qc) == (True, True, False)
+    assert (config.export_sr, config.export_seg, config.export_qc) == (True, True, True)
     assert config.workflow == "default"
     assert config.batch_size == 2
     assert config.segmentation_sources == ("SEG",)
@@ -164,8 +164,8 @@ def test_make_run_config_rejects_bad_overrides(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot write a DICOM SR"):
         make_run_config(load_workflow("from_seeds"), tmp_path, tmp_path, export_sr=True)
     # Overriding an export flag the workflow allows works.
-    config = make_run_config(workflow, tmp_path, tmp_path, export_qc=True, export_seg=False)
-    assert (config.export_qc, config.export_seg) == (True, False)
+    config = make_run_config(workflow, tmp_path, tmp_path, export_qc=False, export_seg=False)
+    assert (config.export_qc, config.export_seg) == (False, False)
 
 
 def test_workflow_is_frozen() -> None:
