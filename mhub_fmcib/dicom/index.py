@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from pydicom.errors import InvalidDicomError
 from .uids import (
     CT_SOP_CLASSES,
     MEDIA_STORAGE_DIRECTORY,
+    OWN_MANUFACTURER_MODEL_NAME,
     RT_STRUCTURE_SET_STORAGE,
     SEGMENTATION_STORAGE,
 )
@@ -45,6 +47,7 @@ class SkipReason(str, Enum):
     OTHER_OBJECT = "not a CT image, SEG or RTSTRUCT"
     LOCALIZER = "CT localizer (scout) image"
     MISSING_UIDS = "missing Study/Series/SOP Instance UID"
+    OWN_OUTPUT = "written by mhub-fmcib (an earlier run's patch-region SEG), not an input segmentation"
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,18 @@ def read_record(path: Path) -> InstanceRecord | SkippedFile:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:
         return SkippedFile(path, SkipReason.NOT_DICOM)
-    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        OverflowError,
+        struct.error,
+    ) as e:
+        # struct.error: an element header cut short; OverflowError: absurd lengths
         return SkippedFile(path, SkipReason.UNREADABLE, f"{type(e).__name__}: {e}"[:300])
     try:
         media_class = str(ds.file_meta.get("MediaStorageSOPClassUID", "")) if ds.file_meta else ""
@@ -159,6 +173,8 @@ def read_record(path: Path) -> InstanceRecord | SkippedFile:
                 return SkippedFile(path, SkipReason.LOCALIZER)
         elif sop_class == SEGMENTATION_STORAGE:
             kind = InstanceKind.SEG
+            if str(ds.get("ManufacturerModelName", "") or "") == OWN_MANUFACTURER_MODEL_NAME:
+                return SkippedFile(path, SkipReason.OWN_OUTPUT)
         elif sop_class == RT_STRUCTURE_SET_STORAGE:
             kind = InstanceKind.RTSTRUCT
         else:

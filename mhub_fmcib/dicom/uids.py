@@ -8,3 +8,7 @@ RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
 CT_SOP_CLASSES = frozenset({CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE, LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE})
+
+#: ManufacturerModelName of the DICOM objects this software writes (SR, patch-region SEG);
+#: such objects found in an input are outputs of an earlier run, not lesion segmentations.
+OWN_MANUFACTURER_MODEL_NAME = "mhub-fmcib"

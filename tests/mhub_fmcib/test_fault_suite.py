@@ -1,0 +1,305 @@
+"""Fault suite of issue 5: 200+ generated bad inputs mixed into a valid export.
+
+A valid export of 2 studies (``make_export``) is copied and mixed with the bad inputs of
+``fmcib_testlib.faults`` (truncated files, random bytes behind a DICM preamble, missing or
+malformed geometry tags, Rows/Columns that disagree with the pixel data, headers claiming
+gigabytes, duplicate SOPInstanceUIDs with different pixels, SEGs of absent series or
+without foreground, hostile PatientID/descriptions and UIDs, non-CT objects, DICOMDIRs,
+empty files, folders named like files and symlinks leading outside the input). The whole
+mixed export is run once through the real CLI in a subprocess and once in-process.
+
+What is checked:
+
+* no crash and no traceback: the CLI exits 1 (some cases failed) and its stderr holds no
+  ``Traceback``; its peak RSS (``os.wait4``) and the in-process run's RSS growth stay far
+  below what the absurd headers claim;
+* every valid case's features are identical (same ``features.csv`` lines, same float32
+  arrays) to a clean run on the good studies alone, and no failure mentions a good series;
+* every bad input is accounted for. Rule, per input (``BadInput.allowed``, at least one
+  must hold):
+
+  - a bad **file** that is not usable as DICOM at all (junk, zero bytes, random bytes behind
+    ``DICM``, non-CT objects, localizers, DICOMDIR, a header cut short) is listed in
+    ``run.json`` ``skipped_files`` with a reason (SKIPPED);
+  - a bad **series** (it has its own UIDs and a SEG, so it is a case) is named by its series
+    UID as a failed case in ``failures.csv`` (CASE_FAILED); when the damage is in its SEG, a
+    row names that SEG or a lesion of it (SEG_FAILED); a damaged duplicate that is dropped
+    while the series is measured is named by path (PATH_NAMED);
+  - a truncated slice whose header is cut may be skipped instead, the rest of its series
+    then being measured: the skipped entry accounts for it;
+  - a valid series with hostile metadata (PatientID ``../../escape``, NUL, non-ASCII...) is
+    measured (OK);
+  - a folder named like a file, or a symlink, is neither indexed nor followed
+    (NOT_INDEXED); the valid series behind the outside links never shows up;
+
+* nothing is written outside OUTPUT: the whole temporary tree (input, outside target,
+  cwd of the CLI) is snapshotted before and after each run, and the input tree is unchanged
+  byte for byte; every name below OUTPUT is made of ``[A-Za-z0-9._-]`` only and contains
+  none of the hostile strings.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import hashlib
+import json
+import os
+import re
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fmcib_testlib.export_builder import make_export
+from fmcib_testlib.faults import HOSTILE_TEXT, BadInput, Outcome, add_faults
+
+from mhub_fmcib.config import RunConfig
+from mhub_fmcib.encoder import FeatureExtractor
+from mhub_fmcib.output import read_features_csv
+from mhub_fmcib.pipeline import RunReport, run
+
+ROOT = Path(__file__).resolve().parents[2]
+GiB = 1 << 30
+#: Largest peak RSS growth (bytes) the in-process run may cause; headers claim > 8 GiB.
+MAX_RSS_GROWTH = 1.5 * GiB
+#: Largest peak RSS of the CLI process (model ~0.75 GB + torch + one small series).
+MAX_CLI_RSS = 4 * GiB
+SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+@dataclass(frozen=True)
+class FaultEnv:
+    base: Path
+    good: Path
+    mixed: Path
+    outside: Path
+    bad: tuple[BadInput, ...]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> FaultEnv:
+    base = tmp_path_factory.mktemp("faults")
+    good = make_export(base / "good", 2)
+    mixed = base / "mixed"
+    shutil.copytree(good, mixed, symlinks=True)
+    bad = add_faults(mixed, base / "outside", base / "template", seed=5)
+    return FaultEnv(base, good, mixed, base / "outside", tuple(bad))
+
+
+def snapshot(root: Path, exclude: tuple[Path, ...] = ()) -> dict[str, tuple[str, int, str]]:
+    """relative path -> (type, size, sha256 or link target), symlinks not followed."""
+    out: dict[str, tuple[str, int, str]] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        d = Path(dirpath)
+        dirnames[:] = sorted(n for n in dirnames if d / n not in exclude)
+        for name in [*dirnames, *filenames]:
+            p = d / name
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = ("link", 0, os.readlink(p))
+            elif p.is_dir():
+                out[rel] = ("dir", 0, "")
+            else:
+                data = p.read_bytes()
+                out[rel] = ("file", len(data), hashlib.sha256(data).hexdigest())
+    return out
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _indexed_paths(output: Path) -> set[str]:
+    con = sqlite3.connect(f"file:{output / 'index.sqlite'}?mode=ro", uri=True)
+    try:
+        return {p for (p,) in con.execute("SELECT path FROM files")}
+    finally:
+        con.close()
+
+
+def outcomes(b: BadInput, output: Path) -> set[Outcome]:
+    """The ways the run accounted for ``b`` (see the module docstring)."""
+    doc = json.loads((output / "run.json").read_text(encoding="utf-8"))
+    rows = _rows(output / "failures.csv")
+    skipped = {s["path"] for s in doc["skipped_files"] if s["reason"]}
+    got: set[Outcome] = set()
+    paths = [str(p) for p in b.paths]
+    if paths and all(p in skipped for p in paths):
+        got.add(Outcome.SKIPPED)
+    if b.series_uid and any(r["id"] == b.series_uid and r["level"] == "case" for r in rows):
+        got.add(Outcome.CASE_FAILED)
+    if b.seg_uid and any(r["id"] == f"SEG {b.seg_uid}" or f"/{b.seg_uid}/" in r["id"] for r in rows):
+        got.add(Outcome.SEG_FAILED)
+    if paths and all(any(p in r["paths"].split(";") or p in r["reason"] for r in rows) for p in paths):
+        got.add(Outcome.PATH_NAMED)
+    if b.series_uid and any(
+        le["series_instance_uid"] == b.series_uid and le["status"] == "ok" for le in doc["lesions"]
+    ):
+        got.add(Outcome.OK)
+    if b.series_uid and any(f"CT series {b.series_uid} has no SEG" in n for n in doc["notes"]):
+        got.add(Outcome.NOTED)
+    indexed = _indexed_paths(output)
+    if all(p not in indexed and not any(s.startswith(p + os.sep) for s in indexed) for p in paths):
+        if all(Path(p).is_symlink() or Path(p).is_dir() for p in paths):
+            got.add(Outcome.NOT_INDEXED)
+    return got
+
+
+@pytest.fixture(scope="module")
+def clean(env: FaultEnv, extractor: FeatureExtractor) -> tuple[RunReport, Path]:
+    out = env.base / "clean_out"
+    cfg = RunConfig(input=env.good, output=out, export_qc=True)
+    return run(cfg, {}, extractor=extractor), out
+
+
+@pytest.fixture(scope="module")
+def mixed(env: FaultEnv, clean: tuple[RunReport, Path], extractor: FeatureExtractor):  # type: ignore[no-untyped-def]
+    """The in-process run on the mixed export, with the tree snapshots and RSS around it."""
+    out = env.base / "mixed_out"
+    before = snapshot(env.base)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    report = run(RunConfig(input=env.mixed, output=out, export_qc=True), {}, extractor=extractor)
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    after = snapshot(env.base, exclude=(out,))
+    return report, out, before, after, rss1 - rss0
+
+
+def test_enough_bad_inputs_of_every_category(env: FaultEnv) -> None:
+    counts = collections.Counter(b.category for b in env.bad)
+    assert len(env.bad) >= 200, counts
+    assert len(counts) == 15 and min(counts.values()) >= 4, counts
+    # distinct inputs: no file is counted twice
+    all_paths = [p for b in env.bad for p in b.paths]
+    assert len(all_paths) == len(set(all_paths))
+
+
+def test_clean_run(clean: tuple[RunReport, Path]) -> None:
+    report, _ = clean
+    assert report.exit_code == 0 and report.n_ok == 3 and not report.failures
+
+
+def test_valid_cases_identical_to_clean_run(clean, mixed) -> None:  # type: ignore[no-untyped-def]
+    clean_report, clean_out = clean
+    report, out, *_ = mixed
+    assert report.exit_code == 1
+    got = {r.lesion.lesion_id: r for r in report.results}
+    for r in clean_report.results:
+        m = got[r.lesion.lesion_id]
+        assert m.status.value == "ok" and m.lesion == r.lesion
+        np.testing.assert_array_equal(m.features, r.features)
+    clean_lines = (clean_out / "features.csv").read_text(encoding="utf-8").splitlines()
+    mixed_lines = set((out / "features.csv").read_text(encoding="utf-8").splitlines()[1:])
+    assert len(clean_lines) == 4 and set(clean_lines[1:]) <= mixed_lines
+    # the exports of the good series are there too
+    for r in clean_report.results:
+        s = r.lesion
+        folder = out / "dicom" / str(s.study_instance_uid) / str(s.series_instance_uid)
+        assert (folder / "fmcib_features_SR.dcm").is_file() and (folder / "fmcib_patch_region_SEG.dcm").is_file()
+
+
+def test_no_failure_blames_a_good_series(clean, mixed) -> None:  # type: ignore[no-untyped-def]
+    clean_report, _ = clean
+    _, out, *_ = mixed
+    good_uids = {str(r.lesion.series_instance_uid) for r in clean_report.results}
+    good_uids |= {str(r.lesion.seg_sop_instance_uid) for r in clean_report.results}
+    text = (out / "failures.csv").read_text(encoding="utf-8")
+    for uid in good_uids:
+        assert uid not in text
+    assert "/good/" not in text and "study0" not in text and "study1" not in text
+
+
+def test_every_bad_input_is_accounted_for(env: FaultEnv, mixed) -> None:  # type: ignore[no-untyped-def]
+    _, out, *_ = mixed
+    wrong = []
+    for b in env.bad:
+        got = outcomes(b, out)
+        if not got & b.allowed:
+            wrong.append(f"{b.category} [{b.variant}] {[str(p) for p in b.paths]}: got {sorted(got)}, "
+                         f"expected one of {sorted(b.allowed)}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_failures_are_actionable(mixed) -> None:  # type: ignore[no-untyped-def]
+    _, out, *_ = mixed
+    rows = _rows(out / "failures.csv")
+    assert len(rows) >= 100
+    for r in rows:
+        assert r["id"] and r["level"] in ("case", "file", "lesion") and r["error_type"]
+        assert len(r["reason"]) > 20 and "Traceback" not in r["reason"]
+    doc = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert all(s["reason"] for s in doc["skipped_files"])
+    assert doc["summary"]["exit_code"] == 1
+
+
+def test_symlinked_outside_series_is_never_used(env: FaultEnv, mixed) -> None:  # type: ignore[no-untyped-def]
+    _, out, *_ = mixed
+    outside_series = {str(__import__("pydicom").dcmread(p, stop_before_pixels=True).SeriesInstanceUID)
+                      for p in (env.outside / "series").glob("IM*")}
+    everything = "".join(p.read_text(encoding="utf-8") for p in (out / "run.json", out / "failures.csv",
+                                                                   out / "features.csv"))
+    for uid in outside_series:
+        assert uid not in everything
+    assert str(env.outside) not in everything and "/etc/passwd" not in everything
+    assert not any(str(env.outside) in p for p in _indexed_paths(out))
+
+
+def test_nothing_written_outside_output_and_input_unchanged(env: FaultEnv, mixed) -> None:  # type: ignore[no-untyped-def]
+    _, out, before, after, _ = mixed
+    assert after == before
+    assert snapshot(env.mixed) == {k[len("mixed/"):]: v for k, v in before.items() if k.startswith("mixed/")}
+
+
+def test_output_names_come_from_uids_and_hashes(mixed) -> None:  # type: ignore[no-untyped-def]
+    _, out, *_ = mixed
+    names = [p.relative_to(out) for p in out.rglob("*")]
+    assert names
+    hostile = [h for h in HOSTILE_TEXT if len(h.strip(". ")) > 1] + ["etc", "escape", "passwd"]
+    for rel in names:
+        for part in rel.parts:
+            assert SAFE_NAME.match(part), rel
+            assert not any(h in part for h in hostile), rel
+        assert not (out / rel).is_symlink()
+        assert (out / rel).resolve().is_relative_to(out.resolve())
+
+
+def test_memory_stays_bounded(mixed) -> None:  # type: ignore[no-untyped-def]
+    *_, growth = mixed
+    assert growth < MAX_RSS_GROWTH, f"peak RSS grew by {growth / GiB:.2f} GiB"
+
+
+@pytest.mark.slow
+def test_cli_on_mixed_export(env: FaultEnv, mixed, weights_file: Path) -> None:  # type: ignore[no-untyped-def]
+    """The real command line: exit 1, no traceback, same features as in-process, bounded
+    peak memory, nothing written outside OUTPUT (its cwd included)."""
+    report, inproc_out, *_ = mixed
+    out = env.base / "cli_out"
+    cwd = env.base / "cwd"
+    cwd.mkdir()
+    before = snapshot(env.base)
+    log = env.base / "cli_logs"
+    log.mkdir()
+    with open(log / "stdout", "wb") as so, open(log / "stderr", "wb") as se:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mhub_fmcib.cli", "run", str(env.mixed), str(out), "--weights", str(weights_file),
+             "--no-qc", "--progress", "none"],
+            stdout=so, stderr=se, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = (log / "stderr").read_text(encoding="utf-8", errors="replace")
+    stdout = (log / "stdout").read_text(encoding="utf-8", errors="replace")
+    after = snapshot(env.base, exclude=(out, log))
+    assert proc.returncode == 1, stderr[-3000:]
+    assert "Traceback" not in stderr and "Traceback" not in stdout
+    assert usage.ru_maxrss * 1024 < MAX_CLI_RSS, f"CLI peak RSS {usage.ru_maxrss / 2**20:.2f} GiB"
+    assert after == {k: v for k, v in before.items() if not k.startswith("cli_logs")}
+    assert not any(cwd.iterdir())
+    assert (out / "features.csv").read_bytes() == (inproc_out / "features.csv").read_bytes()
+    assert len(report.failures) == len(json.loads((out / "run.json").read_text(encoding="utf-8"))["errors"])
