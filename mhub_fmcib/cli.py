@@ -51,6 +51,18 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-sr", action="store_true", help="do not write DICOM SR")
     p.add_argument("--no-seg", action="store_true", help="do not write the patch-region DICOM SEG")
     p.add_argument("--no-qc", action="store_true", help="do not write QC pictures")
+    p.add_argument(
+        "--sr-max-lesions",
+        type=int,
+        default=50,
+        help="largest number of lesions in one SR (each adds 4096 measurements; default 50)",
+    )
+    p.add_argument(
+        "--sr-max-lesions",
+        type=int,
+        default=50,
+        help="largest number of lesions in one SR (each adds 4096 measurements; default 50)",
+    )
     p.add_argument("--shard", help="i/N: process only shard i (0-based) of N, split by series UID hash")
     p.add_argument("--no-resume", action="store_true", help="re-run cases already finished in OUTPUT")
     p.add_argument("--workers", type=int, default=1, help="processes for reading DICOM headers (default 1)")
@@ -107,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("--ca-bundle", {"type": Path}),
     ):
         ct.add_argument(flag, **kw)  # type: ignore[arg-type]
+    ct.add_argument("--shard", help="i/N: process only shard i of N")
+    ct.add_argument("--sr-max-lesions", type=int, default=50)
+    ct.add_argument("--no-resume", action="store_true")
+    ct.add_argument("--workers", type=int, default=1)
     ct.add_argument("--study", action="append", default=[])
     ct.add_argument("--query", action="append", default=[])
     ct.add_argument("--store", action="store_true")
@@ -117,9 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/N"`` -> (i, N)."""
+    if not text:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError as e:
+        raise ConfigError(f"--shard must look like 0/4 (shard index / number of shards), got {text!r}") from e
+    return i, n
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The run's one configuration object, from parsed arguments (and a workflow file)."""
     segments = tuple(s.strip() for item in args.segments for s in item.split(",") if s.strip())
+    if args.output is None:
+        raise ConfigError("missing OUTPUT folder: mhub-fmcib run INPUT OUTPUT")
     kind = infer_input_kind(args.input, args.seeds)
     common: dict[str, object] = dict(
         mask=args.mask,
@@ -128,6 +157,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         device=args.device,
         batch_size=args.batch_size,
         heads=tuple(args.head),
+        shard=parse_shard(args.shard),
+        resume=not args.no_resume,
+        index_workers=args.workers,
+        sr_max_lesions=args.sr_max_lesions,
     )
     if args.workflow:
         from .workflows import load_workflow, make_run_config
@@ -353,9 +386,10 @@ def cmd_container(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         no_sr=False,
         no_seg=False,
         no_qc=args.no_qc,
-        shard=None,
-        no_resume=False,
-        workers=1,
+        shard=args.shard,
+        no_resume=args.no_resume,
+        sr_max_lesions=args.sr_max_lesions,
+        workers=args.workers,
         progress=args.progress,
         dicomweb=args.dicomweb,
         study=args.study,

@@ -44,6 +44,7 @@ class RunConfig:
         heads: linear head files (``mhub-fmcib-train probe`` output) to apply.
         segmentation_sources: DICOM objects lesions come from, ``"SEG"`` and/or ``"RTSTRUCT"``.
         workflow: name of the workflow file the settings came from, if any.
+        sr_max_lesions: largest number of lesions written into one SR (4096 measurements each).
         shard: ``(i, n)``: process only the cases whose series-UID hash falls in shard i of n.
         resume: skip cases already finished with the same inputs, weights and version.
         index_workers: processes used to read DICOM headers while indexing.
@@ -63,6 +64,7 @@ class RunConfig:
     heads: tuple[Path, ...] = ()
     segmentation_sources: tuple[str, ...] = ("SEG",)
     workflow: str | None = None
+    sr_max_lesions: int = 50
     shard: tuple[int, int] | None = None
     resume: bool = True
     index_workers: int = 1

@@ -37,3 +37,7 @@ class SeedError(CaseError):
 
 class WeightsError(FmcibError):
     """The encoder weights file is missing, unreadable or does not match the FMCIB encoder."""
+
+
+class ExportError(CaseError):
+    """A DICOM output (SR, SEG) cannot be built or written for one series."""

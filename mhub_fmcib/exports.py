@@ -22,7 +22,7 @@ def make_hooks(config: RunConfig, provenance: Provenance) -> list[CaseHook]:
     """The exporters ``config`` asks for (SR and SEG need a DICOM CT)."""
     hooks: list[CaseHook] = []
     if config.export_sr:
-        hooks.append(lambda case, outcome: export_sr(case, outcome, config.output, provenance))
+        hooks.append(lambda case, outcome: export_sr(case, outcome, config.output, provenance, config.sr_max_lesions))
     if config.export_seg:
         hooks.append(lambda case, outcome: export_patch_seg(outcome, config.output, provenance))
     if config.export_qc:
@@ -34,7 +34,9 @@ def _ok(outcome: CaseOutcome) -> bool:
     return outcome.ct is not None and any(r.status is LesionStatus.OK for r in outcome.results)
 
 
-def export_sr(case: Case, outcome: CaseOutcome, output: Path, provenance: Provenance) -> Sequence[Path]:
+def export_sr(
+    case: Case, outcome: CaseOutcome, output: Path, provenance: Provenance, max_lesions: int
+) -> Sequence[Path]:
     """One TID 1500 SR for the case's CT series (when it has an OK lesion)."""
     if not _ok(outcome) or outcome.ct is None:
         return []
@@ -42,7 +44,7 @@ def export_sr(case: Case, outcome: CaseOutcome, output: Path, provenance: Proven
     if isinstance(case, DicomSegCase):
         for rec in case.segs:
             segs[rec.sop_instance_uid] = pydicom.dcmread(rec.path, stop_before_pixels=True)
-    sr = build_feature_sr(outcome.ct.datasets, outcome.results, provenance, segs)
+    sr = build_feature_sr(outcome.ct.datasets, outcome.results, provenance, segs, max_lesions=max_lesions)
     return [write_sr(sr, output)]
 
 

@@ -146,6 +146,55 @@ def _trilinear_zero_padded(volume: Volume, coords: npt.NDArray[np.float64]) -> n
     return out
 
 
+def _axis_weights(coords: npt.NDArray[np.float64], n: int) -> tuple[int, npt.NDArray[np.float64]]:
+    """1D linear-interpolation weights with zero padding: ``(start, W)`` such that the value
+    at ``coords[r]`` is ``W[r] @ line[start : start + W.shape[1]]`` for a line of length n."""
+    base = np.floor(coords).astype(np.int64)
+    frac = coords - base
+    start = int(np.clip(base.min(), 0, n - 1))
+    stop = int(np.clip(base.max() + 2, start + 1, n))
+    w = np.zeros((len(coords), stop - start))
+    rows = np.arange(len(coords))
+    for offset, wt in ((0, 1.0 - frac), (1, frac)):
+        idx = base + offset
+        ok = (idx >= start) & (idx < stop)
+        np.add.at(w, (rows[ok], idx[ok] - start), wt[ok])
+    return start, w
+
+
+def _separable_sample(
+    volume: Volume, xform: npt.NDArray[np.float64], lo: list[int], hi: list[int]
+) -> npt.NDArray[np.float64] | None:
+    """Trilinear sampling of grid voxels [lo, hi) when ``xform`` (grid index → input index)
+    maps each grid axis onto one input axis (no obliquity): three small 1D interpolations
+    instead of 8 gathers per voxel. ``None`` for oblique transforms."""
+    rot = xform[:3, :3]
+    nonzero = np.abs(rot) > 1e-12
+    if not (np.all(nonzero.sum(axis=0) == 1) and np.all(nonzero.sum(axis=1) == 1)):
+        return None
+    perm = [int(np.flatnonzero(nonzero[:, a])[0]) for a in range(3)]  # grid axis a -> input axis
+    shape = volume.shape
+    starts, weights = [], []
+    for a in range(3):
+        p = perm[a]
+        g = np.arange(lo[a], hi[a], dtype=np.float64)
+        coords = rot[p, a] * g + xform[p, 3]
+        start, w = _axis_weights(coords, shape[p])
+        starts.append((p, start, w.shape[1]))
+        weights.append(w)
+    sl = [slice(0, 0)] * 3
+    for p, start, width in starts:
+        sl[p] = slice(start, start + width)
+    block = normalise_hu(volume.array[sl[0], sl[1], sl[2]]).astype(np.float64)
+    # bring the block into grid-axis order, then contract each axis with its weights
+    block = block.transpose(perm)
+    wa, wb, wc = weights
+    t = (wa @ block.reshape(block.shape[0], -1)).reshape(wa.shape[0], block.shape[1], block.shape[2])
+    t = np.matmul(wb, t)  # (na, nb, C)
+    out: npt.NDArray[np.float64] = t @ wc.T  # (na, nb, nc)
+    return out
+
+
 def extract_patch(volume: Volume, seed: SeedPoint, size: int = PATCH_SIZE) -> Patch:
     """The reference's patch around ``seed`` (LPS mm), computed only where needed.
 
@@ -170,11 +219,13 @@ def extract_patch(volume: Volume, seed: SeedPoint, size: int = PATCH_SIZE) -> Pa
     hi = [min(c[a] + half, grid.shape[a]) for a in range(3)]
     if any(h <= low for low, h in zip(lo, hi, strict=True)):
         raise SeedError(_outside_message(volume, seed))
-    a, b, k = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), np.arange(lo[2], hi[2]), indexing="ij")
-    pts = np.stack([a.ravel(), b.ravel(), k.ravel(), np.ones(a.size)], axis=0).astype(np.float64)
-    coords = (grid.grid_to_input @ pts)[:3].T
-    values = _trilinear_zero_padded(volume, coords).astype(np.float32)
-    crop = values.reshape(a.shape).transpose(2, 1, 0)  # (x, y, z) -> (z, y, x)
+    sampled = _separable_sample(volume, grid.grid_to_input, lo, hi)
+    if sampled is None:  # oblique input: general trilinear sampling
+        a, b, k = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), np.arange(lo[2], hi[2]), indexing="ij")
+        pts = np.stack([a.ravel(), b.ravel(), k.ravel(), np.ones(a.size)], axis=0).astype(np.float64)
+        coords = (grid.grid_to_input @ pts)[:3].T
+        sampled = _trilinear_zero_padded(volume, coords).reshape(a.shape)
+    crop = sampled.astype(np.float32).transpose(2, 1, 0)  # (x, y, z) -> (z, y, x)
     pads = [((size - s) // 2, size - s - (size - s) // 2) for s in crop.shape]
     arr = np.pad(crop, pads, mode="constant", constant_values=0.0)
     # patch index (z, y, x) -> reoriented grid index (x, y, z)

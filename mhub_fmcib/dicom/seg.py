@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,10 +10,11 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 import numpy.typing as npt
+from pydicom.uid import UID
 
 from ..errors import SegmentationError
 from ..types import CodeTuple
-from .ct import CtSeries
+from .ct import MAX_VOXELS, CtSeries
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ def read_seg(path: Path) -> SegObject:
         seg = hd.seg.segread(str(path))
     except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
         raise SegmentationError(f"SEG {path} cannot be read: {type(e).__name__}: {e}") from e
+    _check_pixel_data_size(seg, Path(path))
     infos = []
     for item in seg.get("SegmentSequence", []):
         regions = item.get("AnatomicRegionSequence")
@@ -76,6 +79,35 @@ def read_seg(path: Path) -> SegObject:
             )
         )
     return SegObject(path=Path(path), seg=seg, segments=tuple(infos))
+
+
+def _check_pixel_data_size(seg: hd.seg.Segmentation, path: Path) -> None:
+    """Refuse a SEG whose header claims more frames or pixels than it holds, before any
+    array of the claimed size is made (a damaged header must not allocate gigabytes)."""
+    try:
+        rows, cols = int(seg.get("Rows", 0) or 0), int(seg.get("Columns", 0) or 0)
+        frames = int(seg.get("NumberOfFrames", 1) or 1)
+        bits = int(seg.get("BitsAllocated", 1) or 1)
+    except (TypeError, ValueError) as e:
+        raise SegmentationError(f"SEG {path} has an unreadable Rows/Columns/NumberOfFrames ({e})") from e
+    if rows < 1 or cols < 1 or frames < 1 or rows * cols * frames > MAX_VOXELS:
+        raise SegmentationError(
+            f"SEG {path} claims {frames} frame(s) of {cols}x{rows} pixels, which is empty or beyond the "
+            "supported size; the file is damaged. Re-export the segmentation."
+        )
+    data = seg.get("PixelData")
+    if data is None:
+        raise SegmentationError(f"SEG {path} has no PixelData; re-export the segmentation.")
+    meta = getattr(seg, "file_meta", None)
+    syntax = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else UID("")
+    if syntax and not syntax.is_encapsulated:
+        expected = (rows * cols * frames * bits + 7) // 8
+        if len(data) < expected:
+            raise SegmentationError(
+                f"SEG {path} claims {frames} frame(s) of {cols}x{rows} pixels at {bits} bit(s) "
+                f"({expected} bytes) but holds {len(data)} bytes of pixel data; the file is "
+                "truncated or its header is wrong. Re-export the segmentation."
+            )
 
 
 def select_segments(seg: SegObject, wanted: Sequence[str]) -> list[SegmentInfo]:
@@ -120,7 +152,8 @@ def segment_mask_on_ct(seg: SegObject, number: int, ct: CtSeries) -> npt.NDArray
 def _mask_by_geometry(seg: SegObject, number: int, ct: CtSeries) -> npt.NDArray[np.bool_]:
     try:
         vol = seg.seg.get_volume(segment_numbers=[number], combine_segments=False)
-    except (ValueError, KeyError, AttributeError, IndexError, RuntimeError) as e:
+    except (ValueError, KeyError, AttributeError, IndexError, RuntimeError, sqlite3.Error) as e:
+        # sqlite3.Error: highdicom's frame lookup table after a failed first attempt
         raise SegmentationError(
             f"SEG {seg.path} segment {number}: frames reference no CT instance of series "
             f"{ct.series_instance_uid} and do not form a regular volume ({e})"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pydicom
 
-from ..errors import CaseError
+from ..errors import ExportError
 
 #: DICOM UID grammar (PS3.5 9.1): dot-separated numeric components, no leading zeros
 #: (except a lone "0"), at most 64 characters.
@@ -29,10 +29,6 @@ SEG_FILE_NAME = "fmcib_patch_region_SEG.dcm"
 
 #: UUID namespace of every UID this package derives (changing it changes every UID).
 _UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/mhub-fmcib/uids")
-
-
-class ExportError(CaseError):
-    """A DICOM output cannot be built or written for one CT series."""
 
 
 def check_uid(uid: str, what: str) -> str:

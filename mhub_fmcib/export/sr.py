@@ -270,11 +270,17 @@ def _group(
     return group
 
 
+#: Default largest number of lesions in one SR: each lesion adds 4096 numeric measurements
+#: (about 1 MB and a few seconds to build and write on a 2-core machine).
+MAX_SR_LESIONS = 50
+
+
 def build_feature_sr(
     ct_datasets: Sequence[pydicom.Dataset],
     results: Sequence[LesionResult],
     provenance: Provenance,
     seg_datasets: Mapping[str, pydicom.Dataset] | None = None,
+    max_lesions: int = MAX_SR_LESIONS,
 ) -> hd.sr.Comprehensive3DSR:
     """The TID 1500 Measurement Report for one CT series (see the module docstring).
 
@@ -287,13 +293,19 @@ def build_feature_sr(
             lesion's seed came from.
 
     Raises:
-        ExportError: no OK lesion, a lesion of another series, a missing SEG, non-finite
-            values, or CT datasets that do not form one series.
+        ExportError: no OK lesion, more than ``max_lesions`` lesions, a lesion of another
+            series, a missing SEG, non-finite values, or CT datasets that do not form one series.
     """
     _study_uid, series_uid, for_uid = series_identity(ct_datasets)
     ok = [r for r in results if r.status is LesionStatus.OK]
     if not ok:
         raise ExportError(f"series {series_uid}: no lesion has features, so there is nothing to report")
+    if len(ok) > max_lesions:
+        raise ExportError(
+            f"series {series_uid}: {len(ok)} lesions exceed the SR limit of {max_lesions} (each lesion adds "
+            "4096 measurements, about 1 MB and a few seconds): the SR was not written. The features of every "
+            "lesion are in features.csv; pass --sr-max-lesions to write a larger SR."
+        )
     ids = [r.lesion.lesion_id for r in ok]
     if len(set(ids)) != len(ids):
         raise ExportError(f"series {series_uid}: lesion ids are not unique: {sorted(ids)}")

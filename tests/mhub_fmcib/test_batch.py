@@ -165,3 +165,14 @@ def test_index_command_summary(export: Path, tmp_path: Path) -> None:
                          capture_output=True, text=True, check=True)
     lines = dict(line.rsplit(None, 1) for line in res.stdout.splitlines())
     assert lines["studies"] == "3" and lines["CT series"] == "3" and lines["SEG instances"] == "3"
+
+
+def test_cli_shard_option(export: Path, tmp_path: Path, weights_file: Path) -> None:
+    from mhub_fmcib.cli import main
+
+    code = main(["run", str(export), str(tmp_path / "o"), "--weights", str(weights_file), "--shard", "1/3",
+                 "--no-qc", "--no-sr", "--no-seg", "--progress", "none"], env={})
+    assert code == 0
+    doc = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert doc["inputs"]["shard"] == [1, 3]
+    assert main(["run", str(export), str(tmp_path / "p"), "--shard", "3/3"], env={}) == 2  # i must be < N

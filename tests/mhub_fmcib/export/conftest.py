@@ -49,9 +49,7 @@ def dciodvfy_problems(path: Path) -> tuple[list[str], int]:
         exe = Path(found)
     proc = subprocess.run([str(exe), str(path)], capture_output=True, text=True, check=False)
     lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
-    problems = [
-        ln for ln in lines if ln.startswith(("Error", "Warning")) and not ALLOWED_WARNING.match(ln)
-    ]
+    problems = [ln for ln in lines if ln.startswith(("Error", "Warning")) and not ALLOWED_WARNING.match(ln)]
     allowed = sum(bool(ALLOWED_WARNING.match(ln)) for ln in lines)
     return problems, allowed
 
@@ -135,9 +133,7 @@ def make_result(
         finding_type=("27925004", "SCT", "Nodule") if seg is not None else None,
         finding_site=("39607008", "SCT", "Lung") if seg is not None else None,
     )
-    feats = (rng.standard_normal(N_FEATURES) * 10.0 ** rng.integers(-6, 3, N_FEATURES)).astype(
-        np.float32
-    )
+    feats = (rng.standard_normal(N_FEATURES) * 10.0 ** rng.integers(-6, 3, N_FEATURES)).astype(np.float32)
     return LesionResult(
         lesion=lesion,
         status=LesionStatus.OK,

@@ -27,11 +27,7 @@ def expected_frames(ct: list[pydicom.Dataset], patch: Patch) -> npt.NDArray[np.b
         row_dir, col_dir = iop[:3], iop[3:]
         dr, dc = (float(v) for v in ds.PixelSpacing)  # row spacing, column spacing
         r, k = np.meshgrid(np.arange(ds.Rows), np.arange(ds.Columns), indexing="ij")
-        pts = (
-            np.array(ds.ImagePositionPatient, dtype=float)
-            + k[..., None] * dc * row_dir
-            + r[..., None] * dr * col_dir
-        )
+        pts = np.array(ds.ImagePositionPatient, dtype=float) + k[..., None] * dc * row_dir + r[..., None] * dr * col_dir
         out.append(np.all((pts >= lo) & (pts < hi), axis=-1))
     return np.stack(out)
 
@@ -57,10 +53,7 @@ def test_sample_seg_holds_the_cube(  # type: ignore[no-untyped-def]
     assert out.segments == (("nodule", 1),)
     assert out.skipped == ()
     path = write_seg(out.dataset, tmp_path, sample_ct[0].SeriesInstanceUID)
-    assert (
-        path.parent
-        == tmp_path / "dicom" / sample_ct[0].StudyInstanceUID / sample_ct[0].SeriesInstanceUID
-    )
+    assert path.parent == tmp_path / "dicom" / sample_ct[0].StudyInstanceUID / sample_ct[0].SeriesInstanceUID
     problems, allowed = dciodvfy(path)
     assert problems == []
     assert allowed == 0

@@ -67,9 +67,7 @@ def test_qc_pictures_and_index(tmp_path: Path, ct_factory, result_factory, faile
 
 
 def test_layout_rejects_escaping_uids(tmp_path: Path) -> None:
-    assert (
-        dicom_output_dir(tmp_path, "1.2.3", "1.2.3.4") == tmp_path / "dicom" / "1.2.3" / "1.2.3.4"
-    )
+    assert dicom_output_dir(tmp_path, "1.2.3", "1.2.3.4") == tmp_path / "dicom" / "1.2.3" / "1.2.3.4"
     for bad in ("../1.2", "1.2/3", "..", "1.02.3", "", "1..2", "1.2 ", "1." + "1" * 70):
         with pytest.raises(ExportError, match="not a valid DICOM UID"):
             dicom_output_dir(tmp_path, bad, "1.2.3")

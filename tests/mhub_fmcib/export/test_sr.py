@@ -14,6 +14,7 @@ import pytest
 from pydicom.sr.codedict import codes
 
 from mhub_fmcib.export import ExportError, build_feature_sr, write_sr
+from mhub_fmcib.export.patch_seg import build_patch_region_seg, write_seg
 from mhub_fmcib.export.sr import FMCIB_SCHEME, lesion_tracking_uid, prediction_concept
 from mhub_fmcib.provenance import Provenance
 from mhub_fmcib.types import LesionResult, SeedPoint
@@ -22,9 +23,7 @@ NODULE = SeedPoint(-21.858572, -120.535814, -611.496416)  # sample_data/README.m
 
 
 def _groups(sr: pydicom.Dataset) -> list[pydicom.Dataset]:
-    (measurements,) = [
-        it for it in sr.ContentSequence if it.ConceptNameCodeSequence[0].CodeValue == "126010"
-    ]
+    (measurements,) = [it for it in sr.ContentSequence if it.ConceptNameCodeSequence[0].CodeValue == "126010"]
     return list(measurements.ContentSequence)
 
 
@@ -35,9 +34,7 @@ def _read_group(group: pydicom.Dataset) -> dict[str, object]:
         name = it.ConceptNameCodeSequence[0]
         if it.ValueType == "NUM":
             mv = it.MeasuredValueSequence[0]
-            if name.CodingSchemeDesignator == FMCIB_SCHEME and name.CodeValue.startswith(
-                "feature_"
-            ):
+            if name.CodingSchemeDesignator == FMCIB_SCHEME and name.CodeValue.startswith("feature_"):
                 i = int(name.CodeValue.split("_")[1])
                 out["features"][i] = float(mv.FloatingPointValue)  # type: ignore[index]
                 out["ds"][i] = float(mv.NumericValue)  # type: ignore[index]
@@ -94,14 +91,10 @@ def sample_results(  # type: ignore[no-untyped-def]
 def test_sample_sr_valid_and_round_trips(  # type: ignore[no-untyped-def]
     tmp_path: Path, sample_ct, sample_seg, sample_results, provenance: Provenance, dciodvfy
 ) -> None:
-    sr = build_feature_sr(
-        sample_ct, sample_results, provenance, {sample_seg.SOPInstanceUID: sample_seg}
-    )
+    sr = build_feature_sr(sample_ct, sample_results, provenance, {sample_seg.SOPInstanceUID: sample_seg})
     path = write_sr(sr, tmp_path)
     ct = sample_ct[0]
-    assert path == (
-        tmp_path / "dicom" / ct.StudyInstanceUID / ct.SeriesInstanceUID / "fmcib_features_SR.dcm"
-    )
+    assert path == (tmp_path / "dicom" / ct.StudyInstanceUID / ct.SeriesInstanceUID / "fmcib_features_SR.dcm")
     problems, allowed = dciodvfy(path)
     assert problems == []
     assert allowed == 2 * 4096 + 1 + 1  # feature codes, 1 prediction, the declaration
@@ -115,9 +108,7 @@ def test_sample_sr_valid_and_round_trips(  # type: ignore[no-untyped-def]
     (scheme,) = back.CodingSchemeIdentificationSequence
     assert scheme.CodingSchemeDesignator == FMCIB_SCHEME
     assert scheme.CodingSchemeName
-    (eq,) = [
-        e for e in back.ContributingEquipmentSequence if e.Manufacturer == "mhub-fmcib developers"
-    ]
+    (eq,) = [e for e in back.ContributingEquipmentSequence if e.Manufacturer == "mhub-fmcib developers"]
     assert eq.PurposeOfReferenceCodeSequence[0].CodeValue == "109102"
     assert provenance.package_version in list(eq.SoftwareVersions)
 
@@ -165,9 +156,7 @@ def test_dsrdump_renders_sr(
     exe = shutil.which("dsrdump")
     if exe is None:
         pytest.skip("dsrdump (Debian package dcmtk) is not installed")
-    sr = build_feature_sr(
-        sample_ct, sample_results[:2], provenance, {sample_seg.SOPInstanceUID: sample_seg}
-    )
+    sr = build_feature_sr(sample_ct, sample_results[:2], provenance, {sample_seg.SOPInstanceUID: sample_seg})
     path = write_sr(sr, tmp_path)
     proc = subprocess.run([exe, str(path)], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -231,9 +220,7 @@ def test_multi_lesion_series_is_valid(  # type: ignore[no-untyped-def]
 ) -> None:
     cts, vol = ct_factory()
     rng = np.random.default_rng(4)
-    seeds = [
-        SeedPoint(x, y, z) for x, y, z in [(0, 0, 0), (-30, -20, -15), (30, 30, 10), (-39, 39, 12)]
-    ]
+    seeds = [SeedPoint(x, y, z) for x, y, z in [(0, 0, 0), (-30, -20, -15), (30, 30, 10), (-39, 39, 12)]]
     res = [result_factory(vol, cts[0], f"L{i}", s, rng) for i, s in enumerate(seeds)]
     path = write_sr(build_feature_sr(cts, res, provenance), tmp_path)
     problems, allowed = dciodvfy(path)
@@ -259,30 +246,29 @@ def test_bad_inputs_raise_clear_errors(  # type: ignore[no-untyped-def]
         build_feature_sr([*sample_ct, other_cts[0]], sample_results[1:2], provenance, None)
 
 
-@pytest.mark.slow
 def test_200_lesions_in_one_series(  # type: ignore[no-untyped-def]
-    tmp_path: Path, provenance: Provenance, ct_factory, result_factory
+    tmp_path: Path, provenance: Provenance, ct_factory, result_factory, dciodvfy
 ) -> None:
+    """200 lesions: the SR refuses clearly (no file), above its lesion limit; the patch SEG
+    with 200 segments is written and valid. (A 200-lesion SR builds correctly with a raised
+    limit but takes ~15 minutes and ~200 MB on a 2-core machine: measured, not in CI.)"""
     cts, vol = ct_factory(shape=(40, 40, 20))
     rng = np.random.default_rng(5)
     seeds = rng.uniform([-38, -28, -18], [38, 48, 35], size=(200, 3))
-    res = [
-        result_factory(vol, cts[0], f"L{i:03d}", SeedPoint(*map(float, s)), rng)
-        for i, s in enumerate(seeds)
-    ]
+    res = [result_factory(vol, cts[0], f"L{i:03d}", SeedPoint(*map(float, s)), rng) for i, s in enumerate(seeds)]
+    with pytest.raises(ExportError, match=r"200 lesions exceed the SR limit of 50 .*--sr-max-lesions"):
+        build_feature_sr(cts, res, provenance)
+    assert not list(tmp_path.rglob("*.dcm"))
+    # just above a small limit it refuses, at the limit it builds
+    with pytest.raises(ExportError, match="exceed the SR limit of 2"):
+        build_feature_sr(cts, res[:3], provenance, max_lesions=2)
+    assert len(_groups(build_feature_sr(cts, res[:2], provenance, max_lesions=2))) == 2
     t0 = time.perf_counter()
-    sr = build_feature_sr(cts, res, provenance)
-    t1 = time.perf_counter()
-    path = write_sr(sr, tmp_path)
-    t2 = time.perf_counter()
-    size_mb = path.stat().st_size / 1e6
-    print(
-        f"\n200 lesions x 4096 features: build {t1 - t0:.1f} s, write {t2 - t1:.1f} s, "
-        f"{size_mb:.0f} MB"
-    )
-    back = pydicom.dcmread(path)
-    groups = _groups(back)
-    assert len(groups) == 200
-    for i in (0, 199):
-        _check_features(_read_group(groups[i]), res[i])
-    assert all(sum(it.ValueType == "NUM" for it in g.ContentSequence) == 4096 for g in groups)
+    built = build_patch_region_seg(cts, vol, res, provenance)
+    assert built.dataset is not None
+    path = write_seg(built.dataset, tmp_path, str(cts[0].SeriesInstanceUID))
+    print(f"\n200-segment patch SEG: {time.perf_counter() - t0:.1f} s")
+    assert len(built.segments) + len(built.skipped) == 200
+    assert len(pydicom.dcmread(path, stop_before_pixels=True).SegmentSequence) == len(built.segments) > 100
+    problems, _ = dciodvfy(path)
+    assert problems == []
