@@ -57,12 +57,6 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         default=50,
         help="largest number of lesions in one SR (each adds 4096 measurements; default 50)",
     )
-    p.add_argument(
-        "--sr-max-lesions",
-        type=int,
-        default=50,
-        help="largest number of lesions in one SR (each adds 4096 measurements; default 50)",
-    )
     p.add_argument("--shard", help="i/N: process only shard i (0-based) of N, split by series UID hash")
     p.add_argument("--no-resume", action="store_true", help="re-run cases already finished in OUTPUT")
     p.add_argument("--workers", type=int, default=1, help="processes for reading DICOM headers (default 1)")
