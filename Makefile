@@ -48,6 +48,7 @@ test: $(VENV)/.installed-test system-deps
 	    echo "note: no private network namespace (needs root): DICOMweb tests will skip"; \
 	    $(BIN)/python -m pytest $(PYTEST_ARGS); \
 	fi
+	$(MAKE) --no-print-directory train-smoke
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
@@ -56,8 +57,10 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/core.py
 
+# 2-process torchrun SimCLR pre-training on the synthetic cohort (CPU, ~1 min); prints
+# the first and last loss. Also run by `make test`.
 train-smoke: $(VENV)/.installed-test
-	sh training/scripts/train_smoke.sh
+	PYTHON=$(BIN)/python bash training/scripts/train_smoke.sh
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -10,12 +10,25 @@ import pydicom
 
 from .cases import Case, DicomSegCase
 from .config import RunConfig
+from .export.layout import ExportError
 from .export.patch_seg import build_patch_region_seg, write_seg
 from .export.qc import qc_file_name, render_patch_image
 from .export.sr import build_feature_sr, write_sr
 from .pipeline import CaseHook, CaseOutcome
 from .provenance import Provenance
 from .types import LesionStatus
+
+#: What highdicom and pydicom raise when an input header holds a value they refuse to copy
+#: into an output (a PatientName that is no person name, a UID that is a path, ...).
+_HEADER_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError)
+
+
+def _header_error(what: str, series_uid: str, e: Exception, flag: str) -> ExportError:
+    return ExportError(
+        f"the {what} of CT series {series_uid} cannot be built from its input headers "
+        f"({type(e).__name__}: {e}); fix those headers (PatientName, UIDs, ...) or run with {flag}. "
+        "Its features are in features.csv."
+    )
 
 
 def make_hooks(config: RunConfig, provenance: Provenance) -> list[CaseHook]:
@@ -44,18 +57,24 @@ def export_sr(
     if isinstance(case, DicomSegCase):
         for rec in case.segs:
             segs[rec.sop_instance_uid] = pydicom.dcmread(rec.path, stop_before_pixels=True)
-    sr = build_feature_sr(outcome.ct.datasets, outcome.results, provenance, segs, max_lesions=max_lesions)
-    return [write_sr(sr, output)]
+    try:
+        sr = build_feature_sr(outcome.ct.datasets, outcome.results, provenance, segs, max_lesions=max_lesions)
+        return [write_sr(sr, output)]
+    except _HEADER_ERRORS as e:
+        raise _header_error("SR", outcome.ct.series_instance_uid, e, "--no-sr") from e
 
 
 def export_patch_seg(outcome: CaseOutcome, output: Path, provenance: Provenance) -> Sequence[Path]:
     """The "what the model saw" SEG: one 50 mm cube per OK lesion on the CT grid."""
     if not _ok(outcome) or outcome.ct is None:
         return []
-    built = build_patch_region_seg(outcome.ct.datasets, outcome.ct.volume, outcome.results, provenance)
-    if built.dataset is None:
-        return []
-    return [write_seg(built.dataset, output, outcome.ct.series_instance_uid)]
+    try:
+        built = build_patch_region_seg(outcome.ct.datasets, outcome.ct.volume, outcome.results, provenance)
+        if built.dataset is None:
+            return []
+        return [write_seg(built.dataset, output, outcome.ct.series_instance_uid)]
+    except _HEADER_ERRORS as e:
+        raise _header_error("patch-region SEG", outcome.ct.series_instance_uid, e, "--no-seg") from e
 
 
 def export_qc(outcome: CaseOutcome, output: Path) -> Sequence[Path]:

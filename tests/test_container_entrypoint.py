@@ -30,7 +30,7 @@ def entrypoint(args: list[str], env: dict[str, str]) -> subprocess.CompletedProc
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 
-@pytest.fixture()
+@pytest.fixture
 def app(tmp_path: Path) -> Path:
     data = tmp_path / "app" / "data"
     shutil.copytree(ROOT / "sample_data" / "dicom", data / "input_data")

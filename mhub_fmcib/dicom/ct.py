@@ -8,6 +8,7 @@ gantry tilt.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,11 +82,37 @@ def _floats(ds: pydicom.Dataset, keyword: str, n: int, series: str, path: str) -
 def _read(rec: InstanceRecord) -> pydicom.Dataset:
     try:
         return pydicom.dcmread(rec.path)
-    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError) as e:
+    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError, struct.error) as e:
         raise DicomImportError(f"series {rec.series_instance_uid}: cannot read {rec.path}: {e}") from e
 
 
+def _check_native_length(ds: pydicom.Dataset, series: str, path: str) -> None:
+    """Refuse uncompressed pixel data whose length disagrees with Rows x Columns x
+    BitsAllocated x SamplesPerPixel x NumberOfFrames (pydicom would silently drop or pad the
+    difference, giving an image of the wrong shape)."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = pydicom.uid.UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else None
+    data = ds.get("PixelData")
+    if not syntax or syntax.is_encapsulated or syntax == pydicom.uid.DeflatedExplicitVRLittleEndian or data is None:
+        return
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits = int(ds.BitsAllocated)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError) as e:
+        raise DicomImportError(f"series {series}: {path} has unreadable pixel description tags ({e})") from e
+    expected = (rows * cols * samples * frames * bits + 7) // 8
+    if len(data) not in (expected, expected + 1):  # one pad byte to an even length
+        raise DicomImportError(
+            f"series {series}: {path} holds {len(data)} bytes of pixel data, but its header "
+            f"({frames} frame(s) of {cols}x{rows}, {bits} bits, {samples} sample(s)) implies {expected}; "
+            "the header or the file is damaged. Remove the file or re-export the series."
+        )
+
+
 def _pixels(ds: pydicom.Dataset, series: str, path: str) -> npt.NDArray[np.float32]:
+    _check_native_length(ds, series, path)
     try:
         px = ds.pixel_array
     except (AttributeError, ValueError, RuntimeError, NotImplementedError, TypeError, KeyError) as e:
@@ -209,7 +236,18 @@ def _decodes(path: Path) -> bool:
     try:
         ds = pydicom.dcmread(path)
         return ds.pixel_array.size == int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1)
-    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, RuntimeError, NotImplementedError):
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        RuntimeError,
+        NotImplementedError,
+        struct.error,
+    ):
         return False
 
 
@@ -280,6 +318,7 @@ def _assemble_multiframe(records: Sequence[InstanceRecord]) -> CtSeries:
         raise GeometryError(
             f"series {series}: enhanced CT {rec.path} lacks plane position/orientation functional groups ({e})"
         ) from e
+    _check_native_length(ds, series, str(rec.path))
     try:
         px = ds.pixel_array
     except (AttributeError, ValueError, RuntimeError, NotImplementedError, TypeError, KeyError) as e:

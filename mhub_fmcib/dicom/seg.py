@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 import numpy.typing as npt
+import pydicom
 from pydicom.uid import UID
 
 from ..errors import SegmentationError
@@ -60,11 +62,16 @@ def read_seg(path: Path) -> SegObject:
     Raises:
         SegmentationError: the file is not a readable SEG.
     """
+    errors = (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError, struct.error)
     try:
+        # the header is checked before highdicom builds its per-frame tables, whose size
+        # follows NumberOfFrames (2**31 claimed frames would take tens of GB)
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        _check_pixel_data_size(header, Path(path), Path(path).stat().st_size)
         seg = hd.seg.segread(str(path))
-    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+    except errors as e:
         raise SegmentationError(f"SEG {path} cannot be read: {type(e).__name__}: {e}") from e
-    _check_pixel_data_size(seg, Path(path))
+    _check_pixel_data_size(seg, Path(path), None)
     infos = []
     for item in seg.get("SegmentSequence", []):
         regions = item.get("AnatomicRegionSequence")
@@ -81,9 +88,13 @@ def read_seg(path: Path) -> SegObject:
     return SegObject(path=Path(path), seg=seg, segments=tuple(infos))
 
 
-def _check_pixel_data_size(seg: hd.seg.Segmentation, path: Path) -> None:
+def _check_pixel_data_size(seg: pydicom.Dataset, path: Path, file_size: int | None) -> None:
     """Refuse a SEG whose header claims more frames or pixels than it holds, before any
-    array of the claimed size is made (a damaged header must not allocate gigabytes)."""
+    array of the claimed size is made (a damaged header must not allocate gigabytes).
+
+    ``file_size``: bytes of the file when ``seg`` was read without its pixel data (the
+    claimed size is then compared with the file); ``None`` when PixelData is present.
+    """
     try:
         rows, cols = int(seg.get("Rows", 0) or 0), int(seg.get("Columns", 0) or 0)
         frames = int(seg.get("NumberOfFrames", 1) or 1)
@@ -95,17 +106,24 @@ def _check_pixel_data_size(seg: hd.seg.Segmentation, path: Path) -> None:
             f"SEG {path} claims {frames} frame(s) of {cols}x{rows} pixels, which is empty or beyond the "
             "supported size; the file is damaged. Re-export the segmentation."
         )
+    per_frame = seg.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and len(per_frame) != frames:
+        raise SegmentationError(
+            f"SEG {path} claims {frames} frame(s) but describes {len(per_frame)} in its "
+            "PerFrameFunctionalGroupsSequence; the file is damaged. Re-export the segmentation."
+        )
     data = seg.get("PixelData")
-    if data is None:
+    if data is None and file_size is None:
         raise SegmentationError(f"SEG {path} has no PixelData; re-export the segmentation.")
+    held = file_size if file_size is not None else len(data)
     meta = getattr(seg, "file_meta", None)
     syntax = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else UID("")
     if syntax and not syntax.is_encapsulated:
         expected = (rows * cols * frames * bits + 7) // 8
-        if len(data) < expected:
+        if held < expected:
             raise SegmentationError(
                 f"SEG {path} claims {frames} frame(s) of {cols}x{rows} pixels at {bits} bit(s) "
-                f"({expected} bytes) but holds {len(data)} bytes of pixel data; the file is "
+                f"({expected} bytes) but holds {held} bytes{'' if file_size is None else ' in all'}; the file is "
                 "truncated or its header is wrong. Re-export the segmentation."
             )
 

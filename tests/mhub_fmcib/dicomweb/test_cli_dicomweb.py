@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import numpy as np
 import pytest
 import requests
-from typing import Any
 
 from mhub_fmcib.cli import main
 from mhub_fmcib.output import read_features_csv
