@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pydicom
 
 from . import __version__
 from .cases import Case, DicomSegCase, ImageMaskCase, Plan, SeedsCase, plan
@@ -33,7 +34,7 @@ from .patch import extract_patch
 from .progress import NoProgress, Progress
 from .seeds import centre_of_mass_lps, check_seed_in_volume, seed_inside_mask
 from .state import CaseRecord, CaseStore, fingerprint, shard_of
-from .types import CaseFailure, Lesion, LesionResult, LesionStatus, Patch, SeedSource, Volume
+from .types import CaseFailure, Lesion, LesionResult, LesionStatus, Patch, SeedPoint, SeedSource, Volume
 from .weights import resolve_weights
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,12 @@ def _failure(case_id: str, e: Exception, paths: Sequence[str] = ()) -> CaseFailu
     return CaseFailure(case_id=case_id, reason=str(e), paths=tuple(paths), error_type=type(e).__name__)
 
 
-def load_image(path: Path) -> tuple[Volume, CtSeries | None]:
-    """An image file, or a folder holding exactly one CT series, as a Volume in HU."""
+def load_image(path: Path, seeds: Sequence[SeedPoint] = ()) -> tuple[Volume, CtSeries | None]:
+    """An image file, or a folder holding a DICOM CT series, as a Volume in HU.
+
+    A folder with several CT series (a study) is resolved by geometry: the one series whose
+    extent holds every seed is used; none or several is an error listing the candidates.
+    """
     if path.is_file():
         try:
             return read_image(path), None
@@ -104,13 +109,52 @@ def load_image(path: Path) -> tuple[Volume, CtSeries | None]:
         raise DicomImportError(f"image {path} does not exist")
     index = index_folder(path)
     series = index.by_series(InstanceKind.CT)
-    if len(series) != 1:
+    if not series:
         raise DicomImportError(
-            f"{path} holds {len(series)} CT series ({', '.join(series) or 'none'}); a seeds "
-            "CSV image_path must name an image file or a folder with exactly one CT series"
+            f"{path} holds no CT series; a seeds CSV image_path must name an image file or a "
+            "folder with a DICOM CT series"
         )
-    ct = assemble_ct(next(iter(series.values())))
+    if len(series) == 1:
+        ct = assemble_ct(next(iter(series.values())))
+        return ct.volume, ct
+    extents = {uid: series_extent_lps(recs) for uid, recs in series.items()}
+    holding = [
+        uid
+        for uid, (lo, hi) in extents.items()
+        if seeds and all(np.all(s.as_array() >= lo - 1e-3) and np.all(s.as_array() <= hi + 1e-3) for s in seeds)
+    ]
+    if len(holding) != 1:
+        listing = "; ".join(
+            f"{uid} (LPS {np.round(lo, 1).tolist()}..{np.round(hi, 1).tolist()} mm)"
+            for uid, (lo, hi) in extents.items()
+        )
+        raise DicomImportError(
+            f"{path} holds {len(series)} CT series and {len(holding) or 'none'} of them contain(s) every seed of "
+            f"this image: {listing}. Point image_path at the folder of one series."
+        )
+    log.info("%s: CT series %s chosen: the only one whose extent holds the seeds", path, holding[0])
+    ct = assemble_ct(series[holding[0]])
     return ct.volume, ct
+
+
+def series_extent_lps(records: Sequence[InstanceRecord]) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding box (min, max) in LPS mm of a single-frame series' voxel centres, from
+    headers only (ImagePositionPatient, ImageOrientationPatient, PixelSpacing, Rows, Columns)."""
+    pts = []
+    for rec in records:
+        ds = pydicom.dcmread(rec.path, stop_before_pixels=True)
+        try:
+            ipp = np.array([float(v) for v in ds.ImagePositionPatient])
+            iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+            dr, dc = (float(v) for v in ds.PixelSpacing)
+            rows, cols = int(ds.Rows), int(ds.Columns)
+        except (AttributeError, TypeError, ValueError) as e:
+            raise DicomImportError(f"{rec.path}: geometry tags missing or malformed ({e})") from e
+        for i in (0, cols - 1):
+            for j in (0, rows - 1):
+                pts.append(ipp + iop[:3] * dc * i + iop[3:] * dr * j)
+    arr = np.asarray(pts)
+    return arr.min(axis=0), arr.max(axis=0)
 
 
 def lesions_from_segs(
@@ -333,7 +377,7 @@ def process_case(
             volume, _ = load_image(case.image)
             lesions, failures = lesions_from_mask(case, volume)
         else:
-            volume, ct = load_image(case.image)
+            volume, ct = load_image(case.image, [r.seed for r in case.rows])
             lesions, failures = lesions_from_rows(case, ct), []
         results = measure(lesions, volume, extractor, heads)
     except CaseError as e:

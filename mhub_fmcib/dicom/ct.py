@@ -20,6 +20,7 @@ import pydicom
 from ..errors import DicomImportError, GeometryError
 from ..types import Volume
 from .index import InstanceRecord
+from .uids import plausible_uid
 
 #: Relative tolerance on slice spacing uniformity (fraction of the median spacing).
 SPACING_RTOL = 0.01
@@ -127,6 +128,22 @@ def _pixels(ds: pydicom.Dataset, series: str, path: str) -> npt.NDArray[np.float
     return hu
 
 
+def _check_uids(records: Sequence[InstanceRecord]) -> None:
+    """Refuse UIDs that are not UIDs ('../../etc', '1.2/3'): they would end up in outputs."""
+    for r in records:
+        for what, uid in (
+            ("SeriesInstanceUID", r.series_instance_uid),
+            ("StudyInstanceUID", r.study_instance_uid),
+            ("SOPInstanceUID", r.sop_instance_uid),
+            ("FrameOfReferenceUID", r.frame_of_reference_uid or "1"),
+        ):
+            if not plausible_uid(uid):
+                raise DicomImportError(
+                    f"series {r.series_instance_uid!r}: {r.path} has {what} {uid!r}, which is not a DICOM UID "
+                    "(digits and dots, at most 64 characters); fix the export that produced it."
+                )
+
+
 def assemble_ct(records: Sequence[InstanceRecord]) -> CtSeries:
     """Read and assemble one single-frame CT series.
 
@@ -137,6 +154,7 @@ def assemble_ct(records: Sequence[InstanceRecord]) -> CtSeries:
     if not records:
         raise DicomImportError("empty CT series")
     series = records[0].series_instance_uid
+    _check_uids(records)
     if any(r.number_of_frames > 1 for r in records):
         return _assemble_multiframe(records)
     recs, dropped = _deduplicate(records, series)

@@ -17,6 +17,7 @@ from pydicom.uid import UID
 from ..errors import SegmentationError
 from ..types import CodeTuple
 from .ct import MAX_VOXELS, CtSeries
+from .uids import plausible_uid
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,11 @@ def read_seg(path: Path) -> SegObject:
     except errors as e:
         raise SegmentationError(f"SEG {path} cannot be read: {type(e).__name__}: {e}") from e
     _check_pixel_data_size(seg, Path(path), None)
+    if not plausible_uid(str(seg.SOPInstanceUID)):
+        raise SegmentationError(
+            f"SEG {path} has SOPInstanceUID {str(seg.SOPInstanceUID)!r}, which is not a DICOM UID "
+            "(digits and dots, at most 64 characters); fix the export that produced it."
+        )
     infos = []
     for item in seg.get("SegmentSequence", []):
         regions = item.get("AnatomicRegionSequence")

@@ -186,3 +186,31 @@ def test_rtstruct_route_equals_seg_route(dicom_run, tmp_path: Path, extractor: F
         np.testing.assert_allclose(r.lesion.seed.as_array(), seed.as_array(), atol=1e-3)
         np.testing.assert_allclose(r.features, report.results[0].features, rtol=1e-4, atol=1e-4)
     assert any("SEG instance(s) not used" in n for n in rep.notes)
+
+
+def test_seeds_csv_naming_a_study_folder(tmp_path: Path, extractor: FeatureExtractor) -> None:
+    """A seeds CSV whose image_path is a study folder with two CT series: the series whose
+    extent holds the seed is used; a seed inside both is an error listing the candidates."""
+    study = tmp_path / "study"
+    copy_ct(study / "full")
+    for p in sorted((study / "full").glob("*.dcm"))[:10]:  # a second series: the 10 lowest slices
+        ds = pydicom.dcmread(p)
+        ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.777"
+        ds.SOPInstanceUID = ds.SOPInstanceUID + ".1"
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        (study / "slab").mkdir(exist_ok=True)
+        ds.save_as(study / "slab" / p.name)
+    z_low = float(pydicom.dcmread(sorted((study / "slab").glob("*.dcm"))[0]).ImagePositionPatient[2])
+    csv_path = tmp_path / "seeds.csv"
+    csv_path.write_text(
+        "image_path,coordX,coordY,coordZ\n"
+        "study,-21.858572,-120.535814,-611.496416\n"  # nodule: only in the full series
+    )
+    rep = _run(extractor, input=csv_path, output=tmp_path / "a", input_kind=InputKind.SEEDS_CSV)
+    assert rep.exit_code == 0 and rep.n_ok == 1
+    assert rep.results[0].lesion.series_instance_uid != "1.2.826.0.1.3680043.8.498.777"
+    csv_path.write_text(f"image_path,coordX,coordY,coordZ\nstudy,-20,-150,{z_low + 10}\n")  # in both
+    rep = _run(extractor, input=csv_path, output=tmp_path / "b", input_kind=InputKind.SEEDS_CSV)
+    assert rep.exit_code == 1
+    msg = rep.failures[0].reason
+    assert "2 of them contain" in msg and "1.2.826.0.1.3680043.8.498.777" in msg
