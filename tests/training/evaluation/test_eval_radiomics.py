@@ -59,3 +59,30 @@ def test_radiomics_table_from_cases_csv(tmp_path: Path) -> None:
     assert table.shape == (1, 108)
     assert table["original_shape_VoxelVolume"].iloc[0] == pytest.approx(
         837 * 0.5703125 * 0.5703125 * 5, rel=1e-9)
+
+
+def test_dicom_seg_route_equals_file_route(tmp_path: Path) -> None:
+    """The DICOM route (CT series + SEG, masks placed as `mhub-fmcib run` places them) gives
+    the same features as the NRRD pair, keyed by the pipeline's lesion id; through the CLI."""
+    import subprocess
+    import sys
+
+    import pydicom
+    from mhub_fmcib_train.evaluation.radiomics_baseline import dicom_radiomics_table
+
+    img, lab = _lung1(tmp_path)
+    ref = extract_radiomics(img, lab)
+    table, errors = dicom_radiomics_table(ROOT / "sample_data" / "dicom")
+    assert errors == []
+    assert len(table) == 1
+    row = table.iloc[0]
+    seg_uid = str(pydicom.dcmread(ROOT / "sample_data/dicom/seg/SEG_lung1_nodule.dcm", stop_before_pixels=True)
+                  .SOPInstanceUID)
+    assert row["case_id"].endswith(f"/{seg_uid}/1") and row["segment_label"] == "Nodule"
+    for name, value in ref.items():
+        assert row[name] == pytest.approx(value, rel=1e-9, abs=1e-9), name
+    out = tmp_path / "rad.csv"
+    res = subprocess.run([sys.executable, "-m", "mhub_fmcib_train.cli", "radiomics", "--dicom",
+                          str(ROOT / "sample_data" / "dicom"), "--out", str(out)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert pd.read_csv(out)["original_shape_VoxelVolume"].iloc[0] == pytest.approx(ref["original_shape_VoxelVolume"])

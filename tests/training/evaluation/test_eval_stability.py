@@ -77,13 +77,16 @@ def _volume(seed: int, bright: bool) -> Volume:
 def test_perturb_seeds_statistics() -> None:
     vol = _volume(0, True)
     centre = SeedPoint(*vol.index_to_lps([24, 24, 8]))
-    seeds = perturb_seeds(centre, vol, n=4000, sd_voxels=4.0, rng=np.random.default_rng(3))
+    seeds = perturb_seeds(centre, vol, n=4000, sd_voxels=4.0, rng=np.random.default_rng(3), grid="image")
     offsets_vox = vol.lps_to_index(np.array([s.as_array() for s in seeds])) - [24, 24, 8]
     assert offsets_vox.std(0) == pytest.approx([4, 4, 4], rel=0.05)
     assert np.abs(offsets_vox.mean(0)).max() < 0.3
     iso = perturb_seeds(centre, vol, n=4000, grid="isotropic", rng=np.random.default_rng(3))
     mm = np.array([s.as_array() for s in iso]) - centre.as_array()
     assert mm.std(0) == pytest.approx([4, 4, 4], rel=0.05)
+    # the default is the encoder's 1 mm grid
+    default = perturb_seeds(centre, vol, n=4000, rng=np.random.default_rng(3))
+    assert [s.as_array().tolist() for s in default] == [s.as_array().tolist() for s in iso]
 
 
 class _SmallExtractor:
@@ -108,7 +111,7 @@ def test_inter_reader_simulation_real_patches() -> None:
     cases = [ReaderCase(f"c{i}", _volume(i, i % 2 == 0), SeedPoint(*_volume(i, True)
                         .index_to_lps([24, 24, 8])), i % 2) for i in range(4)]
     ext = _SmallExtractor()
-    res = inter_reader_simulation(cases, ext, _head, n_perturbations=6, seed=5)
+    res = inter_reader_simulation(cases, ext, _head, n_perturbations=6, seed=5, grid="image")
     assert res.predictions.shape == (4, 6)
     assert res.aucs.shape == (6,)
     # the reference prediction equals the chain run by hand
@@ -116,7 +119,7 @@ def test_inter_reader_simulation_real_patches() -> None:
     assert res.reference[1] == pytest.approx(float(_head(ext.extract(p0[None]))[0]), rel=1e-5)
     # the perturbed predictions equal the chain at the same perturbed seeds
     rng = np.random.default_rng(5)
-    s = perturb_seeds(cases[0].seed, cases[0].volume, 6, 4.0, rng)
+    s = perturb_seeds(cases[0].seed, cases[0].volume, 6, 4.0, rng, "image")
     p = np.stack([extract_patch(cases[0].volume, x).array for x in s])
     assert res.predictions[0] == pytest.approx(_head(ext.extract(p)), rel=1e-5)
     assert np.all(res.summary()["sd"] > 0)
@@ -130,7 +133,7 @@ def test_inter_reader_with_feature_extractor(tmp_path: Path) -> None:
     ext = FeatureExtractor(weights, device="cpu", batch_size=3)
     vol = _volume(0, True)
     case = ReaderCase("c0", vol, SeedPoint(*vol.index_to_lps([24, 24, 8])), 1)
-    res = inter_reader_simulation([case], ext, _head, n_perturbations=2, seed=0)
+    res = inter_reader_simulation([case], ext, _head, n_perturbations=2, seed=0, grid="image")
     assert np.all(np.isfinite(res.predictions))
     assert np.isnan(res.aucs).all()
     assert res.predictions[0, 0] != res.predictions[0, 1]

@@ -61,9 +61,7 @@ def gene_correlations(
             )
         p = pred.loc[common].to_numpy(float)
         x = expr[common].to_numpy(float)
-        out[model] = [
-            abs(float(fn(row, p).statistic)) if np.ptp(row) > 0 else float("nan") for row in x
-        ]
+        out[model] = [abs(float(fn(row, p).statistic)) if np.ptp(row) > 0 else float("nan") for row in x]
     return pd.DataFrame(out, index=expr.index)
 
 
@@ -119,13 +117,15 @@ def enrichment(
         if not in_u:
             continue
         k = len(in_u & sel)
-        rows.append({
-            "gene_set": name,
-            "set_size": len(in_u),
-            "overlap": k,
-            "expected": big_n * len(in_u) / big_m,
-            "p_value": float(hypergeom.sf(k - 1, big_m, len(in_u), big_n)),
-        })
+        rows.append(
+            {
+                "gene_set": name,
+                "set_size": len(in_u),
+                "overlap": k,
+                "expected": big_n * len(in_u) / big_m,
+                "p_value": float(hypergeom.sf(k - 1, big_m, len(in_u), big_n)),
+            }
+        )
     df = pd.DataFrame(rows, columns=["gene_set", "set_size", "overlap", "expected", "p_value"])
     df["q_value"] = false_discovery_control(df["p_value"].to_numpy()) if len(df) else []
     return df.sort_values("p_value", kind="mergesort").reset_index(drop=True)

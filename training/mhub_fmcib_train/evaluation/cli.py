@@ -23,8 +23,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .report import read_predictions, write_report
 
     rep = write_report(
-        read_predictions(args.predictions), args.out, args.reference, args.n_resamples,
-        args.n_permutations, args.seed, args.threshold_rule, args.time_unit,
+        read_predictions(args.predictions),
+        args.out,
+        args.reference,
+        args.n_resamples,
+        args.n_permutations,
+        args.seed,
+        args.threshold_rule,
+        args.time_unit,
     )
     print(f"wrote {len(rep.tables)} tables and {len(rep.figures)} figures to {rep.folder}")
     return 0
@@ -44,9 +50,11 @@ def _cmd_stability(args: argparse.Namespace) -> int:
     if args.prediction_column:
         col = args.prediction_column
         ratings = np.column_stack([a[col].to_numpy(float), b[col].to_numpy(float)])
-        write_table(icc_table(ratings), args.out / "icc",
-                    f"ICC of {col!r}, test vs retest ({len(common)} lesions); "
-                    f"reported form {TEST_RETEST_ICC}")
+        write_table(
+            icc_table(ratings),
+            args.out / "icc",
+            f"ICC of {col!r}, test vs retest ({len(common)} lesions); reported form {TEST_RETEST_ICC}",
+        )
     feats = [c for c in a.columns if c != args.prediction_column and c in b.columns]
     if feats:
         ag = feature_agreement(a[feats].to_numpy(float), b[feats].to_numpy(float))
@@ -85,24 +93,37 @@ def _cmd_biology(args: argparse.Namespace) -> int:
     preds = {m.name: pred[m.columns[0]] for m in models}
     corr = gene_correlations(expr, preds, args.method)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_table(corr.reset_index(names="gene"), args.out / "gene_correlations",
-                f"|{args.method}| correlation per gene")
-    write_table(compare_models(corr, args.min_corr), args.out / "model_comparison",
-                "Absolute correlations compared between models")
+    write_table(corr.reset_index(names="gene"), args.out / "gene_correlations", f"|{args.method}| correlation per gene")
+    write_table(
+        compare_models(corr, args.min_corr),
+        args.out / "model_comparison",
+        "Absolute correlations compared between models",
+    )
     if args.gmt:
         sets = read_gmt(args.gmt)
         for m in corr.columns:
             sel = set(corr.index[corr[m] > args.min_corr])
-            write_table(enrichment(sel, set(corr.index), sets), args.out / f"enrichment_{m}",
-                        f"Enrichment of genes with |corr| > {args.min_corr} ({m})")
+            write_table(
+                enrichment(sel, set(corr.index), sets),
+                args.out / f"enrichment_{m}",
+                f"Enrichment of genes with |corr| > {args.min_corr} ({m})",
+            )
     print(f"wrote biology tables to {args.out}")
     return 0
 
 
 def _cmd_radiomics(args: argparse.Namespace) -> int:
-    from .radiomics_baseline import radiomics_table, read_cases
+    from .radiomics_baseline import dicom_radiomics_table, radiomics_table, read_cases
 
-    table = radiomics_table(read_cases(args.cases), args.params)
+    if (args.cases is None) == (args.dicom is None):
+        raise SystemExit("radiomics: give exactly one of --cases CSV or --dicom FOLDER")
+    if args.dicom is not None:
+        sources = tuple(s.strip().upper() for s in args.sources.split(",") if s.strip())
+        table, errors = dicom_radiomics_table(args.dicom, args.params, sources, tuple(args.segments))
+        for e in errors:
+            print(f"not measured: {e}")
+    else:
+        table = radiomics_table(read_cases(args.cases), args.params)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     print(f"wrote {table.shape[1] - 1} features for {len(table)} cases to {args.out}")
@@ -115,8 +136,12 @@ def add_evaluate_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     sub = ev.add_subparsers(dest="evaluate_command", required=True)
 
     p = sub.add_parser("report", help="metrics with CIs, permutation tests, survival, KM plots")
-    p.add_argument("--predictions", type=Path, required=True,
-                   help="CSV: case_id, split, label, pred_<model>[__<class>], [time, event]")
+    p.add_argument(
+        "--predictions",
+        type=Path,
+        required=True,
+        help="CSV: case_id, split, label, pred_<model>[__<class>], [time, event]",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--reference", default=None, help="model the others are tested against")
     p.add_argument("--n-resamples", type=int, default=N_BOOTSTRAP)
@@ -159,7 +184,12 @@ def add_radiomics_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     from .radiomics_baseline import DEFAULT_PARAMS
 
     p = subparsers.add_parser("radiomics", help="pyradiomics baseline features")
-    p.add_argument("--cases", type=Path, required=True, help="CSV: case_id, image, mask[, label]")
+    p.add_argument("--cases", type=Path, help="CSV: case_id, image, mask[, label]")
+    p.add_argument(
+        "--dicom", type=Path, help="DICOM folder: CT with SEG/RTSTRUCT (masks as mhub-fmcib run places them)"
+    )
+    p.add_argument("--sources", default="SEG", help="SEG, RTSTRUCT or SEG,RTSTRUCT (with --dicom)")
+    p.add_argument("--segments", action="append", default=[], help="segment numbers/labels or ROI names (--dicom)")
     p.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="pyradiomics YAML")
     p.add_argument("--out", type=Path, required=True, help="features CSV")
     p.set_defaults(func=_cmd_radiomics)

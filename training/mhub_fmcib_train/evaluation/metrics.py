@@ -50,9 +50,7 @@ def _check(y: npt.ArrayLike, scores: npt.ArrayLike) -> tuple[IntArray, FloatArra
     yy = np.asarray(y)
     ss = np.asarray(scores, dtype=np.float64)
     if yy.ndim != 1 or ss.ndim not in (1, 2) or ss.shape[0] != yy.shape[0]:
-        raise ValueError(
-            f"labels must be (n,) and scores (n,) or (n, C); got {yy.shape} and {ss.shape}"
-        )
+        raise ValueError(f"labels must be (n,) and scores (n,) or (n, C); got {yy.shape} and {ss.shape}")
     if not np.all(np.isfinite(ss)):
         raise ValueError("scores contain NaN or infinite values; drop or fix those cases first")
     return yy.astype(np.int64), ss
@@ -178,7 +176,7 @@ def bootstrap_ci(
     dist = bootstrap_distribution(y, scores, fn, n_resamples, seed)
     ok = dist[np.isfinite(dist)]
     alpha = (1 - confidence_level) / 2
-    low, high = (np.quantile(ok, [alpha, 1 - alpha]) if ok.size else (np.nan, np.nan))
+    low, high = np.quantile(ok, [alpha, 1 - alpha]) if ok.size else (np.nan, np.nan)
     return ConfidenceInterval(
         metric=metric,
         estimate=fn(*_check(y, scores)),
@@ -272,9 +270,7 @@ def comparison_table(
                     row["difference"] = float("nan")
                     row["p_value"] = float("nan")
                 else:
-                    pt = paired_permutation_test(
-                        y, scores, model_scores[reference], metric, n_permutations, seed
-                    )
+                    pt = paired_permutation_test(y, scores, model_scores[reference], metric, n_permutations, seed)
                     row["difference"] = pt.difference
                     row["p_value"] = pt.p_value
             rows.append(row)

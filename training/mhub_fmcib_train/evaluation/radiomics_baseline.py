@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,23 +39,88 @@ def extract_radiomics(
 ) -> dict[str, float]:
     """pyradiomics features (diagnostics dropped) of one image/mask pair, name -> value."""
     import SimpleITK as sitk
-    from radiomics import featureextractor
 
-    logging.getLogger("radiomics").setLevel(logging.ERROR)
     for p in (image, mask, params):
         if not Path(p).is_file():
             raise ConfigError(f"file not found: {p}")
+    return extract_radiomics_images(
+        sitk.ReadImage(str(image)), sitk.ReadImage(str(mask)), params, label, what=f"{mask} on {image}"
+    )
+
+
+def extract_radiomics_images(
+    img: Any, msk: Any, params: Path = DEFAULT_PARAMS, label: int | None = None, what: str = "mask"
+) -> dict[str, float]:
+    """pyradiomics features of SimpleITK image and mask objects (same grid), name -> value."""
+    import SimpleITK as sitk
+    from radiomics import featureextractor
+
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
     extractor = featureextractor.RadiomicsFeatureExtractor(str(params))
-    img = sitk.ReadImage(str(image))
-    msk = sitk.ReadImage(str(mask))
     lab = label if label is not None else int(extractor.settings.get("label", 1))
     if not np.any(sitk.GetArrayViewFromImage(msk) == lab):
-        raise SegmentationError(f"{mask}: no voxel has label {lab}; pass the lesion's label")
+        raise SegmentationError(f"{what}: no voxel has label {lab}; pass the lesion's label")
     try:
         result = extractor.execute(img, msk, label=lab)
     except ValueError as exc:  # pyradiomics reports geometry mismatches as ValueError
-        raise SegmentationError(f"pyradiomics could not use {mask} on {image}: {exc}") from exc
+        raise SegmentationError(f"pyradiomics could not use {what}: {exc}") from exc
     return {k: float(v) for k, v in result.items() if not k.startswith("diagnostics_")}
+
+
+def dicom_radiomics_table(
+    folder: Path,
+    params: Path = DEFAULT_PARAMS,
+    sources: tuple[str, ...] = ("SEG",),
+    segments: Sequence[str] = (),
+) -> tuple[pd.DataFrame, list[str]]:
+    """pyradiomics features for every segment of every SEG (and/or ROI of every RTSTRUCT)
+    in a DICOM folder, with the masks placed on the CT grid exactly as ``mhub-fmcib run``
+    places them. Rows are keyed by the same ``case_id`` as ``features.csv``'s
+    ``lesion_id``; returns the table and the errors of lesions that could not be measured."""
+    from mhub_fmcib.cases import DicomSegCase, plan_dicom_folder
+    from mhub_fmcib.dicom.ct import assemble_ct
+    from mhub_fmcib.dicom.index import InstanceKind
+    from mhub_fmcib.dicom.rtstruct import read_rtstruct, roi_mask_on_ct, select_rois
+    from mhub_fmcib.dicom.seg import read_seg, segment_mask_on_ct, select_segments
+    from mhub_fmcib.errors import CaseError
+    from mhub_fmcib.image_io import volume_to_sitk
+    from mhub_fmcib.types import Volume
+
+    the_plan = plan_dicom_folder(Path(folder), sources=sources)
+    errors = [f.reason for f in the_plan.failures]
+    rows = []
+    for case in the_plan.cases:
+        if not isinstance(case, DicomSegCase):
+            continue
+        try:
+            ct = assemble_ct(case.ct)
+        except CaseError as exc:
+            errors.append(str(exc))
+            continue
+        image = volume_to_sitk(ct.volume)
+        for rec in case.segs:
+            is_rt = rec.kind is InstanceKind.RTSTRUCT
+            try:
+                obj: Any = read_rtstruct(rec.path) if is_rt else read_seg(rec.path)
+            except CaseError as exc:
+                errors.append(str(exc))
+                continue
+            chosen = (
+                [(r.number, r.name) for r in select_rois(obj, segments)]
+                if is_rt
+                else [(sg.number, sg.label) for sg in select_segments(obj, segments)]
+            )
+            for number, name in chosen:
+                lesion_id = f"{ct.series_instance_uid}/{obj.sop_instance_uid}/{number}"
+                try:
+                    on_ct = roi_mask_on_ct(obj, number, ct) if is_rt else segment_mask_on_ct(obj, number, ct)
+                    mask = volume_to_sitk(Volume(on_ct.astype(np.uint8), ct.volume.affine))
+                    feats = extract_radiomics_images(image, mask, params, 1, what=f"{rec.path} #{number} ({name})")
+                except CaseError as exc:
+                    errors.append(f"{lesion_id}: {exc}")
+                    continue
+                rows.append({"case_id": lesion_id, "segment_label": name, **feats})
+    return pd.DataFrame(rows), errors
 
 
 def read_cases(path: Path) -> list[RadiomicsCase]:

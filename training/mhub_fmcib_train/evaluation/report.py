@@ -58,15 +58,14 @@ def find_models(df: pd.DataFrame) -> list[ModelScores]:
     for col in df.columns:
         if not str(col).startswith(PRED_PREFIX):
             continue
-        rest = str(col)[len(PRED_PREFIX):]
+        rest = str(col)[len(PRED_PREFIX) :]
         name, sep, cls = rest.partition("__")
         if sep and not cls.lstrip("-").isdigit():
             raise ConfigError(f"column {col!r}: the class after '__' must be an integer label")
         found.setdefault(name, []).append((int(cls) if sep else -1, str(col)))
     if not found:
         raise ConfigError(
-            f"no prediction columns found; expected 'pred_<model>' or 'pred_<model>__<class>', "
-            f"got {list(df.columns)}"
+            f"no prediction columns found; expected 'pred_<model>' or 'pred_<model>__<class>', got {list(df.columns)}"
         )
     models = []
     for name, cols in found.items():
@@ -123,7 +122,8 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     cmp = comparison_table(y, scores, metrics, reference, n_resamples, n_permutations, seed)
     tables += write_table(
-        cmp, out_dir / "metrics",
+        cmp,
+        out_dir / "metrics",
         f"Test-set metrics ({len(y)} cases); 95 % percentile bootstrap CI, {n_resamples} "
         f"resamples; paired permutation p vs {reference}, {n_permutations} permutations",
     )
@@ -132,18 +132,21 @@ def write_report(
         for metric in metrics:
             f = cmp[(cmp.model == "foundation") & (cmp.metric == metric)].iloc[0]
             r = cmp[(cmp.model == "radiomics") & (cmp.metric == metric)].iloc[0]
-            pt = paired_permutation_test(
-                y, scores["foundation"], scores["radiomics"], metric, n_permutations, seed
+            pt = paired_permutation_test(y, scores["foundation"], scores["radiomics"], metric, n_permutations, seed)
+            rows.append(
+                {
+                    "metric": metric,
+                    "foundation": f.summary,
+                    "radiomics": r.summary,
+                    "difference": float(f.estimate - r.estimate),
+                    "p_value": pt.p_value,
+                }
             )
-            rows.append({
-                "metric": metric,
-                "foundation": f.summary,
-                "radiomics": r.summary,
-                "difference": float(f.estimate - r.estimate),
-                "p_value": pt.p_value,
-            })
-        tables += write_table(pd.DataFrame(rows), out_dir / "foundation_vs_radiomics",
-                              "Foundation features vs pyradiomics baseline (test set)")
+        tables += write_table(
+            pd.DataFrame(rows),
+            out_dir / "foundation_vs_radiomics",
+            "Foundation features vs pyradiomics baseline (test set)",
+        )
     if {"time", "event"} <= set(df.columns) and not multiclass and has_split:
         tune = df[df["split"] == "tune"]
         if tune.empty:
@@ -151,16 +154,27 @@ def write_report(
         results = []
         for m in models:
             res = survival_analysis(
-                m.name, m.scores(tune), m.scores(test), test["time"], test["event"],
-                threshold_rule, tune["time"], tune["event"],
+                m.name,
+                m.scores(tune),
+                m.scores(test),
+                test["time"],
+                test["event"],
+                threshold_rule,
+                tune["time"],
+                tune["event"],
             )
             results.append(res)
             figures += plot_kaplan_meier(
-                res, m.scores(test), test["time"], test["event"],
-                out_dir / f"km_{m.name}", time_unit,
+                res,
+                m.scores(test),
+                test["time"],
+                test["event"],
+                out_dir / f"km_{m.name}",
+                time_unit,
             )
         tables += write_table(
-            survival_table(results), out_dir / "survival",
+            survival_table(results),
+            out_dir / "survival",
             f"Survival on test: threshold = {threshold_rule} rule on tune predictions",
         )
     lines = ["# Evaluation report", "", f"Cases: {len(df)}; test cases: {len(y)}.", ""]

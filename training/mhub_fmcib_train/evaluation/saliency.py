@@ -58,8 +58,7 @@ def smooth_guided_backprop(
         raise ValueError(f"patch must be 3D (D, H, W), got shape {tuple(x.shape)}")
     model.eval()
     stem_acts = [
-        name for name, m in model.named_modules()
-        if isinstance(m, nn.ReLU) and "relu" not in name.split(".")[-1]
+        name for name, m in model.named_modules() if isinstance(m, nn.ReLU) and "relu" not in name.split(".")[-1]
     ]
     saliency = GuidedBackpropSmoothGrad(
         model, stdev_spread=stdev_spread, n_samples=n_samples, magnitude=True, verbose=False
@@ -73,9 +72,7 @@ def smooth_guided_backprop(
     return result
 
 
-def render_saliency(
-    patch: npt.ArrayLike, saliency: npt.ArrayLike, path: Path, title: str = ""
-) -> Path:
+def render_saliency(patch: npt.ArrayLike, saliency: npt.ArrayLike, path: Path, title: str = "") -> Path:
     """Central axial, coronal and sagittal slices: patch in grey, saliency overlaid (PNG).
 
     ``patch`` and ``saliency``: (z, y, x), same shape; the patch in normalised units is

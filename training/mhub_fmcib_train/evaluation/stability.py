@@ -13,10 +13,11 @@ its test and retest values.
 
 Inter-reader simulation: each lesion's seed point is moved ``n_perturbations`` (50) times
 by an offset drawn from a zero-mean normal with variance 16 voxels² per axis (standard
-deviation 4 voxels). With ``grid="image"`` (default) a voxel is one voxel of the image,
-so the offset in mm is ``direction @ (spacing * offset_voxels)`` (e.g. 4 voxels = 2.3 mm
-in-plane and 20 mm across 5 mm slices); with ``grid="isotropic"`` a voxel is the 1 mm
-voxel of the resampled grid the encoder sees (4 mm on every LPS axis). Each perturbed
+deviation 4 voxels). With ``grid="isotropic"`` (default) a voxel is the 1 mm voxel of the
+resampled grid the encoder sees (4 mm on every LPS axis), the space in which the reference
+crops its patches; with ``grid="image"`` a voxel is one voxel of the image, so the offset
+in mm is ``direction @ (spacing * offset_voxels)`` (e.g. 4 voxels = 2.3 mm in-plane and
+20 mm across 5 mm slices, which moves many seeds off small lesions). Each perturbed
 seed goes through the real chain: ``extract_patch`` → feature extractor → head.
 """
 
@@ -88,8 +89,7 @@ def icc(ratings: npt.ArrayLike) -> IccTable:
         ("ICC(2,k)", (bms - ems) / (bms + (jms - ems) / n)),
         ("ICC(3,k)", (bms - ems) / bms),
     )
-    return IccTable(n, k, float(bms), float(jms), float(wms), float(ems),
-                    tuple((f, float(v)) for f, v in values))
+    return IccTable(n, k, float(bms), float(jms), float(wms), float(ems), tuple((f, float(v)) for f, v in values))
 
 
 def icc_table(ratings: npt.ArrayLike) -> pd.DataFrame:
@@ -124,7 +124,7 @@ def perturb_seeds(
     n: int = 50,
     sd_voxels: float = 4.0,
     rng: np.random.Generator | None = None,
-    grid: str = "image",
+    grid: str = "isotropic",
 ) -> list[SeedPoint]:
     """``n`` seeds moved by N(0, sd_voxels²) voxels per axis (see module docstring for ``grid``)."""
     if n < 1 or sd_voxels < 0:
@@ -226,7 +226,7 @@ def inter_reader_simulation(
     n_perturbations: int = 50,
     sd_voxels: float = 4.0,
     seed: int = 0,
-    grid: str = "image",
+    grid: str = "isotropic",
     patch_fn: PatchFn | None = None,
 ) -> InterReaderResult:
     """Run every lesion's reference and perturbed seeds through patch → features → head.
@@ -242,8 +242,7 @@ def inter_reader_simulation(
     ref = np.full(len(cases), np.nan)
     preds = np.full((len(cases), n_perturbations), np.nan)
     for i, case in enumerate(cases):
-        seeds = [case.seed, *perturb_seeds(case.seed, case.volume, n_perturbations, sd_voxels,
-                                           rng, grid)]
+        seeds = [case.seed, *perturb_seeds(case.seed, case.volume, n_perturbations, sd_voxels, rng, grid)]
         patches, where = [], []
         for j, s in enumerate(seeds):
             try:
@@ -268,6 +267,4 @@ def inter_reader_simulation(
         ok = np.isfinite(preds[:, j])
         if len(np.unique(labels[ok])) == 2:
             aucs[j] = auc_roc(labels[ok], preds[ok, j])
-    return InterReaderResult(
-        tuple(c.case_id for c in cases), ref, preds, aucs, sd_voxels, grid
-    )
+    return InterReaderResult(tuple(c.case_id for c in cases), ref, preds, aucs, sd_voxels, grid)

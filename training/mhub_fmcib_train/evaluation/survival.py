@@ -75,9 +75,7 @@ class CoxResult:
     p_value: float
 
 
-def cox_hazard_ratios(
-    df: pd.DataFrame, duration_col: str, event_col: str, covariates: list[str]
-) -> list[CoxResult]:
+def cox_hazard_ratios(df: pd.DataFrame, duration_col: str, event_col: str, covariates: list[str]) -> list[CoxResult]:
     """Fit a Cox proportional-hazards model (lifelines, Efron ties) and return each covariate."""
     from lifelines import CoxPHFitter
 

@@ -27,9 +27,7 @@ def tsne_embedding(features: npt.ArrayLike, perplexity: float = 30.0, seed: int 
     sd = x.std(0)
     z = (x - x.mean(0)) / np.where(sd > 0, sd, 1.0)
     perp = min(perplexity, (x.shape[0] - 1) / 3.0)
-    emb: FloatArray = TSNE(
-        n_components=2, perplexity=perp, init="pca", random_state=seed
-    ).fit_transform(z)
+    emb: FloatArray = TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed).fit_transform(z)
     return emb.astype(np.float64)
 
 
@@ -64,8 +62,7 @@ def plot_tsne(
         ax.scatter(pts[:, 0], pts[:, 1], s=10, color=colour, label=str(cls), alpha=0.7)
         if pts.shape[0] >= 3 and np.linalg.matrix_rank(pts - pts.mean(0)) == 2:
             dens = gaussian_kde(pts.T)(np.vstack([gx.ravel(), gy.ravel()])).reshape(gx.shape)
-            ax.contour(gx, gy, dens, levels=_mass_levels(dens, (0.25, 0.5, 0.75)),
-                       colors=[colour], linewidths=1)
+            ax.contour(gx, gy, dens, levels=_mass_levels(dens, (0.25, 0.5, 0.75)), colors=[colour], linewidths=1)
     ax.legend(title="class", fontsize=8)
     ax.set_title(title)
     ax.set_xticks([])
