@@ -57,6 +57,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         default=50,
         help="largest number of lesions in one SR (each adds 4096 measurements; default 50)",
     )
+    p.add_argument("--no-optimize-cpu", action="store_true", help="run the encoder eagerly on CPU (no tracing)")
     p.add_argument("--shard", help="i/N: process only shard i (0-based) of N, split by series UID hash")
     p.add_argument("--no-resume", action="store_true", help="re-run cases already finished in OUTPUT")
     p.add_argument("--workers", type=int, default=1, help="processes for reading DICOM headers (default 1)")
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         ct.add_argument(flag, **kw)  # type: ignore[arg-type]
     ct.add_argument("--shard", help="i/N: process only shard i of N")
     ct.add_argument("--sr-max-lesions", type=int, default=50)
+    ct.add_argument("--no-optimize-cpu", action="store_true")
     ct.add_argument("--no-resume", action="store_true")
     ct.add_argument("--workers", type=int, default=1)
     ct.add_argument("--study", action="append", default=[])
@@ -155,6 +157,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         resume=not args.no_resume,
         index_workers=args.workers,
         sr_max_lesions=args.sr_max_lesions,
+        optimize_cpu=not getattr(args, "no_optimize_cpu", False),
     )
     if args.workflow:
         from .workflows import load_workflow, make_run_config
@@ -383,6 +386,7 @@ def cmd_container(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         shard=args.shard,
         no_resume=args.no_resume,
         sr_max_lesions=args.sr_max_lesions,
+        no_optimize_cpu=args.no_optimize_cpu,
         workers=args.workers,
         progress=args.progress,
         dicomweb=args.dicomweb,
@@ -401,7 +405,9 @@ def cmd_container(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     config = config_from_args(run_args)
     stop = StopFlag()
     install_stop_handlers(stop)
-    extractor = FeatureExtractor(weights, device=config.device, batch_size=config.batch_size)
+    extractor = FeatureExtractor(
+        weights, device=config.device, batch_size=config.batch_size, optimize=config.optimize_cpu
+    )
     report = run(
         config, env, extractor=extractor, progress=make_progress(args.progress, sys.stderr.isatty()), stop=stop
     )

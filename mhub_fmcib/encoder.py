@@ -117,8 +117,9 @@ def _optimized_for_cpu(model: nn.Module, batch_size: int) -> nn.Module:
     try:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
-            traced = torch.jit.optimize_for_inference(torch.jit.trace(model, example))
-            traced(example)
+            traced = torch.jit.optimize_for_inference(torch.jit.trace(model, example, check_trace=False))
+            for _ in range(2):  # the JIT specialises the graph during its first calls
+                traced(example)
         return traced
     except RuntimeError as e:
         log.warning("CPU graph optimisation failed (%s); using the eager model", e)

@@ -400,7 +400,7 @@ def load_extractor(config: RunConfig, env: Mapping[str, str]) -> FeatureExtracto
     loc = resolve_weights(config.weights, env)
     weights: LoadedWeights = read_weights(loc.path)
     log.info("weights %s (%s), sha256 %s", loc.path, loc.found_by, weights.sha256)
-    return FeatureExtractor(weights, device=config.device, batch_size=config.batch_size)
+    return FeatureExtractor(weights, device=config.device, batch_size=config.batch_size, optimize=config.optimize_cpu)
 
 
 class StopFlag:

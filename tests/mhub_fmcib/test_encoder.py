@@ -122,3 +122,12 @@ def test_pickled_objects_are_refused(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="does not exist"):
         read_weights(tmp_path / "nope.torch")
+
+
+def test_traced_cpu_encoder_equals_eager(extractor: FeatureExtractor) -> None:
+    """The traced, frozen CPU graph (batch norm folded) differs from eager mode by float32
+    rounding only, for the traced batch size and others."""
+    fast = FeatureExtractor(extractor.weights, device="cpu", batch_size=2, optimize=True)
+    assert isinstance(fast.model, torch.jit.ScriptModule)
+    x = np.random.default_rng(2).normal(0.2, 0.3, size=(3, 50, 50, 50)).astype(np.float32)
+    np.testing.assert_allclose(fast.extract(x), extractor.extract(x), rtol=1e-4, atol=1e-4)
