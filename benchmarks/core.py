@@ -84,9 +84,12 @@ def main() -> None:
                 t = best_of(lambda: ex.extract(x), 2)  # noqa: B023
                 enc[f"{'traced' if optimize else 'eager'}_batch_{bs}"] = {
                     "patches_per_s": 8 / t, "gflop_per_s": 8 * GFLOP_PER_PATCH / t, "setup_s": setup}
-        mm = matmul_gflops()
-        best = max(v["gflop_per_s"] for v in enc.values())  # type: ignore[index]
-        res["encoder"] = {**enc, "matmul_fp32_gflop_per_s": mm, "best_fraction_of_matmul": best / mm}
+                # the machine is shared: measure the matmul rate right around each encoder run
+                mm = (matmul_gflops() + matmul_gflops()) / 2
+                enc[f"{'traced' if optimize else 'eager'}_batch_{bs}"]["matmul_fp32_gflop_per_s"] = mm  # type: ignore[index]
+                enc[f"{'traced' if optimize else 'eager'}_batch_{bs}"]["fraction_of_matmul"] = 8 * GFLOP_PER_PATCH / t / mm  # type: ignore[index]
+        best = max(v["fraction_of_matmul"] for v in enc.values())  # type: ignore[index]
+        res["encoder"] = {**enc, "best_fraction_of_matmul": best}
         # 3. end to end, 5 lesions
         inp = Path(tmp) / "in"
         paths = copy_ct(inp / "ct")
@@ -94,7 +97,7 @@ def main() -> None:
         shape = vol.shape
         centres = [(300, 260, 20), (200, 300, 25), (250, 200, 30), (330, 330, 15), (180, 250, 35)]
         make_seg(ct, {f"lesion{i}": sphere(shape, c, (8, 8, 2)) for i, c in enumerate(centres)}, inp / "seg.dcm")
-        ex = FeatureExtractor(weights, device="cpu", batch_size=4)
+        ex = FeatureExtractor(weights, device="cpu", batch_size=4, optimize=True)
         cfg = RunConfig(input=inp, output=Path(tmp) / "out", export_sr=True, export_seg=True, export_qc=True)
         t = time.perf_counter()
         rep = run(cfg, {}, extractor=ex)
@@ -106,7 +109,7 @@ def main() -> None:
     print(f"\n| preprocessing per lesion | reference {p['reference_whole_volume_s']:.3f} s | ours "  # type: ignore[index]
           f"{p['ours_s'] * 1000:.1f} ms | {p['speedup']:.0f}x |")  # type: ignore[index]
     print(f"| encoder | best {max(v['patches_per_s'] for k, v in e.items() if k.endswith(('1', '4', '8'))):.2f} "  # type: ignore[union-attr]
-          f"patches/s | matmul {e['matmul_fp32_gflop_per_s']:.0f} GFLOP/s | {e['best_fraction_of_matmul']:.0%} |")  # type: ignore[index]
+          f"patches/s | {e['best_fraction_of_matmul']:.0%} of the float32 matmul rate |")  # type: ignore[index]
 
 
 if __name__ == "__main__":

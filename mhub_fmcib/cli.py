@@ -183,6 +183,18 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     )
 
 
+def unwritable(folder: Path) -> OSError | None:
+    """Create ``folder`` if needed and write/remove a probe file; the error, or ``None``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".mhub-fmcib-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        return e
+    return None
+
+
 def check_paths(config: RunConfig) -> int:
     """Exit code for a missing/empty input or unwritable output, else 0 (message logged)."""
     if not config.input.exists():
@@ -191,13 +203,9 @@ def check_paths(config: RunConfig) -> int:
     if config.input.is_dir() and not any(config.input.iterdir()):
         log.error("input folder %s is empty: nothing to process", config.input)
         return EXIT_INPUT
-    try:
-        config.output.mkdir(parents=True, exist_ok=True)
-        probe = config.output / ".mhub-fmcib-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        log.error("output folder %s is not writable (%s); mount or choose a writable folder", config.output, e)
+    problem = unwritable(config.output)
+    if problem is not None:
+        log.error("output folder %s is not writable (%s); mount or choose a writable folder", config.output, problem)
         return EXIT_OUTPUT
     return EXIT_OK
 
@@ -347,12 +355,8 @@ def cmd_container(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 wf.name,
             )
             return EXIT_INPUT
-    try:
-        args.output.mkdir(parents=True, exist_ok=True)
-        probe = args.output / ".mhub-fmcib-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
+    e = unwritable(args.output)
+    if e is not None:
         log.error(
             "output %s is not writable by uid %d gid %d (%s). Mount a writable folder at "
             '/app/data/output_data and run with --user "$(id -u):$(id -g)"',
