@@ -179,7 +179,9 @@ def clone_series(t: Template, name: str, overrides: dict[str, str] | None = None
     roles = ["study", "series", "for", *(f"sop{k}" for k in range(len(t.ct))), "seg_series", "seg_sop"]
     overrides = overrides or {}
     mapping = {old: overrides.get(role, _uid(name, role)) for role, old in zip(roles, _template_uids(t), strict=True)}
-    return SeriesClone(name=name, ct=[remap_uids(d, mapping) for d in t.ct], seg=remap_uids(t.seg, mapping), mapping=mapping)
+    return SeriesClone(
+        name=name, ct=[remap_uids(d, mapping) for d in t.ct], seg=remap_uids(t.seg, mapping), mapping=mapping
+    )
 
 
 def write_ds(ds: pydicom.Dataset, path: Path) -> Path:
@@ -204,8 +206,13 @@ FAIL = frozenset({Outcome.CASE_FAILED})
 
 
 def _series_input(
-    category: str, variant: str, c: SeriesClone, cts: Sequence[Path], seg: Path | None,
-    damaged: Sequence[Path], allowed: frozenset[Outcome],
+    category: str,
+    variant: str,
+    c: SeriesClone,
+    cts: Sequence[Path],
+    seg: Path | None,
+    damaged: Sequence[Path],
+    allowed: frozenset[Outcome],
 ) -> BadInput:
     return BadInput(
         category=category,
@@ -225,7 +232,7 @@ def _pixel_data_offset(data: bytes) -> int:
     return off
 
 
-def truncated(t: Template, root: Path, rng: random.Random, n: int = 48) -> list[BadInput]:
+def truncated(t: Template, root: Path, rng: random.Random, n: int = 36) -> list[BadInput]:
     """One slice (or the SEG) of a bad series cut at an offset: inside the preamble, the
     file meta, the data set header, the PixelData element header and the pixel data."""
     out = []
@@ -365,7 +372,9 @@ def rows_columns(t: Template, root: Path, rng: random.Random) -> list[BadInput]:
                 ds.Rows, ds.Columns = int(ds.Rows) + dr, int(ds.Columns) + dc
             cts, seg = write_clone(c, root / "bad" / f"rc{m:02d}{where}")
             damaged = [p for p, d in zip(cts, c.ct, strict=True) if any(d is x for x in targets)]
-            out.append(_series_input("rows_columns", f"Rows{dr:+d} Columns{dc:+d} on {where}", c, cts, seg, damaged, FAIL))
+            out.append(
+                _series_input("rows_columns", f"Rows{dr:+d} Columns{dc:+d} on {where}", c, cts, seg, damaged, FAIL)
+            )
     return out
 
 
@@ -557,7 +566,9 @@ def hostile_uids(t: Template, root: Path, rng: random.Random) -> list[BadInput]:
         c = clone_series(t, f"evil{m}", overrides={role: evil})
         cts, seg = write_clone(c, root / "bad" / f"evil{m:02d}")
         allowed = frozenset({Outcome.CASE_FAILED, Outcome.SEG_FAILED, Outcome.SKIPPED})
-        out.append(_series_input("hostile_uid", f"{role}={evil!r}", c, cts, seg, cts if role != "seg_sop" else [seg], allowed))  # type: ignore[list-item]
+        assert seg is not None
+        damaged = cts if role != "seg_sop" else [seg]
+        out.append(_series_input("hostile_uid", f"{role}={evil!r}", c, cts, seg, damaged, allowed))
     return out
 
 
