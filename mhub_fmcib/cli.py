@@ -43,7 +43,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--weights", type=Path, help="encoder weights file (else $FMCIB_WEIGHTS, else the user cache)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--batch-size", type=int, default=4, help="patches per forward pass (default 4)")
+    p.add_argument("--batch-size", type=int, default=8, help="patches per forward pass (default 8)")
     p.add_argument(
         "--head", action="append", type=Path, default=[], help="linear head file from mhub-fmcib-train probe"
     )
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--segments", action="append", default=[])
     ct.add_argument("--weights", type=Path)
     ct.add_argument("--device", default="auto")
-    ct.add_argument("--batch-size", type=int, default=4)
+    ct.add_argument("--batch-size", type=int, default=8)
     ct.add_argument("--head", action="append", type=Path, default=[])
     ct.add_argument("--no-qc", action="store_true")
     ct.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"])
