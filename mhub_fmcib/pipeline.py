@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -188,22 +189,45 @@ def lesions_from_segs(
                 failures.append(_failure(lid, e, [str(rec.path)]))
                 continue
             lesions.append(
-                Lesion(
-                    lesion_id=lid,
-                    seed=seed,
-                    seed_source=SeedSource.SEGMENT_CENTROID,
-                    seed_inside_mask=seed_inside_mask(seed, mask, ct.volume),
-                    study_instance_uid=ct.study_instance_uid,
-                    series_instance_uid=ct.series_instance_uid,
-                    frame_of_reference_uid=ct.frame_of_reference_uid,
+                _dicom_lesion(
+                    ct,
+                    lid,
+                    seed,
+                    SeedSource.SEGMENT_CENTROID,
+                    seed_inside_mask(seed, mask, ct.volume),
+                    info.number,
+                    info.label,
                     seg_sop_instance_uid=seg.sop_instance_uid,
-                    segment_number=info.number,
-                    segment_label=info.label,
                     finding_type=info.property_type,
                     finding_site=info.anatomic_region,
                 )
             )
     return lesions, failures
+
+
+def _dicom_lesion(
+    ct: CtSeries,
+    lesion_id: str,
+    seed: SeedPoint,
+    source: SeedSource,
+    inside: bool | None,
+    number: int,
+    label: str,
+    **codes_and_refs: Any,
+) -> Lesion:
+    """A lesion of a DICOM CT series (its study, series and frame of reference filled in)."""
+    return Lesion(
+        lesion_id=lesion_id,
+        seed=seed,
+        seed_source=source,
+        seed_inside_mask=inside,
+        study_instance_uid=ct.study_instance_uid,
+        series_instance_uid=ct.series_instance_uid,
+        frame_of_reference_uid=ct.frame_of_reference_uid,
+        segment_number=number,
+        segment_label=label,
+        **codes_and_refs,
+    )
 
 
 def _nothing_selected(rec: InstanceRecord, available: Sequence[str], wanted: Sequence[str]) -> CaseFailure:
@@ -246,19 +270,7 @@ def lesions_from_rtstruct(
         except CaseError as e:
             failures.append(_failure(lid, e, [str(rec.path)]))
             continue
-        lesions.append(
-            Lesion(
-                lesion_id=lid,
-                seed=seed,
-                seed_source=source,
-                seed_inside_mask=inside,
-                study_instance_uid=ct.study_instance_uid,
-                series_instance_uid=ct.series_instance_uid,
-                frame_of_reference_uid=ct.frame_of_reference_uid,
-                segment_number=info.number,
-                segment_label=info.name,
-            )
-        )
+        lesions.append(_dicom_lesion(ct, lid, seed, source, inside, info.number, info.name))
     return lesions, failures
 
 

@@ -8,7 +8,6 @@ gantry tilt.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import pydicom
 from ..errors import DicomImportError, GeometryError
 from ..types import Volume
 from .index import InstanceRecord
-from .uids import plausible_uid
+from .uids import DECODE_ERRORS, READ_ERRORS, plausible_uid
 
 #: Relative tolerance on slice spacing uniformity (fraction of the median spacing).
 SPACING_RTOL = 0.01
@@ -83,7 +82,7 @@ def _floats(ds: pydicom.Dataset, keyword: str, n: int, series: str, path: str) -
 def _read(rec: InstanceRecord) -> pydicom.Dataset:
     try:
         return pydicom.dcmread(rec.path)
-    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError, struct.error) as e:
+    except READ_ERRORS as e:
         raise DicomImportError(f"series {rec.series_instance_uid}: cannot read {rec.path}: {e}") from e
 
 
@@ -116,7 +115,7 @@ def _pixels(ds: pydicom.Dataset, series: str, path: str) -> npt.NDArray[np.float
     _check_native_length(ds, series, path)
     try:
         px = ds.pixel_array
-    except (AttributeError, ValueError, RuntimeError, NotImplementedError, TypeError, KeyError) as e:
+    except DECODE_ERRORS as e:
         raise DicomImportError(
             f"series {series}: pixel data of {path} cannot be decoded ({type(e).__name__}: {e}). "
             "If it is compressed, install the matching pylibjpeg/pyjpegls plugin; otherwise "
@@ -254,18 +253,7 @@ def _decodes(path: Path) -> bool:
     try:
         ds = pydicom.dcmread(path)
         return ds.pixel_array.size == int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1)
-    except (
-        OSError,
-        EOFError,
-        ValueError,
-        TypeError,
-        KeyError,
-        AttributeError,
-        IndexError,
-        RuntimeError,
-        NotImplementedError,
-        struct.error,
-    ):
+    except DECODE_ERRORS:
         return False
 
 
@@ -339,7 +327,7 @@ def _assemble_multiframe(records: Sequence[InstanceRecord]) -> CtSeries:
     _check_native_length(ds, series, str(rec.path))
     try:
         px = ds.pixel_array
-    except (AttributeError, ValueError, RuntimeError, NotImplementedError, TypeError, KeyError) as e:
+    except DECODE_ERRORS as e:
         raise DicomImportError(f"series {series}: pixel data of {rec.path} cannot be decoded: {e}") from e
     if px.ndim == 2:
         px = px[None]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from .uids import (
     CT_SOP_CLASSES,
     MEDIA_STORAGE_DIRECTORY,
     OWN_MANUFACTURER_MODEL_NAME,
+    READ_ERRORS,
     RT_STRUCTURE_SET_STORAGE,
     SEGMENTATION_STORAGE,
 )
@@ -148,17 +148,7 @@ def read_record(path: Path) -> InstanceRecord | SkippedFile:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:
         return SkippedFile(path, SkipReason.NOT_DICOM)
-    except (
-        OSError,
-        EOFError,
-        ValueError,
-        TypeError,
-        KeyError,
-        AttributeError,
-        IndexError,
-        OverflowError,
-        struct.error,
-    ) as e:
+    except READ_ERRORS as e:
         # struct.error: an element header cut short; OverflowError: absurd lengths
         return SkippedFile(path, SkipReason.UNREADABLE, f"{type(e).__name__}: {e}"[:300])
     try:

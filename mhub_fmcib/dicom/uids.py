@@ -1,6 +1,23 @@
 """SOP Class UIDs and other DICOM constants used by the importer."""
 
 import re
+import struct
+
+#: What pydicom raises on a damaged, truncated or hostile file (never a bare ``except``).
+READ_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    EOFError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    OverflowError,
+    struct.error,
+)
+#: What decoding pixel data can raise on damaged or unsupported data.
+DECODE_ERRORS: tuple[type[BaseException], ...] = (*READ_ERRORS, RuntimeError, NotImplementedError)
+
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
