@@ -39,16 +39,17 @@ system-deps:
 demo: $(VENV)/.installed
 	$(BIN)/python scripts/demo.py --output $(DEMO_OUT)
 
-# The whole suite runs in a private network namespace (loopback only) when possible:
-# Orthanc binds every interface, and no test may reach any other address.
+# The training smoke run first, then the whole suite in a private network namespace
+# (loopback only) when possible: Orthanc binds every interface, and no test may reach any
+# other address.
 test: $(VENV)/.installed-test system-deps
+	$(MAKE) --no-print-directory train-smoke
 	@if [ "$$(id -u)" = "0" ] && unshare --net true 2>/dev/null; then \
 	    scripts/netns-run.sh $(BIN)/python -m pytest $(PYTEST_ARGS); \
 	else \
 	    echo "note: no private network namespace (needs root): DICOMweb tests will skip"; \
 	    $(BIN)/python -m pytest $(PYTEST_ARGS); \
 	fi
-	$(MAKE) --no-print-directory train-smoke
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
