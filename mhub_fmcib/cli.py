@@ -57,7 +57,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         default=50,
         help="largest number of lesions in one SR (each adds 4096 measurements; default 50)",
     )
-    p.add_argument("--no-optimize-cpu", action="store_true", help="run the encoder eagerly on CPU (no tracing)")
+    p.add_argument(
+        "--optimize-cpu",
+        action="store_true",
+        help="trace and freeze the encoder on CPU (~10-15%% faster for many lesions, ~1.6 GB more memory)",
+    )
     p.add_argument("--shard", help="i/N: process only shard i (0-based) of N, split by series UID hash")
     p.add_argument("--no-resume", action="store_true", help="re-run cases already finished in OUTPUT")
     p.add_argument("--workers", type=int, default=1, help="processes for reading DICOM headers (default 1)")
@@ -116,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         ct.add_argument(flag, **kw)  # type: ignore[arg-type]
     ct.add_argument("--shard", help="i/N: process only shard i of N")
     ct.add_argument("--sr-max-lesions", type=int, default=50)
-    ct.add_argument("--no-optimize-cpu", action="store_true")
+    ct.add_argument("--optimize-cpu", action="store_true")
     ct.add_argument("--no-resume", action="store_true")
     ct.add_argument("--workers", type=int, default=1)
     ct.add_argument("--study", action="append", default=[])
@@ -157,7 +161,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         resume=not args.no_resume,
         index_workers=args.workers,
         sr_max_lesions=args.sr_max_lesions,
-        optimize_cpu=not getattr(args, "no_optimize_cpu", False),
+        optimize_cpu=getattr(args, "optimize_cpu", False),
     )
     if args.workflow:
         from .workflows import load_workflow, make_run_config
@@ -390,7 +394,7 @@ def cmd_container(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         shard=args.shard,
         no_resume=args.no_resume,
         sr_max_lesions=args.sr_max_lesions,
-        no_optimize_cpu=args.no_optimize_cpu,
+        optimize_cpu=args.optimize_cpu,
         workers=args.workers,
         progress=args.progress,
         dicomweb=args.dicomweb,

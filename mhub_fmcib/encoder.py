@@ -110,9 +110,10 @@ class FmcibResNet(nn.Module):
 
 def _optimized_for_cpu(model: nn.Module, batch_size: int) -> nn.Module:
     """The model traced and frozen for CPU inference (batch norm folded into the
-    convolutions, weights pre-packed for oneDNN): about 3x the eager throughput on AVX-512
-    CPUs. Results differ from eager mode by float32 rounding only (tested). Falls back to
-    the eager model if tracing fails."""
+    convolutions, weights pre-packed for oneDNN): about 10-15 % more throughput than eager
+    mode at batch 8 on a 2-core AVX-512 machine, for ~1.6 GB more memory and a few seconds
+    of set-up. Results differ from eager mode by float32 rounding only (tested). Falls back
+    to the eager model if tracing fails."""
     example = torch.zeros(batch_size, 1, PATCH_SIZE, PATCH_SIZE, PATCH_SIZE)
     try:
         with warnings.catch_warnings(), torch.inference_mode():
@@ -259,8 +260,12 @@ class FeatureExtractor:
         model = FmcibResNet()
         model.load_state_dict(dict(weights.state_dict), strict=True)
         self.model: nn.Module = model.to(self.device).eval()
+        self.fixed_batch = False
         if optimize and self.device.type == "cpu":
             self.model = _optimized_for_cpu(self.model, batch_size)
+            # the traced graph is specialised per input shape (a copy of the packed weights
+            # each): pad every batch to batch_size so that one graph serves all
+            self.fixed_batch = isinstance(self.model, torch.jit.ScriptModule)
 
     @torch.inference_mode()
     def extract(self, patches: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -271,8 +276,12 @@ class FeatureExtractor:
             raise ValueError(f"patches must be (B, 1, 50, 50, 50), got {x.shape}")
         out = np.empty((x.shape[0], N_FEATURES), dtype=np.float32)
         for s in range(0, x.shape[0], self.batch_size):
-            t = torch.from_numpy(np.ascontiguousarray(x[s : s + self.batch_size])).to(self.device)
-            out[s : s + t.shape[0]] = self.model(t).float().cpu().numpy()
+            chunk = x[s : s + self.batch_size]
+            n = chunk.shape[0]
+            if self.fixed_batch and n < self.batch_size:
+                chunk = np.concatenate([chunk, np.zeros((self.batch_size - n, *chunk.shape[1:]), np.float32)])
+            t = torch.from_numpy(np.ascontiguousarray(chunk)).to(self.device)
+            out[s : s + n] = self.model(t).float().cpu().numpy()[:n]
         return out
 
 

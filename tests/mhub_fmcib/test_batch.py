@@ -115,9 +115,7 @@ def _wait_for_records(out: Path, n: int, proc: subprocess.Popen[str], timeout: f
 def test_kill_and_sigterm(export: Path, tmp_path: Path, weights_file: Path, single) -> None:  # type: ignore[no-untyped-def]
     _, single_out = single
     out = tmp_path / "out"
-    # eager encoder, as the in-process reference run (traced mode differs by float32 rounding)
-    base = ["run", str(export), str(out), "--weights", str(weights_file), "--no-qc", "--no-sr", "--no-seg",
-            "--no-optimize-cpu"]
+    base = ["run", str(export), str(out), "--weights", str(weights_file), "--no-qc", "--no-sr", "--no-seg"]
     # kill -9 after the first case is recorded: nothing half-written is left
     p = _cli(base)
     _wait_for_records(out, 1, p)
