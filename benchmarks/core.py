@@ -86,8 +86,9 @@ def main() -> None:
                     "patches_per_s": 8 / t, "gflop_per_s": 8 * GFLOP_PER_PATCH / t, "setup_s": setup}
                 # the machine is shared: measure the matmul rate right around each encoder run
                 mm = (matmul_gflops() + matmul_gflops()) / 2
-                enc[f"{'traced' if optimize else 'eager'}_batch_{bs}"]["matmul_fp32_gflop_per_s"] = mm  # type: ignore[index]
-                enc[f"{'traced' if optimize else 'eager'}_batch_{bs}"]["fraction_of_matmul"] = 8 * GFLOP_PER_PATCH / t / mm  # type: ignore[index]
+                entry = enc[f"{'traced' if optimize else 'eager'}_batch_{bs}"]
+                entry["matmul_fp32_gflop_per_s"] = mm  # type: ignore[index]
+                entry["fraction_of_matmul"] = 8 * GFLOP_PER_PATCH / t / mm  # type: ignore[index]
         best = max(v["fraction_of_matmul"] for v in enc.values())  # type: ignore[index]
         res["encoder"] = {**enc, "best_fraction_of_matmul": best}
         # 3. end to end, 5 lesions
