@@ -17,8 +17,7 @@ from pathlib import Path
 from .config import RunConfig
 from .errors import ConfigError
 from .pipeline import RunReport, write_run_outputs
-from .state import CASES_DIR, CaseRecord, CaseStore
-from .types import CaseFailure
+from .state import CASES_DIR, CaseRecord, CaseStore, failure_from_json
 
 
 def merge_outputs(shards: Sequence[Path], output: Path) -> RunReport:
@@ -63,15 +62,7 @@ def merge_outputs(shards: Sequence[Path], output: Path) -> RunReport:
                 shutil.copytree(Path(d) / sub, output / sub, dirs_exist_ok=True)
         for err in doc["errors"]:
             if err["case_id"] not in records:  # planning-level problems
-                report.failures.append(
-                    CaseFailure(
-                        case_id=err["case_id"],
-                        reason=err["reason"],
-                        paths=tuple(err["paths"]),
-                        kind=err["kind"],
-                        error_type=err["error_type"],
-                    )
-                )
+                report.failures.append(failure_from_json(err))
         report.skipped_files += doc.get("skipped_files", [])
         report.notes += doc.get("notes", [])
     known = {(f.case_id, f.reason) for rec in records.values() for f in rec.failures}

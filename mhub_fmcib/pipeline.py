@@ -34,7 +34,7 @@ from .output import write_failures_csv, write_features_csv, write_json
 from .patch import extract_patch
 from .progress import NoProgress, Progress
 from .seeds import centre_of_mass_lps, check_seed_in_volume, seed_inside_mask
-from .state import CaseRecord, CaseStore, fingerprint, shard_of
+from .state import CaseRecord, CaseStore, failure_to_json, fingerprint, shard_of
 from .types import CaseFailure, Lesion, LesionResult, LesionStatus, Patch, SeedPoint, SeedSource, Volume
 from .weights import resolve_weights
 
@@ -620,16 +620,7 @@ def run_json(report: RunReport, started: str, n_rows: int) -> dict[str, object]:
             }
             for r in report.results
         ],
-        "errors": [
-            {
-                "case_id": f.case_id,
-                "kind": f.kind,
-                "error_type": f.error_type,
-                "reason": f.reason,
-                "paths": list(f.paths),
-            }
-            for f in report.failures
-        ],
+        "errors": [failure_to_json(f) for f in report.failures],
         "notes": report.notes,
         "skipped_files": report.skipped_files,
         "timings_s": report.timings,

@@ -55,6 +55,24 @@ def fingerprint(paths: Iterable[Path], weights_sha256: str, version: str, settin
     return h.hexdigest()
 
 
+def failure_to_json(f: CaseFailure) -> dict[str, object]:
+    """A failure as stored in case records and ``run.json``'s ``errors``."""
+    return {
+        "case_id": f.case_id,
+        "kind": f.kind,
+        "error_type": f.error_type,
+        "reason": f.reason,
+        "paths": list(f.paths),
+    }
+
+
+def failure_from_json(d: dict[str, Any]) -> CaseFailure:
+    """The inverse of :func:`failure_to_json`."""
+    return CaseFailure(
+        case_id=d["case_id"], reason=d["reason"], paths=tuple(d["paths"]), kind=d["kind"], error_type=d["error_type"]
+    )
+
+
 def _lesion_to_json(les: Lesion) -> dict[str, object]:
     return {
         "lesion_id": les.lesion_id,
@@ -159,16 +177,7 @@ class CaseStore:
                 }
                 for r in rec.results
             ],
-            "failures": [
-                {
-                    "case_id": f.case_id,
-                    "reason": f.reason,
-                    "paths": list(f.paths),
-                    "kind": f.kind,
-                    "error_type": f.error_type,
-                }
-                for f in rec.failures
-            ],
+            "failures": [failure_to_json(f) for f in rec.failures],
         }
         with open(tmp / "case.json", "w", encoding="utf-8") as fh:
             json.dump(doc, fh, indent=1)
@@ -211,16 +220,7 @@ class CaseStore:
                 k += 1
             else:
                 results.append(LesionResult(les, LesionStatus.FAILED, error=str(item["error"])))
-        failures = tuple(
-            CaseFailure(
-                case_id=f["case_id"],
-                reason=f["reason"],
-                paths=tuple(f["paths"]),
-                kind=f["kind"],
-                error_type=f["error_type"],
-            )
-            for f in doc["failures"]
-        )
+        failures = tuple(failure_from_json(f) for f in doc["failures"])
         return CaseRecord(
             case_id=doc["case_id"],
             fingerprint=doc["fingerprint"],

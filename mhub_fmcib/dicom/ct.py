@@ -217,17 +217,7 @@ def assemble_ct(records: Sequence[InstanceRecord]) -> CtSeries:
                 f"{recs[i].path.name} and {recs[i + 1].path.name}, expected {med:.3f} mm "
                 f"(tolerance {SPACING_RTOL:.0%}). Check the export is complete."
             )
-        step_vec = (pos[-1] - pos[0]) / (len(pos) - 1)
-        drift = pos - pos[0] - np.outer(np.arange(len(pos)), step_vec)
-        inplane = step_vec - (step_vec @ normal) * normal
-        if np.linalg.norm(inplane) > TILT_ATOL_MM or np.abs(drift).max() > TILT_ATOL_MM * 10:
-            raise GeometryError(
-                f"series {series}: slice origins are not along the slice normal "
-                f"(in-plane shift {np.linalg.norm(inplane):.3f} mm per slice): gantry tilt or a "
-                "sheared acquisition, which this software does not resample. Correct the tilt "
-                "(e.g. with dcm2niix's gantry tilt correction) first."
-            )
-        k_vec = step_vec
+        k_vec = _step_along_normal(pos, normal, f"series {series}: slice origins", "slice")
     else:
         thickness = float(first.get("SliceThickness", 1.0) or 1.0)
         k_vec = normal * thickness
@@ -247,6 +237,23 @@ def assemble_ct(records: Sequence[InstanceRecord]) -> CtSeries:
     affine[:3, 2] = k_vec
     affine[:3, 3] = pos[0]
     return CtSeries(volume=Volume(array=arr, affine=affine), datasets=tuple(dss), dropped=dropped)
+
+
+def _step_along_normal(
+    positions: npt.NDArray[np.float64], normal: npt.NDArray[np.float64], what: str, unit: str
+) -> npt.NDArray[np.float64]:
+    """The mean step between sorted slice origins (mm, LPS); raises :class:`GeometryError`
+    when the origins drift off the slice normal (gantry tilt, shear)."""
+    step_vec: npt.NDArray[np.float64] = (positions[-1] - positions[0]) / (len(positions) - 1)
+    drift = positions - positions[0] - np.outer(np.arange(len(positions)), step_vec)
+    inplane = step_vec - (step_vec @ normal) * normal
+    if np.linalg.norm(inplane) > TILT_ATOL_MM or np.abs(drift).max() > TILT_ATOL_MM * 10:
+        raise GeometryError(
+            f"{what} are not along the slice normal (in-plane shift {np.linalg.norm(inplane):.3f} mm per "
+            f"{unit}): gantry tilt or a sheared acquisition, which this software does not resample. "
+            "Correct the tilt (e.g. with dcm2niix's gantry tilt correction) first."
+        )
+    return step_vec
 
 
 def _decodes(path: Path) -> bool:
@@ -353,16 +360,7 @@ def _assemble_multiframe(records: Sequence[InstanceRecord]) -> CtSeries:
     ):
         raise GeometryError(f"series {series}: frames of {rec.path} are duplicated, missing or unevenly spaced")
     if len(positions) > 1:
-        step_vec = (positions[-1] - positions[0]) / (len(positions) - 1)
-        inplane = step_vec - (step_vec @ normal) * normal
-        drift = positions - positions[0] - np.outer(np.arange(len(positions)), step_vec)
-        if np.linalg.norm(inplane) > TILT_ATOL_MM or np.abs(drift).max() > TILT_ATOL_MM * 10:
-            raise GeometryError(
-                f"series {series}: frame origins of {rec.path} are not along the slice normal "
-                f"(in-plane shift {np.linalg.norm(inplane):.3f} mm per frame): gantry tilt or a "
-                "sheared acquisition, which this software does not resample. Correct the tilt "
-                "(e.g. with dcm2niix's gantry tilt correction) first."
-            )
+        _step_along_normal(positions, normal, f"series {series}: frame origins of {rec.path}", "frame")
     hu = px[order].astype(np.float32) * slopes[order, None, None] + intercepts[order, None, None]
     affine = np.eye(4)
     affine[:3, 0] = row_dir * spacing[1]
