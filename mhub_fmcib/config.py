@@ -7,7 +7,7 @@ the environment explicitly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -72,7 +72,6 @@ class RunConfig:
     shard: tuple[int, int] | None = None
     resume: bool = True
     index_workers: int = 1
-    extra: tuple[tuple[str, str], ...] = field(default=())
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -37,12 +37,6 @@ def normalise_hu(hu: npt.ArrayLike) -> npt.NDArray[np.float32]:
     return out
 
 
-def hu_from_normalised(x: npt.ArrayLike) -> npt.NDArray[np.float32]:
-    """Inverse of :func:`normalise_hu`."""
-    out: npt.NDArray[np.float32] = np.asarray(x, np.float32) * HU_SCALE + HU_OFFSET
-    return out
-
-
 @dataclass(frozen=True, eq=False)
 class ReferenceGrid:
     """The 1 mm grid the reference resamples a volume onto, after reorientation to LPS.

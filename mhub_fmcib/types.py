@@ -15,7 +15,7 @@ Every record validates itself at construction: one that exists is valid.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
@@ -264,4 +264,3 @@ class CaseFailure:
     paths: tuple[str, ...] = ()
     kind: Literal["case", "file"] = "case"
     error_type: str = "CaseError"
-    extra: tuple[tuple[str, str], ...] = field(default=())

@@ -7,7 +7,6 @@ The environment is passed in explicitly (the CLI hands over ``os.environ``).
 from __future__ import annotations
 
 import logging
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -101,8 +100,3 @@ def resolve_weights(
         )
     log.info("downloading %s into %s", url, cache)
     return WeightsLocation(download(url, cache, progress=progress), "download")
-
-
-def env_snapshot() -> dict[str, str]:
-    """The process environment, for the CLI to pass down (the only place it is read)."""
-    return dict(os.environ)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -10,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
+from fmcib_testlib.http_stub import send_one_study
 
 from mhub_fmcib.dicomweb import DicomWebServerError, DicomWebSettings, open_client
 from mhub_fmcib.dicomweb.selection import select_studies
@@ -30,12 +30,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        body = json.dumps([{"0020000D": {"vr": "UI", "Value": ["1.2.3.4"]}}]).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/dicom+json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_one_study(self)
 
     def log_message(self, format: str, *args: object) -> None:
         return

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from fmcib_testlib.http_stub import send_one_study
 
 from mhub_fmcib.dicomweb import DicomWebSettings, open_client
 from mhub_fmcib.dicomweb.errors import DicomWebConnectionError
@@ -46,12 +47,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         type(self).auth.append(self.headers.get("Authorization", ""))
-        body = json.dumps([{"0020000D": {"vr": "UI", "Value": ["1.2.3.4"]}}]).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/dicom+json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_one_study(self)
 
     def log_message(self, format: str, *args: object) -> None:
         return
