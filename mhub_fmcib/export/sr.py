@@ -29,6 +29,7 @@ reader recovers the features bit-exactly from FD and to >= 10 significant digits
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,11 +37,13 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 import pydicom
+from pydicom.charset import default_encoding
 from pydicom.sr.codedict import codes
+from pydicom.tag import Tag
 from pydicom.uid import SegmentationStorage
 
 from ..provenance import Provenance
-from ..types import CodeTuple, LesionResult, LesionStatus, SeedSource
+from ..types import N_FEATURES, CodeTuple, LesionResult, LesionStatus, SeedSource
 from .layout import (
     SR_FILE_NAME,
     ExportError,
@@ -48,6 +51,14 @@ from .layout import (
     check_uid,
     derive_uid,
     dicom_output_dir,
+)
+from .sr_encoding import (
+    NumItemTemplate,
+    declare_explicit_vr_little_endian,
+    encode_items,
+    encode_num_items,
+    raw_content_sequence,
+    template_from_item,
 )
 
 #: Private coding scheme of the feature and prediction codes (PS3.3 8.2.2: "99" prefix).
@@ -64,6 +75,7 @@ SR_SERIES_DESCRIPTION = "FMCIB features - research use only, not for diagnosis"
 UNIT_NONE = hd.sr.CodedConcept("1", "UCUM", "no units")
 SEED_POINT = codes.DCM.SeedPoint
 PROCEDURE_REPORTED = codes.LN.CTUnspecifiedBodyRegion
+CONTENT_SEQUENCE_TAG = Tag(0x0040, 0xA730)
 
 #: Type 2 attributes of the Patient and General Study modules that highdicom copies from
 #: the CT; anonymised CTs often lack them, and an empty value is valid for Type 2.
@@ -86,9 +98,26 @@ def feature_concept(index: int) -> hd.sr.CodedConcept:
     """Concept name of feature ``index`` (0-based): ``(feature_<index>, 99FMCIB, ...)``."""
     if not _FEATURE_CONCEPTS:
         _FEATURE_CONCEPTS.extend(
-            hd.sr.CodedConcept(f"feature_{i}", FMCIB_SCHEME, f"FMCIB feature {i}") for i in range(4096)
+            hd.sr.CodedConcept(f"feature_{i}", FMCIB_SCHEME, f"FMCIB feature {i}") for i in range(N_FEATURES)
         )
     return _FEATURE_CONCEPTS[index]
+
+
+@functools.cache
+def feature_templates() -> tuple[NumItemTemplate, ...]:
+    """The value-independent encoded parts of every feature's NUM item, built once per process.
+
+    highdicom's ``Measurement`` (the call each group's first feature goes through) builds the
+    item of feature 0; the item of feature ``i`` is that item with the Concept Name Code
+    Sequence of :func:`feature_concept` ``(i)``. (The tests compare whole SRs with the
+    reference encoding, in which highdicom builds every item.)
+    """
+    item = hd.sr.Measurement(name=feature_concept(0), value=0.0, unit=UNIT_NONE)[0]
+    out = []
+    for i in range(N_FEATURES):
+        item.ConceptNameCodeSequence = [feature_concept(i)]
+        out.append(template_from_item(item))
+    return tuple(out)
 
 
 def prediction_concept(name: str) -> hd.sr.CodedConcept:
@@ -178,17 +207,25 @@ def _algorithm(provenance: Provenance) -> hd.sr.AlgorithmIdentification:
     )
 
 
-def _measurements(result: LesionResult) -> list[hd.sr.Measurement]:
+def _feature_values(result: LesionResult) -> np.ndarray:
+    """The lesion's 4096 features as float64 (exactly the float32 values), checked finite."""
     feats = np.asarray(result.features, dtype=np.float32)
+    if feats.shape != (N_FEATURES,):
+        raise ExportError(
+            f"lesion {result.lesion.lesion_id!r}: {feats.shape} features, expected ({N_FEATURES},); "
+            "pass the encoder's 4096 features"
+        )
     if not np.all(np.isfinite(feats)):
         bad = int(np.count_nonzero(~np.isfinite(feats)))
         raise ExportError(
             f"lesion {result.lesion.lesion_id!r}: {bad} of its features are NaN or infinite; "
             "DICOM numeric values must be finite - check the input image and weights"
         )
-    out = [
-        hd.sr.Measurement(name=feature_concept(i), value=float(v), unit=UNIT_NONE) for i, v in enumerate(feats.tolist())
-    ]
+    return feats.astype(np.float64)
+
+
+def _prediction_measurements(result: LesionResult) -> list[hd.sr.Measurement]:
+    out = []
     for name, value in result.predictions:
         if not np.isfinite(value):
             raise ExportError(
@@ -271,7 +308,7 @@ def _group(
 
 
 #: Default largest number of lesions in one SR: each lesion adds 4096 numeric measurements
-#: (about 1 MB and a few seconds to build and write on a 2-core machine).
+#: (about 1 MB of SR, and about 50 ms to build and write on a 2-core machine).
 MAX_SR_LESIONS = 50
 
 
@@ -281,6 +318,7 @@ def build_feature_sr(
     provenance: Provenance,
     seg_datasets: Mapping[str, pydicom.Dataset] | None = None,
     max_lesions: int = MAX_SR_LESIONS,
+    reference_encoding: bool = False,
 ) -> hd.sr.Comprehensive3DSR:
     """The TID 1500 Measurement Report for one CT series (see the module docstring).
 
@@ -291,6 +329,14 @@ def build_feature_sr(
         provenance: versions and weights sha256 (:func:`mhub_fmcib.provenance.collect_provenance`).
         seg_datasets: SOPInstanceUID -> SEG dataset (headers suffice) for every SEG a
             lesion's seed came from.
+        max_lesions: largest number of lesions in one SR.
+        reference_encoding: build every feature's NUM item with highdicom and leave the
+            encoding to pydicom item by item (about 2 s per lesion) instead of the
+            byte-identical fast path of :mod:`.sr_encoding`; the tests compare the two.
+
+    The SR is meant to be written in Explicit VR Little Endian (its file meta says so):
+    the groups' Content Sequences hold pre-encoded bytes, which pydicom decodes when they
+    are read in memory and writes verbatim.
 
     Raises:
         ExportError: no OK lesion, more than ``max_lesions`` lesions, a lesion of another
@@ -303,7 +349,7 @@ def build_feature_sr(
     if len(ok) > max_lesions:
         raise ExportError(
             f"series {series_uid}: {len(ok)} lesions exceed the SR limit of {max_lesions} (each lesion adds "
-            "4096 measurements, about 1 MB and a few seconds): the SR was not written. The features of every "
+            "4096 measurements, about 1 MB): the SR was not written. The features of every "
             "lesion are in features.csv; pass --sr-max-lesions to write a larger SR."
         )
     ids = [r.lesion.lesion_id for r in ok]
@@ -322,17 +368,20 @@ def build_feature_sr(
                 )
     segs = dict(seg_datasets or {})
     algorithm = _algorithm(provenance)
-    # highdicom's SR constructor deep-copies and re-parses the whole content tree (about
-    # 2 s per lesion with 4096 measurements). The groups are therefore handed to it with
-    # their first measurement only; the other NUM items (built by highdicom's Measurement,
-    # as the first) are appended to the SR's content afterwards. They reference no
-    # instance, so the evidence highdicom collects is the same.
+    # highdicom's SR constructor deep-copies and re-parses the whole content tree, and
+    # building plus encoding 4096 NUM items per lesion item by item takes about 2 s. The
+    # groups are therefore built by highdicom with their first feature only; the other
+    # features (and the predictions) are added to each group after the SR is built, encoded
+    # by sr_encoding (byte-identical to highdicom + pydicom; ``reference_encoding`` builds
+    # them the slow way, item by item). They reference no instance, so the evidence
+    # highdicom collects is the same.
     groups: list[hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations] = []
-    deferred: list[list[pydicom.Dataset]] = []
+    values: list[np.ndarray] = []
     for r in ok:
-        measurements = _measurements(r)
-        groups.append(_group(r, series_uid, for_uid, segs, algorithm, measurements[:1]))
-        deferred.append([m[0] for m in measurements[1:]])
+        feats = _feature_values(r)
+        first = hd.sr.Measurement(name=feature_concept(0), value=float(feats[0]), unit=UNIT_NONE)
+        groups.append(_group(r, series_uid, for_uid, segs, algorithm, [first]))
+        values.append(feats)
 
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=derive_uid("device", MODEL_NAME, provenance.package_version),
@@ -388,11 +437,30 @@ def build_feature_sr(
         manufacturer_model_name=MODEL_NAME,
         software_versions=provenance.package_version,
     )
-    sr_groups = sr.ContentSequence[-1].ContentSequence
-    if len(sr_groups) != len(deferred):
+    container = sr.ContentSequence[-1]
+    sr_groups = container.ContentSequence
+    if len(sr_groups) != len(ok):
         raise ExportError("internal error: the SR's measurement groups do not match the lesions")
-    for group_item, items in zip(sr_groups, deferred, strict=True):
-        group_item.ContentSequence.extend(items)
+    if reference_encoding:
+        for group_item, r, feats in zip(sr_groups, ok, values, strict=True):
+            group_item.ContentSequence.extend(
+                hd.sr.Measurement(name=feature_concept(i), value=float(feats[i]), unit=UNIT_NONE)[0]
+                for i in range(1, N_FEATURES)
+            )
+            group_item.ContentSequence.extend(m[0] for m in _prediction_measurements(r))
+    else:
+        charset = sr.get("SpecificCharacterSet") or default_encoding
+        templates = feature_templates()[1:]
+        for group_item, r, feats in zip(sr_groups, ok, values, strict=True):
+            encoded = (
+                encode_items(list(group_item.ContentSequence), charset)
+                + encode_num_items(templates, feats[1:])
+                + encode_items([m[0] for m in _prediction_measurements(r)], charset)
+            )
+            group_item[CONTENT_SEQUENCE_TAG] = raw_content_sequence(encoded)
+            declare_explicit_vr_little_endian(group_item)
+        declare_explicit_vr_little_endian(container)
+        declare_explicit_vr_little_endian(sr)
     sr.CodingSchemeIdentificationSequence = [coding_scheme_identification()]
     return sr
 

@@ -209,3 +209,19 @@ def test_multiframe_uneven_frames_refused(
     _edit_frame_positions(path, edit)
     with pytest.raises(GeometryError, match=rf"series .*{why}"):
         _assemble(path.parent)
+
+
+def test_jpeg_ls_uses_the_faster_plugin_with_identical_pixels() -> None:
+    """JPEG-LS goes to pyjpegls (installed by our own requirements), which gives the same
+    stored values as pylibjpeg, pydicom's default pick."""
+    from pydicom.pixels import get_decoder, pixel_array
+
+    from mhub_fmcib.dicom.ct import PREFERRED_DECODER, decode_pixels
+
+    assert PREFERRED_DECODER[JPEGLSLossless] in get_decoder(JPEGLSLossless).available_plugins
+    for ds in read_ct_datasets()[SUBSET]:
+        assert ds.file_meta.TransferSyntaxUID == JPEGLSLossless
+        other = pixel_array(ds, decoding_plugin="pylibjpeg")
+        ours = decode_pixels(ds)
+        np.testing.assert_array_equal(ours, other)
+        assert ours.dtype == other.dtype and ours.shape == (512, 512)
