@@ -118,8 +118,7 @@ def _trilinear_zero_padded(volume: Volume, coords: npt.NDArray[np.float64]) -> n
     shape = np.asarray(volume.shape)
     base = np.floor(coords).astype(np.int64)
     frac = coords - base
-    lo = np.clip(base.min(axis=0), 0, shape - 1)
-    hi = np.clip(base.max(axis=0) + 2, 1, shape)
+    lo, hi = _trilinear_window(volume.shape, coords)
     if np.any(hi <= lo):
         return np.zeros(len(coords))
     block = normalise_hu(volume.array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]).astype(np.float64)
@@ -140,6 +139,17 @@ def _trilinear_zero_padded(volume: Volume, coords: npt.NDArray[np.float64]) -> n
     return out
 
 
+def _trilinear_window(
+    shape: tuple[int, int, int], coords: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The block [lo, hi) of input voxels :func:`_trilinear_zero_padded` reads for ``coords``."""
+    n = np.asarray(shape)
+    base = np.floor(coords).astype(np.int64)
+    lo = np.clip(base.min(axis=0), 0, n - 1)
+    hi = np.clip(base.max(axis=0) + 2, 1, n)
+    return lo, hi
+
+
 def _axis_weights(coords: npt.NDArray[np.float64], n: int) -> tuple[int, npt.NDArray[np.float64]]:
     """1D linear-interpolation weights with zero padding: ``(start, W)`` such that the value
     at ``coords[r]`` is ``W[r] @ line[start : start + W.shape[1]]`` for a line of length n."""
@@ -156,37 +166,103 @@ def _axis_weights(coords: npt.NDArray[np.float64], n: int) -> tuple[int, npt.NDA
     return start, w
 
 
-def _separable_sample(
-    volume: Volume, xform: npt.NDArray[np.float64], lo: list[int], hi: list[int]
-) -> npt.NDArray[np.float64] | None:
-    """Trilinear sampling of grid voxels [lo, hi) when ``xform`` (grid index → input index)
-    maps each grid axis onto one input axis (no obliquity): three small 1D interpolations
-    instead of 8 gathers per voxel. ``None`` for oblique transforms."""
+@dataclass(frozen=True, eq=False)
+class _SeparablePlan:
+    """Separable trilinear sampling: grid axis ``a`` reads input axis ``perm[a]`` with
+    weights ``weights[a]`` (grid voxels x input voxels) over the input block ``window``."""
+
+    perm: tuple[int, int, int]
+    weights: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]
+    window: tuple[slice, slice, slice]
+
+
+def _separable_plan(
+    shape: tuple[int, int, int], xform: npt.NDArray[np.float64], lo: list[int], hi: list[int]
+) -> _SeparablePlan | None:
+    """The plan of trilinear sampling of grid voxels [lo, hi) when ``xform`` (grid index →
+    input index) maps each grid axis onto one input axis (no obliquity): three small 1D
+    interpolations instead of 8 gathers per voxel. ``None`` for oblique transforms."""
     rot = xform[:3, :3]
     nonzero = np.abs(rot) > 1e-12
     if not (np.all(nonzero.sum(axis=0) == 1) and np.all(nonzero.sum(axis=1) == 1)):
         return None
     perm = [int(np.flatnonzero(nonzero[:, a])[0]) for a in range(3)]  # grid axis a -> input axis
-    shape = volume.shape
-    starts, weights = [], []
+    window = [slice(0, 0)] * 3
+    weights = []
     for a in range(3):
         p = perm[a]
         g = np.arange(lo[a], hi[a], dtype=np.float64)
         coords = rot[p, a] * g + xform[p, 3]
         start, w = _axis_weights(coords, shape[p])
-        starts.append((p, start, w.shape[1]))
+        window[p] = slice(start, start + w.shape[1])
         weights.append(w)
-    sl = [slice(0, 0)] * 3
-    for p, start, width in starts:
-        sl[p] = slice(start, start + width)
+    return _SeparablePlan(
+        perm=(perm[0], perm[1], perm[2]),
+        weights=(weights[0], weights[1], weights[2]),
+        window=(window[0], window[1], window[2]),
+    )
+
+
+def _separable_sample(volume: Volume, plan: _SeparablePlan) -> npt.NDArray[np.float64]:
+    """Values of the grid voxels of ``plan`` (grid-axis order), read from ``plan.window``."""
+    sl = plan.window
     block = normalise_hu(volume.array[sl[0], sl[1], sl[2]]).astype(np.float64)
     # bring the block into grid-axis order, then contract each axis with its weights
-    block = block.transpose(perm)
-    wa, wb, wc = weights
+    block = block.transpose(plan.perm)
+    wa, wb, wc = plan.weights
     t = (wa @ block.reshape(block.shape[0], -1)).reshape(wa.shape[0], block.shape[1], block.shape[2])
     t = np.matmul(wb, t)  # (na, nb, C)
     out: npt.NDArray[np.float64] = t @ wc.T  # (na, nb, nc)
     return out
+
+
+@dataclass(frozen=True, eq=False)
+class _PatchPlan:
+    """Where a patch lies on the reference grid ([lo, hi) grid voxels) and how it is sampled."""
+
+    grid: ReferenceGrid
+    lo: list[int]
+    hi: list[int]
+    separable: _SeparablePlan | None
+
+
+def _plan_patch(volume: Volume, seed: SeedPoint, size: int) -> _PatchPlan:
+    if size < 2 or size % 2:
+        raise ValueError(f"patch size must be even and >= 2, got {size}")
+    grid = reference_grid(volume)
+    c = seed_to_grid_index(grid, seed)
+    half = size // 2
+    lo = [max(c[a] - half, 0) for a in range(3)]
+    hi = [min(c[a] + half, grid.shape[a]) for a in range(3)]
+    if any(h <= low for low, h in zip(lo, hi, strict=True)):
+        raise SeedError(_outside_message(volume, seed))
+    return _PatchPlan(grid, lo, hi, _separable_plan(volume.shape, grid.grid_to_input, lo, hi))
+
+
+def _oblique_coords(plan: _PatchPlan) -> tuple[tuple[int, int, int], npt.NDArray[np.float64]]:
+    """Shape of the crop and the continuous input index (N, 3) of each of its voxels."""
+    lo, hi = plan.lo, plan.hi
+    a, b, k = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), np.arange(lo[2], hi[2]), indexing="ij")
+    pts = np.stack([a.ravel(), b.ravel(), k.ravel(), np.ones(a.size)], axis=0).astype(np.float64)
+    coords: npt.NDArray[np.float64] = (plan.grid.grid_to_input @ pts)[:3].T
+    return (a.shape[0], a.shape[1], a.shape[2]), coords
+
+
+def read_window(volume: Volume, seed: SeedPoint, size: int = PATCH_SIZE) -> tuple[slice, slice, slice]:
+    """The block of input voxels (i, j, k slices of ``volume.array``) that
+    :func:`extract_patch` reads for ``seed``: geometry only, no pixel is read. The pipeline
+    decodes just the CT slices of these blocks.
+
+    Raises:
+        SeedError: as :func:`extract_patch`.
+    """
+    plan = _plan_patch(volume, seed, size)
+    if plan.separable is not None:
+        return plan.separable.window
+    _, coords = _oblique_coords(plan)
+    lo, hi = _trilinear_window(volume.shape, coords)
+    hi = np.maximum(hi, lo)
+    return (slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])), slice(int(lo[2]), int(hi[2])))
 
 
 def extract_patch(volume: Volume, seed: SeedPoint, size: int = PATCH_SIZE) -> Patch:
@@ -204,21 +280,13 @@ def extract_patch(volume: Volume, seed: SeedPoint, size: int = PATCH_SIZE) -> Pa
         SeedError: the seed's crop holds no voxel of the volume; the message says whether
             the seed would be inside with RAS signs.
     """
-    if size < 2 or size % 2:
-        raise ValueError(f"patch size must be even and >= 2, got {size}")
-    grid = reference_grid(volume)
-    c = seed_to_grid_index(grid, seed)
-    half = size // 2
-    lo = [max(c[a] - half, 0) for a in range(3)]
-    hi = [min(c[a] + half, grid.shape[a]) for a in range(3)]
-    if any(h <= low for low, h in zip(lo, hi, strict=True)):
-        raise SeedError(_outside_message(volume, seed))
-    sampled = _separable_sample(volume, grid.grid_to_input, lo, hi)
-    if sampled is None:  # oblique input: general trilinear sampling
-        a, b, k = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), np.arange(lo[2], hi[2]), indexing="ij")
-        pts = np.stack([a.ravel(), b.ravel(), k.ravel(), np.ones(a.size)], axis=0).astype(np.float64)
-        coords = (grid.grid_to_input @ pts)[:3].T
-        sampled = _trilinear_zero_padded(volume, coords).reshape(a.shape)
+    plan = _plan_patch(volume, seed, size)
+    grid, lo = plan.grid, plan.lo
+    if plan.separable is not None:
+        sampled = _separable_sample(volume, plan.separable)
+    else:  # oblique input: general trilinear sampling
+        shape, coords = _oblique_coords(plan)
+        sampled = _trilinear_zero_padded(volume, coords).reshape(shape)
     crop = sampled.astype(np.float32).transpose(2, 1, 0)  # (x, y, z) -> (z, y, x)
     pads = [((size - s) // 2, size - s - (size - s) // 2) for s in crop.shape]
     arr = np.pad(crop, pads, mode="constant", constant_values=0.0)

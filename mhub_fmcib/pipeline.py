@@ -21,17 +21,17 @@ import pydicom
 from . import __version__
 from .cases import Case, DicomSegCase, ImageMaskCase, Plan, SeedsCase, plan
 from .config import RunConfig
-from .dicom.ct import CtSeries, assemble_ct
+from .dicom.ct import CtSeries, assemble_ct, decode_slices
 from .dicom.index import InstanceKind, InstanceRecord, index_folder
 from .dicom.rtstruct import list_rois, read_rtstruct, roi_mask_on_ct, roi_point, select_rois
 from .dicom.seg import read_seg, segment_mask_on_ct, select_segments
 from .encoder import FeatureExtractor, LoadedWeights, read_weights, sha256_file
-from .errors import CaseError, DicomImportError, FmcibError, SegmentationError
+from .errors import CaseError, DicomImportError, FmcibError, SeedError, SegmentationError
 from .export.qc import write_qc_index
 from .heads import LinearHead
 from .image_io import read_image, read_mask
 from .output import write_failures_csv, write_features_csv, write_json
-from .patch import extract_patch
+from .patch import extract_patch, read_window
 from .progress import NoProgress, Progress
 from .seeds import centre_of_mass_lps, check_seed_in_volume, seed_inside_mask
 from .state import CaseRecord, CaseStore, failure_to_json, fingerprint, shard_of
@@ -339,6 +339,21 @@ def predictions(heads: Sequence[LinearHead], features: np.ndarray) -> list[tuple
     return [tuple(r) for r in per_row]
 
 
+def slices_needed(volume: Volume, seeds: Sequence[SeedPoint]) -> set[int]:
+    """The k indices (slices) of ``volume`` that the patches of ``seeds`` read, from geometry
+    alone (:func:`mhub_fmcib.patch.read_window`); seeds outside the volume need none (they
+    fail in :func:`measure`)."""
+    out: set[int] = set()
+    for seed in seeds:
+        try:
+            check_seed_in_volume(seed, volume)
+            window = read_window(volume, seed)
+        except CaseError:
+            continue
+        out.update(range(window[2].start, window[2].stop))
+    return out
+
+
 def measure(
     lesions: Sequence[Lesion], volume: Volume, extractor: FeatureExtractor, heads: Sequence[LinearHead] = ()
 ) -> list[LesionResult]:
@@ -349,7 +364,14 @@ def measure(
     for i, les in enumerate(lesions):
         try:
             check_seed_in_volume(les.seed, volume)
-            todo.append((i, extract_patch(volume, les.seed)))
+            patch = extract_patch(volume, les.seed)
+            if np.isnan(patch.array).any():
+                raise SeedError(
+                    f"the 50 mm patch around {les.seed} holds NaN values: the image has NaN voxels there "
+                    "(or, for a DICOM CT, the patch read slices that were not decoded, which is a bug: "
+                    "please report it). Replace NaN voxels in the image."
+                )
+            todo.append((i, patch))
         except CaseError as e:
             log.error("%s: %s", les.lesion_id, e)
             results[i] = LesionResult(lesion=les, status=LesionStatus.FAILED, error=str(e))
@@ -372,9 +394,11 @@ def process_case(
     volume: Volume | None = None
     try:
         if isinstance(case, DicomSegCase):
-            ct = assemble_ct(case.ct)
-            volume = ct.volume
+            # Geometry first; then only the CT slices the lesions' patches read are decoded.
+            ct = assemble_ct(case.ct, decode=False)
             lesions, failures = lesions_from_segs(case, ct, config.segments)
+            ct = decode_slices(ct, slices_needed(ct.volume, [les.seed for les in lesions]))
+            volume = ct.volume
             failures += [
                 CaseFailure(
                     case_id=case.case_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -27,9 +28,14 @@ def centre_of_mass_lps(mask: npt.NDArray[np.bool_], volume: Volume, what: str = 
     """
     if mask.shape != volume.shape:
         raise SegmentationError(f"{what}: mask shape {mask.shape} differs from the image {volume.shape}")
-    idx = np.argwhere(mask)
-    if idx.size == 0:
+    # Index coordinates of the set voxels, read in the mask's memory order (a flat scan is
+    # several times faster than np.argwhere on a whole CT grid). The mean of these integers is
+    # exact whatever their order, so it equals np.argwhere(mask).mean(axis=0).
+    order: Literal["C", "F"] = "F" if mask.flags.f_contiguous and not mask.flags.c_contiguous else "C"
+    flat = np.flatnonzero(mask.ravel(order=order))
+    if flat.size == 0:
         raise SegmentationError(f"{what} is empty (no voxel set); there is no lesion to measure")
+    idx = np.stack(np.unravel_index(flat, mask.shape, order=order), axis=1)
     centre = idx.mean(axis=0)
     x, y, z = volume.index_to_lps(centre)
     return SeedPoint(float(x), float(y), float(z))

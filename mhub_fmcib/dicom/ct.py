@@ -8,7 +8,7 @@ gantry tilt.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,13 +39,19 @@ class CtSeries:
 
     Attributes:
         volume: HU as float32, (I, J, K) = (columns, rows, slices sorted along the normal).
-        datasets: the slices' datasets (pixel data removed), in the same order as ``k``.
+            Slices not in ``decoded`` are NaN (``assemble_ct(..., decode=False)``).
+        datasets: the slices' datasets, in the same order as ``k`` (pixel data removed once
+            decoded).
         dropped: (path, reason) of files left out (damaged duplicates of a slice).
+        paths: the file of each slice, in the same order as ``k``.
+        decoded: the k indices whose pixels are in ``volume``; ``None``: all of them.
     """
 
     volume: Volume
     datasets: tuple[pydicom.Dataset, ...]
     dropped: tuple[tuple[str, str], ...] = ()
+    paths: tuple[str, ...] = ()
+    decoded: frozenset[int] | None = None
 
     @property
     def series_instance_uid(self) -> str:
@@ -162,8 +168,15 @@ def _check_uids(records: Sequence[InstanceRecord]) -> None:
                 )
 
 
-def assemble_ct(records: Sequence[InstanceRecord]) -> CtSeries:
+def assemble_ct(records: Sequence[InstanceRecord], *, decode: bool = True) -> CtSeries:
     """Read and assemble one single-frame CT series.
+
+    Args:
+        records: the series' instances.
+        decode: decode every slice now. With ``False`` the geometry is checked and the
+            volume is a NaN placeholder of the right shape (no memory): pass the result to
+            :func:`decode_slices` with the slices that are needed (enhanced multi-frame CT
+            is always decoded, being one file).
 
     Raises:
         GeometryError: the slices do not form one regular 3D grid.
@@ -240,22 +253,69 @@ def assemble_ct(records: Sequence[InstanceRecord]) -> CtSeries:
     else:
         thickness = float(first.get("SliceThickness", 1.0) or 1.0)
         k_vec = normal * thickness
-    arr = np.empty((cols, rows, len(dss)), dtype=np.float32)
-    for k, (r, ds) in enumerate(zip(recs, dss, strict=True)):
-        px = _pixels(ds, series, str(r.path))
-        if px.shape != (rows, cols):
-            raise DicomImportError(
-                f"series {series}: {r.path} pixel data has shape {px.shape}, header says {rows}x{cols}"
-            )
-        arr[:, :, k] = px.T
-        if "PixelData" in ds:
-            del ds.PixelData
     affine = np.eye(4)
     affine[:3, 0] = row_dir * spacing[1]
     affine[:3, 1] = col_dir * spacing[0]
     affine[:3, 2] = k_vec
     affine[:3, 3] = pos[0]
-    return CtSeries(volume=Volume(array=arr, affine=affine), datasets=tuple(dss), dropped=dropped)
+    for r, ds in zip(recs, dss, strict=True):
+        _check_native_length(ds, series, str(r.path))
+    placeholder = np.broadcast_to(np.float32(np.nan), (cols, rows, len(dss)))
+    ct = CtSeries(
+        volume=Volume(array=placeholder, affine=affine),
+        datasets=tuple(dss),
+        dropped=dropped,
+        paths=tuple(str(r.path) for r in recs),
+        decoded=frozenset(),
+    )
+    return decode_slices(ct, range(len(dss))) if decode else ct
+
+
+def decode_slices(ct: CtSeries, slices: Iterable[int]) -> CtSeries:
+    """``ct`` with the pixels of slices ``slices`` (k indices) decoded to HU; the others NaN.
+
+    Call it once per series, on the result of ``assemble_ct(..., decode=False)``: the pixel
+    data of every slice is released afterwards. A series already decoded is returned as is.
+
+    Raises:
+        DicomImportError: a slice cannot be decoded or has the wrong size.
+    """
+    if ct.decoded is None:
+        return ct
+    if ct.decoded:
+        raise ValueError(
+            f"series {ct.series_instance_uid}: decode_slices was already called; its pixel data is released"
+        )
+    cols, rows, n = ct.volume.shape
+    series = ct.series_instance_uid
+    wanted = sorted({int(k) for k in slices})
+    if wanted and (wanted[0] < 0 or wanted[-1] >= n):
+        raise ValueError(f"slice indices {wanted[0]}..{wanted[-1]} outside 0..{n - 1}")
+    # Slices are filled contiguously in (k, j, i) order; the volume is its (i, j, k) view
+    # (Fortran-ordered), which avoids a strided copy of every slice.
+    kji = np.empty((n, rows, cols), dtype=np.float32)
+    todo = set(wanted)
+    for k, ds in enumerate(ct.datasets):
+        if k in todo:
+            path = ct.paths[k] if k < len(ct.paths) else "?"
+            px = _pixels(ds, series, path)
+            if px.shape != (rows, cols):
+                raise DicomImportError(
+                    f"series {series}: {path} pixel data has shape {px.shape}, header says {rows}x{cols}"
+                )
+            kji[k] = px
+        else:
+            kji[k] = np.nan
+    for ds in ct.datasets:
+        if "PixelData" in ds:
+            del ds.PixelData
+    return CtSeries(
+        volume=Volume(array=kji.transpose(2, 1, 0), affine=ct.volume.affine),
+        datasets=ct.datasets,
+        dropped=ct.dropped,
+        paths=ct.paths,
+        decoded=None if len(todo) == n else frozenset(todo),
+    )
 
 
 def _step_along_normal(

@@ -57,6 +57,7 @@ from .sr_encoding import (
     declare_explicit_vr_little_endian,
     encode_items,
     encode_num_items,
+    num_item_head,
     raw_content_sequence,
     template_from_item,
 )
@@ -113,10 +114,11 @@ def feature_templates() -> tuple[NumItemTemplate, ...]:
     reference encoding, in which highdicom builds every item.)
     """
     item = hd.sr.Measurement(name=feature_concept(0), value=0.0, unit=UNIT_NONE)[0]
-    out = []
-    for i in range(N_FEATURES):
+    first = template_from_item(item)  # checks the layout; every feature has the same unit
+    out = [first]
+    for i in range(1, N_FEATURES):
         item.ConceptNameCodeSequence = [feature_concept(i)]
-        out.append(template_from_item(item))
+        out.append(NumItemTemplate(head=num_item_head(item), units=first.units))
     return tuple(out)
 
 

@@ -112,12 +112,18 @@ def template_from_item(item: pydicom.Dataset) -> NumItemTemplate:
             f"{[str(k) for k in mv_keys]}, not the one the SR encoder expects; install the highdicom "
             "version pinned in requirements/ or report this"
         )
+    units = pydicom.Dataset()
+    units[_UNITS_CODE_SEQUENCE] = mv_seq[0][_UNITS_CODE_SEQUENCE]
+    return NumItemTemplate(head=num_item_head(item), units=encode_elements(units))
+
+
+def num_item_head(item: pydicom.Dataset) -> bytes:
+    """:attr:`NumItemTemplate.head` of ``item``: its Relationship Type, Value Type and Concept
+    Name Code Sequence, encoded by pydicom."""
     head = pydicom.Dataset()
     for key in _NUM_ITEM_KEYS[:-1]:
         head[key] = item[key]
-    units = pydicom.Dataset()
-    units[_UNITS_CODE_SEQUENCE] = mv_seq[0][_UNITS_CODE_SEQUENCE]
-    return NumItemTemplate(head=encode_elements(head), units=encode_elements(units))
+    return encode_elements(head)
 
 
 def ds_string(value: float) -> bytes:

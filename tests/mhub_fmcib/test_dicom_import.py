@@ -165,3 +165,36 @@ def test_seg_with_other_frame_of_reference_refused(tmp_path: Path, sample_ct) ->
     p = make_seg(read_ct_datasets(), {"n": label}, tmp_path / "seg.dcm", frame_of_reference_uid="1.2.3.4")
     with pytest.raises(SegmentationError, match=r"not in the\s+Frame of Reference|Frame of Reference"):
         segment_mask_on_ct(read_seg(p), 1, sample_ct)
+
+
+def test_only_the_slices_the_patch_reads_are_decoded(sample_ct) -> None:  # type: ignore[no-untyped-def]
+    """The pipeline's lazy path: geometry first (a NaN placeholder, no memory), then only the
+    slices the patch reads; the patch equals the one from the fully decoded series."""
+    from mhub_fmcib.dicom.ct import decode_slices
+    from mhub_fmcib.patch import extract_patch
+    from mhub_fmcib.pipeline import slices_needed
+    from mhub_fmcib.types import SeedPoint
+
+    records = index_folder(SAMPLE / "dicom" / "ct").of_kind(InstanceKind.CT)
+    lazy = assemble_ct(records, decode=False)
+    assert lazy.decoded == frozenset()
+    assert lazy.volume.shape == sample_ct.volume.shape
+    np.testing.assert_array_equal(lazy.volume.affine, sample_ct.volume.affine)
+    assert lazy.volume.array.strides == (0, 0, 0) and np.isnan(lazy.volume.array[0, 0, 0])
+    nodule = SeedPoint(-21.858572, -120.535814, -611.496416)  # sample_data/README.md
+    outside = SeedPoint(900.0, 0.0, 0.0)
+    needed = slices_needed(lazy.volume, [nodule, outside])
+    assert 10 <= len(needed) <= 13  # 5 mm slices, a 50 mm patch; the outside seed needs none
+    part = decode_slices(lazy, needed)
+    assert part.decoded == frozenset(needed)
+    full = np.asarray(sample_ct.volume.array)
+    got = np.asarray(part.volume.array)
+    for k in range(full.shape[2]):
+        if k in needed:
+            np.testing.assert_array_equal(got[:, :, k], full[:, :, k])
+        else:
+            assert np.isnan(got[:, :, k]).all()
+    np.testing.assert_array_equal(extract_patch(part.volume, nodule).array, extract_patch(sample_ct.volume, nodule).array)
+    assert all("PixelData" not in ds for ds in part.datasets)
+    with pytest.raises(ValueError, match="already called"):
+        decode_slices(part, [0])

@@ -13,7 +13,7 @@ from fmcib_testlib.reference_pipeline import reference_patch
 
 from mhub_fmcib.errors import SeedError
 from mhub_fmcib.image_io import read_image
-from mhub_fmcib.patch import extract_patch, normalise_hu, reference_grid
+from mhub_fmcib.patch import extract_patch, normalise_hu, read_window, reference_grid
 from mhub_fmcib.types import SeedPoint, Volume
 
 TOL = 1e-5
@@ -157,3 +157,48 @@ def test_seed_far_outside_is_refused_with_ras_hint(lung1: Volume, nodule_seed: S
 def test_normalisation_does_not_clip() -> None:
     assert normalise_hu(np.array([-3024.0]))[0] == pytest.approx(-0.6510417, abs=1e-6)
     assert normalise_hu(np.array([4000.0]))[0] == pytest.approx(1.6354166, abs=1e-6)
+
+
+def _only_window(v: Volume, seed: SeedPoint) -> Volume:
+    """``v`` with every voxel outside ``read_window(v, seed)`` replaced by NaN."""
+    window = read_window(v, seed)
+    arr = np.full(v.shape, np.nan, dtype=np.float32)
+    arr[window] = np.asarray(v.array)[window]
+    return Volume(arr, v.affine)
+
+
+def test_read_window_holds_every_voxel_the_patch_reads(small: Volume) -> None:
+    """A NaN anywhere the patch reads would reach the patch (0 x NaN is NaN): with only the
+    window kept, the patch is identical, for faces, corners, random and just-outside seeds,
+    flipped, anisotropic and oblique grids; the window is much smaller than the volume."""
+    rng = np.random.default_rng(11)
+    volumes = [
+        small,
+        flipped(small, (0, 2)),
+        Volume(np.asarray(small.array), small.affine @ np.diag([1.7, 0.8, 0.6, 1.0])),
+        rotated(small, 17.0),
+    ]
+    for v in volumes:
+        n = np.asarray(v.shape) - 1
+        seeds = boundary_seeds(v)[::3] + [SeedPoint(*v.index_to_lps(p)) for p in rng.uniform(-5, n + 5, (4, 3))]
+        for seed in seeds:
+            try:
+                full = extract_patch(v, seed)
+            except SeedError:
+                with pytest.raises(SeedError):
+                    read_window(v, seed)
+                continue
+            part = extract_patch(_only_window(v, seed), seed)
+            np.testing.assert_array_equal(part.array, full.array)
+            np.testing.assert_array_equal(part.affine, full.affine)
+    w = read_window(small, SeedPoint(*small.index_to_lps([80.0, 70.0, 10.0])))
+    sizes = [s.stop - s.start for s in w]
+    assert sizes[0] < small.shape[0] and sizes[1] < small.shape[1]  # 50 mm of a 91 x 80 mm slab
+
+
+def test_read_window_on_the_full_ct_reads_few_slices(lung1: Volume, nodule_seed: SeedPoint) -> None:
+    """The sample CT has 5 mm slices: a 50 mm patch reads 11-12 of its 48."""
+    window = read_window(lung1, nodule_seed)
+    k = window[2]
+    assert 10 <= k.stop - k.start <= 13
+    assert k.start <= lung1.lps_to_index(nodule_seed.as_array())[2] < k.stop

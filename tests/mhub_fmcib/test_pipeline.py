@@ -214,3 +214,20 @@ def test_seeds_csv_naming_a_study_folder(tmp_path: Path, extractor: FeatureExtra
     assert rep.exit_code == 1
     msg = rep.failures[0].reason
     assert "2 of them contain" in msg and "1.2.826.0.1.3680043.8.498.777" in msg
+
+
+def test_nan_voxels_in_the_patch_fail_the_lesion_only(extractor: FeatureExtractor) -> None:
+    """NaN voxels where a patch reads (a float image with holes) fail that lesion with a
+    clear reason; a lesion elsewhere in the same image is measured."""
+    from mhub_fmcib.pipeline import measure
+    from mhub_fmcib.types import Lesion, SeedSource, Volume
+
+    arr = np.full((120, 120, 60), -500.0, dtype=np.float32)
+    arr[10:20, 10:20, 5:10] = np.nan
+    vol = Volume(arr, np.eye(4))
+    near = Lesion(lesion_id="near", seed=SeedPoint(15.0, 15.0, 7.0), seed_source=SeedSource.USER)
+    far = Lesion(lesion_id="far", seed=SeedPoint(95.0, 95.0, 40.0), seed_source=SeedSource.USER)
+    bad, good = measure([near, far], vol, extractor)
+    assert bad.status is LesionStatus.FAILED and "NaN" in (bad.error or "")
+    assert good.status is LesionStatus.OK and good.features is not None
+    assert np.isfinite(good.features).all()
