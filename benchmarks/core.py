@@ -60,15 +60,24 @@ def main() -> None:
     lab = np.asarray(read_image(ROOT / "sample_data" / "nrrd" / "lung1_label.nrrd").array) == 1
     seed = SeedPoint(*vol.index_to_lps(np.argwhere(lab).mean(0)))
     res: dict[str, object] = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
     }
     # 1. preprocessing
     t_ref = best_of(lambda: reference_patch(vol, seed), 3)
     t_ours = best_of(lambda: extract_patch(vol, seed), 20)
     diff = float(np.abs(reference_patch(vol, seed) - extract_patch(vol, seed).array).max())
-    res["preprocessing"] = {"reference_whole_volume_s": t_ref, "ours_s": t_ours, "speedup": t_ref / t_ours,
-                            "max_abs_diff": diff}
+    res["preprocessing"] = {
+        "reference_whole_volume_s": t_ref,
+        "ours_s": t_ours,
+        "speedup": t_ref / t_ours,
+        "max_abs_diff": diff,
+    }
     # 2. encoder
     with tempfile.TemporaryDirectory() as tmp:
         w = write_random_weights(Path(tmp) / "w.torch")
@@ -83,7 +92,10 @@ def main() -> None:
                 setup = time.perf_counter() - t0
                 t = best_of(lambda: ex.extract(x), 2)  # noqa: B023
                 enc[f"{'traced' if optimize else 'eager'}_batch_{bs}"] = {
-                    "patches_per_s": 8 / t, "gflop_per_s": 8 * GFLOP_PER_PATCH / t, "setup_s": setup}
+                    "patches_per_s": 8 / t,
+                    "gflop_per_s": 8 * GFLOP_PER_PATCH / t,
+                    "setup_s": setup,
+                }
                 # the machine is shared: measure the matmul rate right around each encoder run
                 mm = (matmul_gflops() + matmul_gflops()) / 2
                 entry = enc[f"{'traced' if optimize else 'eager'}_batch_{bs}"]
@@ -102,15 +114,22 @@ def main() -> None:
         cfg = RunConfig(input=inp, output=Path(tmp) / "out", export_sr=True, export_seg=True, export_qc=True)
         t = time.perf_counter()
         rep = run(cfg, {}, extractor=ex)
-        res["end_to_end_5_lesions"] = {"seconds": time.perf_counter() - t, "lesions_ok": rep.n_ok,
-                                       "timings": rep.timings}
+        res["end_to_end_5_lesions"] = {
+            "seconds": time.perf_counter() - t,
+            "lesions_ok": rep.n_ok,
+            "timings": rep.timings,
+        }
     (out_dir / "core.json").write_text(json.dumps(res, indent=2))
     p, e = res["preprocessing"], res["encoder"]
     print(json.dumps(res, indent=2))
-    print(f"\n| preprocessing per lesion | reference {p['reference_whole_volume_s']:.3f} s | ours "  # type: ignore[index]
-          f"{p['ours_s'] * 1000:.1f} ms | {p['speedup']:.0f}x |")  # type: ignore[index]
-    print(f"| encoder | best {max(v['patches_per_s'] for k, v in e.items() if k.endswith(('1', '4', '8'))):.2f} "  # type: ignore[union-attr]
-          f"patches/s | {e['best_fraction_of_matmul']:.0%} of the float32 matmul rate |")  # type: ignore[index]
+    print(
+        f"\n| preprocessing per lesion | reference {p['reference_whole_volume_s']:.3f} s | ours "  # type: ignore[index]
+        f"{p['ours_s'] * 1000:.1f} ms | {p['speedup']:.0f}x |"
+    )  # type: ignore[index]
+    print(
+        f"| encoder | best {max(v['patches_per_s'] for k, v in e.items() if k.endswith(('1', '4', '8'))):.2f} "  # type: ignore[union-attr]
+        f"patches/s | {e['best_fraction_of_matmul']:.0%} of the float32 matmul rate |"
+    )  # type: ignore[index]
 
 
 if __name__ == "__main__":

@@ -47,8 +47,10 @@ def _env(tmp_path: Path, weights: Path | None) -> dict[str, str]:
 
 
 def test_default_workflow_on_sample_study(app: Path, tmp_path: Path, weights_file: Path) -> None:
-    res = entrypoint(["--input", str(app / "input_data"), "--output", str(app / "output_data"), "--progress", "none"],
-                     _env(tmp_path, weights_file))
+    res = entrypoint(
+        ["--input", str(app / "input_data"), "--output", str(app / "output_data"), "--progress", "none"],
+        _env(tmp_path, weights_file),
+    )
     assert res.returncode == 0, res.stderr
     assert "doi:10.1038/s42256-024-00807-9" in res.stderr.splitlines()[0]
     assert "Traceback" not in res.stderr

@@ -217,9 +217,7 @@ def test_read_lock_rejects_loose_pins(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- Dockerfiles
 
-_EXACT_TAG = re.compile(
-    r"^(?P<repo>[a-z0-9./_-]+):(?P<tag>[A-Za-z0-9._-]+)(@sha256:[0-9a-f]{64})?$"
-)
+_EXACT_TAG = re.compile(r"^(?P<repo>[a-z0-9./_-]+):(?P<tag>[A-Za-z0-9._-]+)(@sha256:[0-9a-f]{64})?$")
 
 
 def test_base_image_pinned_to_full_version(variant: str, instructions: list[Instruction]) -> None:
@@ -248,9 +246,7 @@ def test_weights_sha256_is_a_required_build_arg(instructions: list[Instruction])
     assert "FMCIB_WEIGHTS_SHA256" in args, "ARG FMCIB_WEIGHTS_SHA256 must have no default"
     assert not any(a.startswith("FMCIB_WEIGHTS_SHA256=") for a in args)
     url_args = [a for a in args if a.startswith("FMCIB_WEIGHTS_URL=")]
-    assert url_args == [
-        "FMCIB_WEIGHTS_URL=https://zenodo.org/records/10528450/files/model_weights.torch"
-    ]
+    assert url_args == ["FMCIB_WEIGHTS_URL=https://zenodo.org/records/10528450/files/model_weights.torch"]
 
     runs = [i for i in instructions if i.keyword == "RUN"]
     checked = [r for r in runs if "sha256sum -c" in r.args]
@@ -340,11 +336,7 @@ def test_pip_installs_only_the_lock(variant: str, instructions: list[Instruction
     # The lock is copied (and installed) before the project's source, so editing code does
     # not invalidate the dependency layer; `pip check` verifies the installed set.
     install_runs = [n for n, i in enumerate(instructions) if i.keyword == "RUN" and pip_installs(i)]
-    source_copy = next(
-        n
-        for n, i in enumerate(instructions)
-        if i.keyword == "COPY" and i.args.startswith("mhub_fmcib")
-    )
+    source_copy = next(n for n, i in enumerate(instructions) if i.keyword == "COPY" and i.args.startswith("mhub_fmcib"))
     assert install_runs[0] < source_copy < install_runs[1]
     assert ["pip", "check"] in shell_commands(instructions[install_runs[1]])
 

@@ -105,9 +105,7 @@ def test_citation_and_sources(meta: dict) -> None:
     assert "10.1038/s42256-024-00807-9" in details["cite"]
     assert "Nature Machine Intelligence" in details["cite"]
     assert "2024" in details["cite"]
-    assert [p["uri"] for p in details["publications"]] == [
-        "https://doi.org/10.1038/s42256-024-00807-9"
-    ]
+    assert [p["uri"] for p in details["publications"]] == ["https://doi.org/10.1038/s42256-024-00807-9"]
     assert details["zenodo"] == "https://zenodo.org/records/10528450"
     assert details["github"] == "https://github.com/AIM-Harvard/foundation-cancer-image-biomarker"
 

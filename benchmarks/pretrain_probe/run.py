@@ -51,30 +51,63 @@ def main() -> None:
     cohort = generate_cohort(SyntheticConfig(output_dir=out / "cohort", n_scans=a.scans, seed=11))
     data = DataConfig(seeds_csv=cohort.seeds_csv, cache_dir=out / "cache", label_column="malignant")
     enc = EncoderConfig(widen_factor=a.width, layers=(1, 1, 1, 1))
-    pre = PretrainConfig(data=data, output_dir=out / "pretrain", encoder=enc, batch_size=16, max_steps=a.steps,
-                         warmup_steps=max(1, a.steps // 10), lr=0.1, trust_coefficient=0.02,
-                         projection_hidden=256, projection_dim=64, checkpoint_every=a.steps, device="cpu")
+    pre = PretrainConfig(
+        data=data,
+        output_dir=out / "pretrain",
+        encoder=enc,
+        batch_size=16,
+        max_steps=a.steps,
+        warmup_steps=max(1, a.steps // 10),
+        lr=0.1,
+        trust_coefficient=0.02,
+        projection_hidden=256,
+        projection_dim=64,
+        checkpoint_every=a.steps,
+        device="cpu",
+    )
     res = run_pretrain(pre)
     t_pre = time.time() - t0
     rows = []
     for init in ("pretrained", "random"):
         for fraction in (1.0, 0.1):
-            cfg = ProbeConfig(data=dataclasses.replace(data, fraction=fraction),
-                              output_dir=out / f"probe_{init}_{fraction}",
-                              weights=res.encoder_path if init == "pretrained" else None,
-                              random_init=init == "random", encoder=enc, n_trials=a.trials, device="cpu")
+            cfg = ProbeConfig(
+                data=dataclasses.replace(data, fraction=fraction),
+                output_dir=out / f"probe_{init}_{fraction}",
+                weights=res.encoder_path if init == "pretrained" else None,
+                random_init=init == "random",
+                encoder=enc,
+                n_trials=a.trials,
+                device="cpu",
+            )
             torch.manual_seed(0)
             r = run_probe(cfg)
             lo, hi = bootstrap_auc(r.test_targets, r.test_probabilities, a.bootstrap)
-            rows.append({"encoder": init, "fraction": fraction, "test_auc": r.test_metric, "ci95": [lo, hi],
-                         "tune_auc": r.tune_metric, "C": r.best_c})
+            rows.append(
+                {
+                    "encoder": init,
+                    "fraction": fraction,
+                    "test_auc": r.test_metric,
+                    "ci95": [lo, hi],
+                    "tune_auc": r.tune_metric,
+                    "C": r.best_c,
+                }
+            )
             print(f"{init:10s} {fraction:4.0%}  test AUC {r.test_metric:.3f} [{lo:.3f}, {hi:.3f}]  C={r.best_c:.3g}")
-    result = {"rows": rows, "pretrain": {"first_loss": res.first_loss, "last_loss": res.last_loss,
-                                         "steps": res.end_step, "seconds": round(t_pre, 1),
-                                         "data_fraction": res.data_fraction},
-              "args": {k: str(v) for k, v in vars(a).items()}, "n_lesions": len(cohort.lesions),
-              "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                         f"torch {torch.__version__}", "seconds": round(time.time() - t0, 1)}
+    result = {
+        "rows": rows,
+        "pretrain": {
+            "first_loss": res.first_loss,
+            "last_loss": res.last_loss,
+            "steps": res.end_step,
+            "seconds": round(t_pre, 1),
+            "data_fraction": res.data_fraction,
+        },
+        "args": {k: str(v) for k, v in vars(a).items()},
+        "n_lesions": len(cohort.lesions),
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}",
+        "seconds": round(time.time() - t0, 1),
+    }
     (out / "results.json").write_text(json.dumps(result, indent=2))
 
 

@@ -95,8 +95,9 @@ def test_failed_case_is_retried(export: Path, tmp_path: Path, extractor: Feature
 
 
 def _cli(args: list[str], **kw: object) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "mhub_fmcib.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)  # type: ignore[call-overload]
+    return subprocess.Popen(
+        [sys.executable, "-m", "mhub_fmcib.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw
+    )  # type: ignore[call-overload]
 
 
 def _wait_for_records(out: Path, n: int, proc: subprocess.Popen[str], timeout: float = 240) -> None:
@@ -161,8 +162,12 @@ def test_persistent_index_reuses_unchanged_files(export: Path, tmp_path: Path) -
 
 
 def test_index_command_summary(export: Path, tmp_path: Path) -> None:
-    res = subprocess.run([sys.executable, "-m", "mhub_fmcib.cli", "index", str(export), str(tmp_path)],
-                         capture_output=True, text=True, check=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "mhub_fmcib.cli", "index", str(export), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     lines = dict(line.rsplit(None, 1) for line in res.stdout.splitlines())
     assert lines["studies"] == "3" and lines["CT series"] == "3" and lines["SEG instances"] == "3"
 
@@ -170,8 +175,23 @@ def test_index_command_summary(export: Path, tmp_path: Path) -> None:
 def test_cli_shard_option(export: Path, tmp_path: Path, weights_file: Path) -> None:
     from mhub_fmcib.cli import main
 
-    code = main(["run", str(export), str(tmp_path / "o"), "--weights", str(weights_file), "--shard", "1/3",
-                 "--no-qc", "--no-sr", "--no-seg", "--progress", "none"], env={})
+    code = main(
+        [
+            "run",
+            str(export),
+            str(tmp_path / "o"),
+            "--weights",
+            str(weights_file),
+            "--shard",
+            "1/3",
+            "--no-qc",
+            "--no-sr",
+            "--no-seg",
+            "--progress",
+            "none",
+        ],
+        env={},
+    )
     assert code == 0
     doc = json.loads((tmp_path / "o" / "run.json").read_text())
     assert doc["inputs"]["shard"] == [1, 3]

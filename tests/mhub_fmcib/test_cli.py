@@ -38,6 +38,8 @@ def test_exit_codes(tmp_path: Path, weights_file: Path) -> None:
     assert main(["run", str(tmp_path / "empty"), str(tmp_path / "out")], env={}) == 3
     img = Path(__file__).resolve().parents[2] / "sample_data" / "nrrd" / "lung1_image.nrrd"
     assert main(["run", str(img), str(tmp_path / "out")], env={}) == 2  # image without --mask
-    assert main(["run", str(img), str(tmp_path / "out"), "--mask", str(img), "--weights", str(tmp_path / "w")],
-                env={}) == 5
+    assert (
+        main(["run", str(img), str(tmp_path / "out"), "--mask", str(img), "--weights", str(tmp_path / "w")], env={})
+        == 5
+    )
     assert main(["run", str(img), str(tmp_path / "out"), "--batch-size", "0", "--mask", str(img)], env={}) == 2

@@ -194,7 +194,9 @@ def test_only_the_slices_the_patch_reads_are_decoded(sample_ct) -> None:  # type
             np.testing.assert_array_equal(got[:, :, k], full[:, :, k])
         else:
             assert np.isnan(got[:, :, k]).all()
-    np.testing.assert_array_equal(extract_patch(part.volume, nodule).array, extract_patch(sample_ct.volume, nodule).array)
+    np.testing.assert_array_equal(
+        extract_patch(part.volume, nodule).array, extract_patch(sample_ct.volume, nodule).array
+    )
     assert all("PixelData" not in ds for ds in part.datasets)
     with pytest.raises(ValueError, match="already called"):
         decode_slices(part, [0])

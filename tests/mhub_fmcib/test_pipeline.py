@@ -203,8 +203,7 @@ def test_seeds_csv_naming_a_study_folder(tmp_path: Path, extractor: FeatureExtra
     z_low = float(pydicom.dcmread(sorted((study / "slab").glob("*.dcm"))[0]).ImagePositionPatient[2])
     csv_path = tmp_path / "seeds.csv"
     csv_path.write_text(
-        "image_path,coordX,coordY,coordZ\n"
-        "study,-21.858572,-120.535814,-611.496416\n"  # nodule: only in the full series
+        "image_path,coordX,coordY,coordZ\nstudy,-21.858572,-120.535814,-611.496416\n"  # nodule: only in the full series
     )
     rep = _run(extractor, input=csv_path, output=tmp_path / "a", input_kind=InputKind.SEEDS_CSV)
     assert rep.exit_code == 0 and rep.n_ok == 1

@@ -124,9 +124,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_make_run_config_default(tmp_path: Path) -> None:
-    config = make_run_config(
-        load_workflow("default"), tmp_path / "in", tmp_path / "out", batch_size=2
-    )
+    config = make_run_config(load_workflow("default"), tmp_path / "in", tmp_path / "out", batch_size=2)
     assert isinstance(config, RunConfig)
     assert config.input == tmp_path / "in"
     assert config.output == tmp_path / "out"
@@ -141,9 +139,7 @@ def test_make_run_config_image_file_needs_mask(tmp_path: Path) -> None:
     workflow = load_workflow("from_nifti_mask")
     with pytest.raises(ConfigError, match="--mask"):
         make_run_config(workflow, tmp_path / "ct.nii.gz", tmp_path / "out")
-    config = make_run_config(
-        workflow, tmp_path / "ct.nii.gz", tmp_path / "out", mask=tmp_path / "m.nii.gz"
-    )
+    config = make_run_config(workflow, tmp_path / "ct.nii.gz", tmp_path / "out", mask=tmp_path / "m.nii.gz")
     assert config.input_kind is InputKind.IMAGE_FILE
     assert config.mask == tmp_path / "m.nii.gz"
     assert (config.export_sr, config.export_seg) == (False, False)

@@ -103,4 +103,4 @@ def test_pretrain_loss_falls_resume_is_exact_and_export_loads(tiny: TinyCohort, 
     sd = torch.load(killed / "encoder.pt", weights_only=True)["trunk_state_dict"]
     for k, v in a["model"].items():
         if k.startswith("trunk."):
-            assert torch.equal(sd[k[len("trunk."):]], v)
+            assert torch.equal(sd[k[len("trunk.") :]], v)

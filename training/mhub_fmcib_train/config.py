@@ -274,9 +274,7 @@ def _build(cls: type[T], table: dict[str, Any], base: Path, prefix: str = "") ->
     if unknown:
         where = f"[{prefix}]" if prefix else "the top level"
         raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(names)}")
-    kwargs = {
-        k: _convert(hints[k], v, f"{prefix}.{k}" if prefix else k, base) for k, v in table.items()
-    }
+    kwargs = {k: _convert(hints[k], v, f"{prefix}.{k}" if prefix else k, base) for k, v in table.items()}
     try:
         return cls(**kwargs)
     except TypeError as e:

@@ -24,8 +24,7 @@ class TaskLabels:
             raise ConfigError(f"label column {column!r} has fewer than 2 classes ({names}) in the train set")
         if task == "binary" and len(names) != 2:
             raise ConfigError(
-                f"task = 'binary' but column {column!r} has {len(names)} classes {names}; "
-                "use task = 'classification'"
+                f"task = 'binary' but column {column!r} has {len(names)} classes {names}; use task = 'classification'"
             )
         return cls(column, names)
 

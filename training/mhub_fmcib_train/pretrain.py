@@ -104,9 +104,7 @@ def run_pretrain(cfg: PretrainConfig, local_rank: int = 0) -> PretrainResult:
             f"({cfg.batch_size} x {world} processes); lower batch_size or use more data"
         )
     total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * spe
-    dataset = PretrainDataset(
-        cache, train_rows, bg_rows, SimCLRView(cfg.augment), cfg.background_per_lesion, cfg.seed
-    )
+    dataset = PretrainDataset(cache, train_rows, bg_rows, SimCLRView(cfg.augment), cfg.background_per_lesion, cfg.seed)
     model: nn.Module = build_model(cfg)
     if cfg.sync_batchnorm and world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

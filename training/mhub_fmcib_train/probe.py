@@ -101,8 +101,15 @@ def run_probe(cfg: ProbeConfig) -> ProbeResult:
     feats = {s: extract_features(encoder, cache, [r.index for r in recs[s]], device, cfg.batch_size) for s in recs}
     ys = {s: np.asarray(labels.encode(recs[s]), np.int64) for s in recs}
     scaler, model, best_c, tune_metric = fit_probe(
-        feats["train"], ys["train"], feats["tune"], ys["tune"],
-        cfg.task, cfg.n_trials, cfg.c_range, cfg.seed, cfg.max_iter,
+        feats["train"],
+        ys["train"],
+        feats["tune"],
+        ys["tune"],
+        cfg.task,
+        cfg.n_trials,
+        cfg.c_range,
+        cfg.seed,
+        cfg.max_iter,
     )
     test_p = _proba(model, scaler.transform(feats["test"]), cfg.task)
     metric = "auc" if cfg.task == "binary" else "balanced_accuracy"

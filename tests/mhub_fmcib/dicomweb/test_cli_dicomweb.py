@@ -20,12 +20,23 @@ pytestmark = pytest.mark.orthanc
 
 
 def _args(server: Any, study: str, out: Path, weights: Path) -> list[str]:
-    return ["run", "--dicomweb", server.url, "--study", study, str(out), "--weights", str(weights),
-            "--store", "--progress", "none", "--no-qc"]
+    return [
+        "run",
+        "--dicomweb",
+        server.url,
+        "--study",
+        study,
+        str(out),
+        "--weights",
+        str(weights),
+        "--store",
+        "--progress",
+        "none",
+        "--no-qc",
+    ]
 
 
-def test_pull_run_store_round_trip(fresh_orthanc: Any, sample_study: Any, tmp_path: Path,
-                                   weights_file: Path) -> None:
+def test_pull_run_store_round_trip(fresh_orthanc: Any, sample_study: Any, tmp_path: Path, weights_file: Path) -> None:
     env = {"DICOMWEB_USERNAME": fresh_orthanc.username, "DICOMWEB_PASSWORD": fresh_orthanc.password}
     n0 = fresh_orthanc.count_instances(sample_study.study_uid)
     out = tmp_path / "out"
@@ -37,15 +48,24 @@ def test_pull_run_store_round_trip(fresh_orthanc: Any, sample_study: Any, tmp_pa
     # read the stored SR back from the server
     sr_path = next(study_out.rglob("fmcib_features_SR.dcm"))
     sr_local = hd.sr.srread(sr_path)
-    r = requests.get(f"{fresh_orthanc.url}/studies/{sample_study.study_uid}/series/{sr_local.SeriesInstanceUID}/"
-                     f"instances/{sr_local.SOPInstanceUID}", auth=(fresh_orthanc.username, fresh_orthanc.password),
-                     headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}, timeout=30)
+    r = requests.get(
+        f"{fresh_orthanc.url}/studies/{sample_study.study_uid}/series/{sr_local.SeriesInstanceUID}/"
+        f"instances/{sr_local.SOPInstanceUID}",
+        auth=(fresh_orthanc.username, fresh_orthanc.password),
+        headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+        timeout=30,
+    )
     assert r.status_code == 200
     assert sr_local.SOPInstanceUID.encode() in r.content
-    evidence = {s.SeriesInstanceUID for item in sr_local.CurrentRequestedProcedureEvidenceSequence
-                for s in item.ReferencedSeriesSequence}
+    evidence = {
+        s.SeriesInstanceUID
+        for item in sr_local.CurrentRequestedProcedureEvidenceSequence
+        for s in item.ReferencedSeriesSequence
+    }
     assert sample_study.series_uid in evidence
-    groups = sr_local.content.get_planar_roi_measurement_groups() + sr_local.content.get_volumetric_roi_measurement_groups()  # noqa: E501
+    groups = (
+        sr_local.content.get_planar_roi_measurement_groups() + sr_local.content.get_volumetric_roi_measurement_groups()
+    )
     assert groups or sr_local.ContentSequence
     assert np.all(np.isfinite(feats))
     # a second run stores the same UIDs: no duplicates on the server
@@ -53,8 +73,9 @@ def test_pull_run_store_round_trip(fresh_orthanc: Any, sample_study: Any, tmp_pa
     assert fresh_orthanc.count_instances(sample_study.study_uid) == n0 + 2
 
 
-def test_wrong_password_is_clear_and_secret(fresh_orthanc: Any, sample_study: Any, tmp_path: Path,
-                                            weights_file: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_wrong_password_is_clear_and_secret(
+    fresh_orthanc: Any, sample_study: Any, tmp_path: Path, weights_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     secret = "not-the-password-s3cret"
     env = {"DICOMWEB_USERNAME": fresh_orthanc.username, "DICOMWEB_PASSWORD": secret}
     with caplog.at_level(logging.DEBUG):

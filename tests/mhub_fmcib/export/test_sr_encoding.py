@@ -141,7 +141,5 @@ def test_sr_file_is_byte_identical_to_the_reference_encoding(  # type: ignore[no
         tmp_path / "fast" / "dicom" / ct.StudyInstanceUID / ct.SeriesInstanceUID / "fmcib_features_SR.dcm"
     )
     groups = back.ContentSequence[-1].ContentSequence
-    tracking = [
-        it.TextValue for it in groups[1].ContentSequence if it.ConceptNameCodeSequence[0].CodeValue == "112039"
-    ]
+    tracking = [it.TextValue for it in groups[1].ContentSequence if it.ConceptNameCodeSequence[0].CodeValue == "112039"]
     assert tracking == ["Läsion 2 ÄÖÜ"]  # Tracking Identifier, in the CT's character set

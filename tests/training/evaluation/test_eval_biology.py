@@ -20,9 +20,11 @@ from scipy.stats import fisher_exact, spearmanr
 
 def test_filter_and_correlations() -> None:
     rng = np.random.default_rng(0)
-    expr = pd.DataFrame(rng.gamma(2, rng.uniform(0.5, 5, (40, 1)), (40, 12)),
-                        index=[f"G{i}" for i in range(40)],
-                        columns=[f"s{j}" for j in range(12)])
+    expr = pd.DataFrame(
+        rng.gamma(2, rng.uniform(0.5, 5, (40, 1)), (40, 12)),
+        index=[f"G{i}" for i in range(40)],
+        columns=[f"s{j}" for j in range(12)],
+    )
     kept = filter_genes(expr, top_n=5)
     means = expr.mean(1)
     above = means[means > means.mean()].index
@@ -49,8 +51,7 @@ def test_enrichment_vs_fisher_and_bh(tmp_path: Path) -> None:
         gs = set(genes) & universe
         k = len(gs & selected)
         table = [[k, len(selected) - k], [len(gs) - k, len(universe) - len(gs) - len(selected) + k]]
-        assert df.loc[name, "p_value"] == pytest.approx(
-            fisher_exact(table, alternative="greater").pvalue, rel=1e-10)
+        assert df.loc[name, "p_value"] == pytest.approx(fisher_exact(table, alternative="greater").pvalue, rel=1e-10)
     _, q = pingouin.multicomp(df["p_value"].to_numpy(), method="fdr_bh")
     np.testing.assert_allclose(df["q_value"], q, rtol=1e-12)
     assert df.loc["S1", "overlap"] == 3

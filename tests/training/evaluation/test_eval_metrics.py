@@ -29,17 +29,16 @@ def test_metrics_match_sklearn() -> None:
     y, a, _ = _binary(200, 1)
     assert auc_roc(y, a) == pytest.approx(roc_auc_score(y, a), abs=1e-12)
     assert average_precision(y, a) == pytest.approx(average_precision_score(y, a), abs=1e-12)
-    assert balanced_accuracy(y, a) == pytest.approx(
-        balanced_accuracy_score(y, (a >= 0.5).astype(int)), abs=1e-12)
+    assert balanced_accuracy(y, a) == pytest.approx(balanced_accuracy_score(y, (a >= 0.5).astype(int)), abs=1e-12)
     rng = np.random.default_rng(2)
     y3 = rng.integers(0, 4, 150)
     p = rng.dirichlet(np.ones(4), 150) + 0.3 * np.eye(4)[y3]
-    assert balanced_accuracy(y3, p) == pytest.approx(
-        balanced_accuracy_score(y3, p.argmax(1)), abs=1e-12)
+    assert balanced_accuracy(y3, p) == pytest.approx(balanced_accuracy_score(y3, p.argmax(1)), abs=1e-12)
     expected_map = np.mean([average_precision_score(y3 == c, p[:, c]) for c in range(4)])
     assert mean_average_precision(y3, p) == pytest.approx(expected_map, abs=1e-12)
     assert average_precision_score(np.eye(4)[y3], p, average="macro") == pytest.approx(
-        mean_average_precision(y3, p), abs=1e-12)
+        mean_average_precision(y3, p), abs=1e-12
+    )
 
 
 def test_bootstrap_equals_scipy_percentile() -> None:
@@ -48,8 +47,9 @@ def test_bootstrap_equals_scipy_percentile() -> None:
     def stat(yy: np.ndarray, ss: np.ndarray) -> float:
         return auc_roc(yy, ss)
 
-    ref = stats.bootstrap((y, a), stat, paired=True, vectorized=False, n_resamples=9999,
-                          method="percentile", rng=np.random.default_rng(7))
+    ref = stats.bootstrap(
+        (y, a), stat, paired=True, vectorized=False, n_resamples=9999, method="percentile", rng=np.random.default_rng(7)
+    )
     ours = bootstrap_ci(y, a, "auc_roc", n_resamples=9999, seed=7)
     assert ours.n_undefined == 0
     assert ours.low == pytest.approx(ref.confidence_interval.low, abs=1e-12)
@@ -63,8 +63,9 @@ def test_permutation_matches_scipy_random_and_exact() -> None:
     def stat(sa: np.ndarray, sb: np.ndarray, axis: int = -1) -> float:
         return auc_roc(y, sa) - auc_roc(y, sb)
 
-    ref = stats.permutation_test((a, b), stat, permutation_type="samples", vectorized=False,
-                                 n_resamples=4000, rng=np.random.default_rng(0))
+    ref = stats.permutation_test(
+        (a, b), stat, permutation_type="samples", vectorized=False, n_resamples=4000, rng=np.random.default_rng(0)
+    )
     ours = paired_permutation_test(y, a, b, "auc_roc", n_permutations=4000, seed=1)
     assert ours.difference == pytest.approx(ref.statistic, abs=1e-12)
     assert not ours.exact
@@ -76,8 +77,7 @@ def test_permutation_matches_scipy_random_and_exact() -> None:
     def stat9(sa: np.ndarray, sb: np.ndarray, axis: int = -1) -> float:
         return auc_roc(ys, sa) - auc_roc(ys, sb)
 
-    ex = stats.permutation_test((as_, bs), stat9, permutation_type="samples",
-                                vectorized=False, n_resamples=1000)
+    ex = stats.permutation_test((as_, bs), stat9, permutation_type="samples", vectorized=False, n_resamples=1000)
     ours9 = paired_permutation_test(ys, as_, bs, "auc_roc", n_permutations=1000)
     assert ours9.exact
     assert ours9.n_permutations == 512
@@ -86,8 +86,14 @@ def test_permutation_matches_scipy_random_and_exact() -> None:
 
 def test_comparison_table_layout() -> None:
     y, a, b = _binary(80, 5)
-    t = comparison_table(y, {"foundation": a, "supervised": b}, ("auc_roc", "average_precision"),
-                         reference="foundation", n_resamples=200, n_permutations=200)
+    t = comparison_table(
+        y,
+        {"foundation": a, "supervised": b},
+        ("auc_roc", "average_precision"),
+        reference="foundation",
+        n_resamples=200,
+        n_permutations=200,
+    )
     assert list(t.model) == ["foundation", "supervised"] * 2
     row = t[(t.model == "supervised") & (t.metric == "auc_roc")].iloc[0]
     assert row.estimate == pytest.approx(roc_auc_score(y, b))

@@ -44,8 +44,7 @@ def test_lung1_matches_pyradiomics_baseline(tmp_path: Path) -> None:
         # printed digit; the others carry full precision (rel 1e-12)
         mantissa = text.lower().split("e")[0]
         decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
-        printed = 0.5 * 10.0 ** (-decimals) * (10.0 ** int(text.lower().split("e")[1])
-                                                if "e" in text.lower() else 1.0)
+        printed = 0.5 * 10.0 ** (-decimals) * (10.0 ** int(text.lower().split("e")[1]) if "e" in text.lower() else 1.0)
         tol = max(printed, 1e-12 * abs(float(text)))
         assert ours[name] == pytest.approx(float(text), abs=tol), name
 
@@ -57,8 +56,7 @@ def test_radiomics_table_from_cases_csv(tmp_path: Path) -> None:
     table = radiomics_table(read_cases(cases))
     assert list(table.case_id) == ["lung1"]
     assert table.shape == (1, 108)
-    assert table["original_shape_VoxelVolume"].iloc[0] == pytest.approx(
-        837 * 0.5703125 * 0.5703125 * 5, rel=1e-9)
+    assert table["original_shape_VoxelVolume"].iloc[0] == pytest.approx(837 * 0.5703125 * 0.5703125 * 5, rel=1e-9)
 
 
 def test_dicom_seg_route_equals_file_route(tmp_path: Path) -> None:
@@ -76,13 +74,26 @@ def test_dicom_seg_route_equals_file_route(tmp_path: Path) -> None:
     assert errors == []
     assert len(table) == 1
     row = table.iloc[0]
-    seg_uid = str(pydicom.dcmread(ROOT / "sample_data/dicom/seg/SEG_lung1_nodule.dcm", stop_before_pixels=True)
-                  .SOPInstanceUID)
+    seg_uid = str(
+        pydicom.dcmread(ROOT / "sample_data/dicom/seg/SEG_lung1_nodule.dcm", stop_before_pixels=True).SOPInstanceUID
+    )
     assert row["case_id"].endswith(f"/{seg_uid}/1") and row["segment_label"] == "Nodule"
     for name, value in ref.items():
         assert row[name] == pytest.approx(value, rel=1e-9, abs=1e-9), name
     out = tmp_path / "rad.csv"
-    res = subprocess.run([sys.executable, "-m", "mhub_fmcib_train.cli", "radiomics", "--dicom",
-                          str(ROOT / "sample_data" / "dicom"), "--out", str(out)], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mhub_fmcib_train.cli",
+            "radiomics",
+            "--dicom",
+            str(ROOT / "sample_data" / "dicom"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     assert pd.read_csv(out)["original_shape_VoxelVolume"].iloc[0] == pytest.approx(ref["original_shape_VoxelVolume"])

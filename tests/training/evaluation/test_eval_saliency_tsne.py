@@ -38,8 +38,9 @@ def test_saliency_equals_monai(tmp_path: Path) -> None:
     ref_model = copy.deepcopy(model).eval()
     ref_model.trunk.act = _GradReLU()
     torch.manual_seed(4)
-    ref = GuidedBackpropSmoothGrad(ref_model, n_samples=3, verbose=False)(
-        torch.from_numpy(patch)[None, None], index=1)[0, 0].numpy()
+    ref = GuidedBackpropSmoothGrad(ref_model, n_samples=3, verbose=False)(torch.from_numpy(patch)[None, None], index=1)[
+        0, 0
+    ].numpy()
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-8)
     # the model's modules are restored afterwards
     assert isinstance(model.trunk.act, torch.nn.ReLU)

@@ -24,14 +24,19 @@ from mhub_fmcib.patch import extract_patch
 from mhub_fmcib.types import SeedPoint, Volume
 
 # Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges
-SF_TABLE2 = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8],
-                      [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]], dtype=float)
+SF_TABLE2 = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]], dtype=float)
 
 
 def test_icc_shrout_fleiss_worked_example() -> None:
     t = icc(SF_TABLE2)
-    published = {"ICC(1,1)": 0.17, "ICC(2,1)": 0.29, "ICC(3,1)": 0.71,
-                 "ICC(1,k)": 0.44, "ICC(2,k)": 0.62, "ICC(3,k)": 0.91}
+    published = {
+        "ICC(1,1)": 0.17,
+        "ICC(2,1)": 0.29,
+        "ICC(3,1)": 0.71,
+        "ICC(1,k)": 0.44,
+        "ICC(2,k)": 0.62,
+        "ICC(3,k)": 0.91,
+    }
     for form, value in published.items():
         assert t[form] == pytest.approx(value, abs=0.005), form
     # the paper's mean squares (Table 3): BMS 11.24, WMS 6.26, JMS 32.49, EMS 1.02
@@ -43,14 +48,19 @@ def test_icc_matches_pingouin() -> None:
     x = rng.normal(0, 1, (30, 1)) + rng.normal(0, 0.4, (30, 3)) + np.array([0, 0.2, -0.1])
     for data in (SF_TABLE2, x):
         n, k = data.shape
-        long = pd.DataFrame({"target": np.repeat(np.arange(n), k),
-                             "rater": np.tile(np.arange(k), n), "score": data.ravel()})
+        long = pd.DataFrame(
+            {"target": np.repeat(np.arange(n), k), "rater": np.tile(np.arange(k), n), "score": data.ravel()}
+        )
         ref = pingouin.intraclass_corr(long, "target", "rater", "score").set_index("Type")["ICC"]
         ours = icc(data)
-        for pg, form in [("ICC(1,1)", "ICC(1,1)"), ("ICC(A,1)", "ICC(2,1)"),
-                         ("ICC(C,1)", "ICC(3,1)"),
-                         ("ICC(1,k)", "ICC(1,k)"), ("ICC(A,k)", "ICC(2,k)"),
-                         ("ICC(C,k)", "ICC(3,k)")]:  # pingouin 0.7 names
+        for pg, form in [
+            ("ICC(1,1)", "ICC(1,1)"),
+            ("ICC(A,1)", "ICC(2,1)"),
+            ("ICC(C,1)", "ICC(3,1)"),
+            ("ICC(1,k)", "ICC(1,k)"),
+            ("ICC(A,k)", "ICC(2,k)"),
+            ("ICC(C,k)", "ICC(3,k)"),
+        ]:  # pingouin 0.7 names
             assert ours[form] == pytest.approx(ref[pg], abs=1e-12), form
 
 
@@ -108,8 +118,10 @@ def _head(feats: np.ndarray) -> np.ndarray:
 
 
 def test_inter_reader_simulation_real_patches() -> None:
-    cases = [ReaderCase(f"c{i}", _volume(i, i % 2 == 0), SeedPoint(*_volume(i, True)
-                        .index_to_lps([24, 24, 8])), i % 2) for i in range(4)]
+    cases = [
+        ReaderCase(f"c{i}", _volume(i, i % 2 == 0), SeedPoint(*_volume(i, True).index_to_lps([24, 24, 8])), i % 2)
+        for i in range(4)
+    ]
     ext = _SmallExtractor()
     res = inter_reader_simulation(cases, ext, _head, n_perturbations=6, seed=5, grid="image")
     assert res.predictions.shape == (4, 6)

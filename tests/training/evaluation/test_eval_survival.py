@@ -44,8 +44,7 @@ def test_cox_rossi_documented() -> None:
     cov = ["fin", "age", "race", "wexp", "mar", "paro", "prio"]
     res = {r.covariate: r for r in cox_hazard_ratios(df, "week", "arrest", cov)}
     # lifelines docs (Survival regression > Cox's proportional hazard model), rounded coefs
-    documented = {"fin": -0.38, "age": -0.06, "race": 0.31, "wexp": -0.15, "mar": -0.43,
-                  "paro": -0.08, "prio": 0.09}
+    documented = {"fin": -0.38, "age": -0.06, "race": 0.31, "wexp": -0.15, "mar": -0.43, "paro": -0.08, "prio": 0.09}
     for name, coef in documented.items():
         assert res[name].coef == pytest.approx(coef, abs=0.005), name
     assert res["prio"].hazard_ratio == pytest.approx(1.10, abs=0.005)
@@ -62,9 +61,10 @@ def test_threshold_rules_and_km_figure(tmp_path: Path) -> None:
     assert choose_threshold(risk[tune]) == pytest.approx(np.median(risk[tune]))
     cut = choose_threshold(risk[tune], t[tune], e[tune], rule="logrank")
     s = risk[tune]
-    best = max((logrank(t[tune][s > c], e[tune][s > c], t[tune][s <= c], e[tune][s <= c])
-                .statistic, c) for c in np.unique(s[(s >= np.quantile(s, .1)) &
-                                                   (s < np.quantile(s, .9))]))
+    best = max(
+        (logrank(t[tune][s > c], e[tune][s > c], t[tune][s <= c], e[tune][s <= c]).statistic, c)
+        for c in np.unique(s[(s >= np.quantile(s, 0.1)) & (s < np.quantile(s, 0.9))])
+    )
     assert cut == best[1]
     res = survival_analysis("m", risk[tune], risk[test], t[test], e[test])
     assert res.n_high + res.n_low == 60
@@ -73,5 +73,4 @@ def test_threshold_rules_and_km_figure(tmp_path: Path) -> None:
     assert png.stat().st_size > 10_000
     assert b"<svg" in svg.read_bytes()[:500]
     df = pd.DataFrame({"t": t[test], "e": e[test], "h": (risk[test] > res.threshold) * 1.0})
-    assert res.cox.hazard_ratio == pytest.approx(cox_hazard_ratios(df, "t", "e", ["h"])[0]
-                                                 .hazard_ratio)
+    assert res.cox.hazard_ratio == pytest.approx(cox_hazard_ratios(df, "t", "e", ["h"])[0].hazard_ratio)

@@ -110,8 +110,14 @@ def sample_background(
     (Chebyshev distance ≥ 50 mm to every seed) and whose cube holds at most ``max_air`` air;
     when no candidate passes the air test, the least airy non-overlapping ones are used."""
     corners = volume.index_to_lps(
-        np.array([[a, b, c] for a in (0, volume.shape[0] - 1) for b in (0, volume.shape[1] - 1)
-                  for c in (0, volume.shape[2] - 1)])
+        np.array(
+            [
+                [a, b, c]
+                for a in (0, volume.shape[0] - 1)
+                for b in (0, volume.shape[1] - 1)
+                for c in (0, volume.shape[2] - 1)
+            ]
+        )
     )
     lo, hi = corners.min(axis=0), corners.max(axis=0)
     seed_arr = np.array([s.as_array() for s in seeds]) if seeds else np.zeros((0, 3))

@@ -46,9 +46,7 @@ class ResumableBatchSampler(Sampler[list[Key]]):
 
     def __iter__(self) -> Iterator[list[Key]]:
         order = (
-            np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
-            if self.shuffle
-            else np.arange(self.n)
+            np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle else np.arange(self.n)
         )
         spe = self.steps_per_epoch
         blocks = order[: spe * self.batch_size * self.world].reshape(spe, self.world, self.batch_size)

@@ -46,8 +46,7 @@ class LesionRecord:
             if k == column:
                 return v
         raise ConfigError(
-            f"lesion {self.lesion_id}: the seeds CSV has no column {column!r} "
-            f"(columns: {[k for k, _ in self.columns]})"
+            f"lesion {self.lesion_id}: the seeds CSV has no column {column!r} (columns: {[k for k, _ in self.columns]})"
         )
 
 
@@ -104,9 +103,7 @@ class LesionTable:
             if has_split:
                 raw = r[split_column].strip().lower()
                 if raw not in _SPLIT_ALIASES:
-                    raise ConfigError(
-                        f"{path} row {i + 2}: split {r[split_column]!r} is not train/tune(val)/test"
-                    )
+                    raise ConfigError(f"{path} row {i + 2}: split {r[split_column]!r} is not train/tune(val)/test")
                 split = _SPLIT_ALIASES[raw]
             else:
                 split = assign[r["image_path"]]

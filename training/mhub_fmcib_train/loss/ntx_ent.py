@@ -35,9 +35,7 @@ class NTXentLoss(nn.Module):
         self.temperature = temperature
         self.gather_distributed = gather_distributed
 
-    def forward(
-        self, z0: torch.Tensor, z1: torch.Tensor, negatives: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, z0: torch.Tensor, z1: torch.Tensor, negatives: torch.Tensor | None = None) -> torch.Tensor:
         """Args: ``z0``, ``z1`` (n, D) projections of the two views of this process's n
         lesions (row i of both is lesion i); ``negatives`` (m, D) background projections or
         None. Every process must pass the same n and m. Returns a scalar (float32)."""
