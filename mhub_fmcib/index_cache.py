@@ -8,10 +8,19 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from .dicom.index import DicomIndex, InstanceKind, InstanceRecord, SkippedFile, SkipReason, iter_files, read_record
+from .dicom.index import (
+    DicomIndex,
+    FileStat,
+    InstanceKind,
+    InstanceRecord,
+    SkippedFile,
+    SkipReason,
+    iter_file_stats,
+    read_record,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -32,10 +41,20 @@ class IndexStats:
 
 def _encode(item: InstanceRecord | SkippedFile) -> tuple[str, str]:
     if isinstance(item, InstanceRecord):
-        d = asdict(item)
-        d["path"] = str(item.path)
-        d["kind"] = item.kind.value
-        d["referenced_series_uids"] = list(item.referenced_series_uids)
+        d = {
+            "path": str(item.path),
+            "kind": item.kind.value,
+            "sop_class_uid": item.sop_class_uid,
+            "sop_instance_uid": item.sop_instance_uid,
+            "study_instance_uid": item.study_instance_uid,
+            "series_instance_uid": item.series_instance_uid,
+            "frame_of_reference_uid": item.frame_of_reference_uid,
+            "modality": item.modality,
+            "referenced_series_uids": list(item.referenced_series_uids),
+            "number_of_frames": item.number_of_frames,
+            "size": item.size,
+            "mtime_ns": item.mtime_ns,
+        }
         return "record", json.dumps(d)
     return "skip", json.dumps({"path": str(item.path), "reason": item.reason.name, "detail": item.detail})
 
@@ -50,8 +69,8 @@ def _decode(what: str, data: str) -> InstanceRecord | SkippedFile:
     return SkippedFile(Path(d["path"]), SkipReason[d["reason"]], d["detail"])
 
 
-def _read_many(paths: Sequence[str]) -> list[InstanceRecord | SkippedFile]:
-    return [read_record(Path(p)) for p in paths]
+def _read_many(files: Sequence[FileStat]) -> list[InstanceRecord | SkippedFile]:
+    return [read_record(f.path, f) for f in files]
 
 
 def index_folder_cached(root: Path, db_path: Path, workers: int = 1) -> tuple[DicomIndex, IndexStats]:
@@ -73,28 +92,25 @@ def index_folder_cached(root: Path, db_path: Path, workers: int = 1) -> tuple[Di
             p: (s, m, w, d) for p, s, m, w, d in con.execute("SELECT path, size, mtime_ns, what, data FROM files")
         }
         items: list[InstanceRecord | SkippedFile] = []
-        todo: list[str] = []
+        todo: list[FileStat] = []
         seen: set[str] = set()
-        for p in iter_files(root):
-            key = str(p)
+        for f in iter_file_stats(root):
+            key = str(f.path)
             seen.add(key)
-            st = p.stat()
             old = stored.get(key)
-            if old is not None and old[0] == st.st_size and old[1] == st.st_mtime_ns:
+            if old is not None and old[0] == f.size and old[1] == f.mtime_ns:
                 items.append(_decode(old[2], old[3]))
             else:
-                todo.append(key)
+                todo.append(f)
         if workers > 1 and len(todo) > 256:
             chunks = [todo[i : i + 256] for i in range(0, len(todo), 256)]
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 fresh = [r for chunk in pool.map(_read_many, chunks) for r in chunk]
         else:
             fresh = _read_many(todo)
-        rows = []
-        for key, item in zip(todo, fresh, strict=True):
-            st = Path(key).stat()
-            what, data = _encode(item)
-            rows.append((key, st.st_size, st.st_mtime_ns, what, data))
+        # (size, mtime) as scanned before reading: a file changed while it was read is
+        # read again next time.
+        rows = [(str(f.path), f.size, f.mtime_ns, *_encode(item)) for f, item in zip(todo, fresh, strict=True)]
         con.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", rows)
         gone = [(p,) for p in stored if p not in seen]
         con.executemany("DELETE FROM files WHERE path = ?", gone)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag, Tag
 
 from .uids import (
     CT_SOP_CLASSES,
@@ -101,17 +103,86 @@ class DicomIndex:
         return sorted((r for r in self.instances if r.kind is kind), key=lambda r: str(r.path))
 
 
+@dataclass(frozen=True)
+class FileStat:
+    """A regular file found by :func:`iter_file_stats`: its path, size (bytes) and mtime (ns)."""
+
+    path: Path
+    size: int
+    mtime_ns: int
+
+
+def iter_file_stats(root: Path) -> Iterator[FileStat]:
+    """Every regular file below ``root`` (or ``root`` itself), sorted by path within each
+    folder, symlinks not followed; one ``stat`` per file (from the directory scan)."""
+    root = Path(root)
+    if root.is_file():
+        st = root.stat()
+        yield FileStat(root, st.st_size, st.st_mtime_ns)
+        return
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue  # unreadable folder: like os.walk, skip it
+        subfolders = []
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                subfolders.append(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                st = entry.stat(follow_symlinks=False)
+                yield FileStat(Path(entry.path), st.st_size, st.st_mtime_ns)
+        stack.extend(reversed(subfolders))
+
+
 def iter_files(root: Path) -> Iterator[Path]:
     """Every regular file below ``root`` (or ``root`` itself), sorted, symlinks not followed."""
-    if root.is_file():
-        yield root
-        return
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            if p.is_file() and not p.is_symlink():
-                yield p
+    for f in iter_file_stats(root):
+        yield f.path
+
+
+_MEDIA_STORAGE_SOP_CLASS_UID = Tag(0x0002, 0x0002)
+_IMAGE_TYPE = Tag(0x0008, 0x0008)
+_SOP_CLASS_UID = Tag(0x0008, 0x0016)
+_SOP_INSTANCE_UID = Tag(0x0008, 0x0018)
+_MODALITY = Tag(0x0008, 0x0060)
+_MANUFACTURER_MODEL_NAME = Tag(0x0008, 0x1090)
+_STUDY_INSTANCE_UID = Tag(0x0020, 0x000D)
+_SERIES_INSTANCE_UID = Tag(0x0020, 0x000E)
+_FRAME_OF_REFERENCE_UID = Tag(0x0020, 0x0052)
+_NUMBER_OF_FRAMES = Tag(0x0028, 0x0008)
+_DIRECTORY_RECORD_SEQUENCE = Tag(0x0004, 0x1220)
+
+
+def _text(ds: pydicom.Dataset, tag: BaseTag) -> str:
+    """The value of a text element (UI, CS, LO, IS) of ``ds``, or ``""``.
+
+    Read from the element's bytes as stored (Latin-1, leading/trailing spaces and NULs
+    removed, several values joined by a backslash) instead of through pydicom's value
+    conversion, which is a third of the index's time. The index only compares these values
+    (UIDs, SOP classes, defined terms, our ASCII model name) and parses NumberOfFrames.
+    """
+    elem = ds.get_item(tag)
+    if elem is None:
+        return ""
+    value = elem.value
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("latin-1").strip(" \x00")
+    if isinstance(value, str):
+        return value.strip(" \x00")
+    if isinstance(value, list | tuple | MultiValue):
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
 
 
 def _referenced_series(ds: pydicom.Dataset, kind: InstanceKind) -> tuple[str, ...]:
@@ -132,7 +203,7 @@ def _referenced_series(ds: pydicom.Dataset, kind: InstanceKind) -> tuple[str, ..
 
 
 def _frame_of_reference(ds: pydicom.Dataset, kind: InstanceKind) -> str | None:
-    uid = ds.get("FrameOfReferenceUID")
+    uid: object = _text(ds, _FRAME_OF_REFERENCE_UID)
     if not uid and kind is InstanceKind.RTSTRUCT:
         for ref_for in ds.get("ReferencedFrameOfReferenceSequence", []):
             uid = ref_for.get("FrameOfReferenceUID")
@@ -141,10 +212,11 @@ def _frame_of_reference(ds: pydicom.Dataset, kind: InstanceKind) -> str | None:
     return str(uid) if uid else None
 
 
-def read_record(path: Path) -> InstanceRecord | SkippedFile:
-    """Index one file from its header (pixel data is not read)."""
+def read_record(path: Path, known: FileStat | None = None) -> InstanceRecord | SkippedFile:
+    """Index one file from its header (pixel data is not read); ``known`` is its size and
+    mtime from the directory scan (else they are read with ``stat``)."""
     try:
-        st = path.stat()
+        size, mtime_ns = (known.size, known.mtime_ns) if known is not None else _stat(path)
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:
         return SkippedFile(path, SkipReason.NOT_DICOM)
@@ -152,29 +224,30 @@ def read_record(path: Path) -> InstanceRecord | SkippedFile:
         # struct.error: an element header cut short; OverflowError: absurd lengths
         return SkippedFile(path, SkipReason.UNREADABLE, f"{type(e).__name__}: {e}"[:300])
     try:
-        media_class = str(ds.file_meta.get("MediaStorageSOPClassUID", "")) if ds.file_meta else ""
-        sop_class = str(ds.get("SOPClassUID", "") or media_class)
-        if media_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
+        media_class = _text(ds.file_meta, _MEDIA_STORAGE_SOP_CLASS_UID) if ds.file_meta else ""
+        sop_class = _text(ds, _SOP_CLASS_UID) or media_class
+        if media_class == MEDIA_STORAGE_DIRECTORY or _DIRECTORY_RECORD_SEQUENCE in ds:
             return SkippedFile(path, SkipReason.DICOMDIR)
         if sop_class in CT_SOP_CLASSES:
             kind = InstanceKind.CT
-            image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+            image_type = [v.strip().upper() for v in _text(ds, _IMAGE_TYPE).split("\\")]
             if "LOCALIZER" in image_type:
                 return SkippedFile(path, SkipReason.LOCALIZER)
         elif sop_class == SEGMENTATION_STORAGE:
             kind = InstanceKind.SEG
-            if str(ds.get("ManufacturerModelName", "") or "") == OWN_MANUFACTURER_MODEL_NAME:
+            if _text(ds, _MANUFACTURER_MODEL_NAME) == OWN_MANUFACTURER_MODEL_NAME:
                 return SkippedFile(path, SkipReason.OWN_OUTPUT)
         elif sop_class == RT_STRUCTURE_SET_STORAGE:
             kind = InstanceKind.RTSTRUCT
         else:
-            modality = ds.get("Modality", "?")
+            modality = _text(ds, _MODALITY) or "?"
             return SkippedFile(path, SkipReason.OTHER_OBJECT, f"Modality {modality}, SOP Class {sop_class}")
-        study = str(ds.get("StudyInstanceUID", "") or "")
-        series = str(ds.get("SeriesInstanceUID", "") or "")
-        sop = str(ds.get("SOPInstanceUID", "") or "")
+        study = _text(ds, _STUDY_INSTANCE_UID)
+        series = _text(ds, _SERIES_INSTANCE_UID)
+        sop = _text(ds, _SOP_INSTANCE_UID)
         if not (study and series and sop):
             return SkippedFile(path, SkipReason.MISSING_UIDS)
+        frames = _text(ds, _NUMBER_OF_FRAMES)
         return InstanceRecord(
             path=path,
             kind=kind,
@@ -183,11 +256,11 @@ def read_record(path: Path) -> InstanceRecord | SkippedFile:
             study_instance_uid=study,
             series_instance_uid=series,
             frame_of_reference_uid=_frame_of_reference(ds, kind),
-            modality=str(ds.get("Modality", "") or ""),
+            modality=_text(ds, _MODALITY),
             referenced_series_uids=_referenced_series(ds, kind),
-            number_of_frames=int(ds.get("NumberOfFrames", 1) or 1),
-            size=st.st_size,
-            mtime_ns=st.st_mtime_ns,
+            number_of_frames=int(frames) if frames else 1,
+            size=size,
+            mtime_ns=mtime_ns,
         )
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:
         return SkippedFile(path, SkipReason.UNREADABLE, f"{type(e).__name__}: {e}"[:300])

@@ -200,3 +200,55 @@ def test_only_the_slices_the_patch_reads_are_decoded(sample_ct) -> None:  # type
     assert all("PixelData" not in ds for ds in part.datasets)
     with pytest.raises(ValueError, match="already called"):
         decode_slices(part, [0])
+
+
+def test_index_reads_header_values_as_pydicom_converts_them(tmp_path: Path) -> None:
+    """The index reads its text values from the stored bytes (no pydicom conversion): the
+    record equals pydicom's converted values, for explicit and implicit VR files, UIDs
+    padded with NUL, multi-valued ImageType, NumberOfFrames and the SEG and RTSTRUCT objects."""
+    import copy
+
+    from fmcib_testlib.rtstruct_builders import RoiSpec, make_rtstruct
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    from mhub_fmcib.dicom.index import read_record
+
+    cts = read_ct_datasets()
+    src = cts[0]
+    variants = {}
+    implicit = copy.deepcopy(src)
+    implicit.decompress()
+    implicit.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    variants["implicit.dcm"] = implicit
+    padded = copy.deepcopy(src)
+    padded.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+    padded.SOPInstanceUID = padded.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.2.1125.99.1"
+    padded.NumberOfFrames = 1
+    variants["padded.dcm"] = padded
+    localizer = copy.deepcopy(src)
+    localizer.ImageType = ["ORIGINAL", "PRIMARY", "localizer"]
+    variants["localizer.dcm"] = localizer
+    for name, ds in variants.items():
+        ds.save_as(tmp_path / name, enforce_file_format=True)
+    # the odd-length UID is padded with a NUL on disk
+    assert b"1.2.826.0.1.3680043.2.1125.99.1\x00" in (tmp_path / "padded.dcm").read_bytes()
+
+    files = [tmp_path / "implicit.dcm", tmp_path / "padded.dcm", SAMPLE_SEG, *ct_files()[:3]]
+    square = np.array([[-30.0, -130.0], [-10.0, -130.0], [-10.0, -110.0], [-30.0, -110.0]])
+    z = float(cts[24].ImagePositionPatient[2])
+    contour = np.column_stack([square, np.full(4, z)])
+    files.append(make_rtstruct(cts, [RoiSpec("Box", [("CLOSED_PLANAR", contour)])], tmp_path / "rt.dcm"))
+    for path in files:
+        rec = read_record(path)
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert not hasattr(rec, "reason"), (path, rec)
+        assert rec.sop_class_uid == ds.SOPClassUID
+        assert rec.sop_instance_uid == ds.SOPInstanceUID
+        assert rec.study_instance_uid == ds.StudyInstanceUID
+        assert rec.series_instance_uid == ds.SeriesInstanceUID
+        assert rec.modality == ds.Modality
+        assert rec.number_of_frames == int(ds.get("NumberOfFrames", 1) or 1)
+        if "FrameOfReferenceUID" in ds:
+            assert rec.frame_of_reference_uid == ds.FrameOfReferenceUID
+    skipped = read_record(tmp_path / "localizer.dcm")
+    assert getattr(skipped, "reason", None) is SkipReason.LOCALIZER
