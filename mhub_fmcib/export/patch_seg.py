@@ -161,16 +161,20 @@ def build_patch_region_seg(
         )
         for lesion_id, number in segments
     ]
-    # (I, J, K, S) -> (frames, rows = J, columns = I, S) in the order of ct_datasets.
+    # (I, J, K, S) -> (frames, rows = J, columns = I, S) in the order of ct_datasets, for the
+    # CT slices a cube reaches only: the SEG is derived from (and references) those images,
+    # and highdicom need not scan the slices no cube reaches.
     stack = np.stack(masks, axis=-1)
-    pixels = np.ascontiguousarray(np.transpose(stack[:, :, order, :], (2, 1, 0, 3)))
+    reached = set(np.flatnonzero(stack.any(axis=(0, 1, 3))).tolist())
+    keep = [d for d, k in enumerate(order) if k in reached]
+    pixels = np.ascontiguousarray(np.transpose(stack[:, :, [order[d] for d in keep], :], (2, 1, 0, 3)))
     key = (
         series_uid,
         provenance.weights_sha256,
         provenance.package_version,
         *(f"{r.lesion.lesion_id}@{r.lesion.seed.x!r},{r.lesion.seed.y!r},{r.lesion.seed.z!r}" for r in ok),
     )
-    sources = [header_copy(ct_datasets[0]), *ct_datasets[1:]]
+    sources = [header_copy(ct_datasets[keep[0]]), *(ct_datasets[d] for d in keep[1:])]
     seg = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=pixels,

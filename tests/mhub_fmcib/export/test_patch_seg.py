@@ -67,6 +67,12 @@ def test_sample_seg_holds_the_cube(  # type: ignore[no-untyped-def]
     assert len(rows) in (87, 88)
     back = pydicom.dcmread(path)
     assert back.FrameOfReferenceUID == sample_ct[0].FrameOfReferenceUID
+    # the SEG references the 10 CT images the cube reaches (its source images), not all 48
+    (series,) = back.ReferencedSeriesSequence
+    referenced = {item.ReferencedSOPInstanceUID for item in series.ReferencedInstanceSequence}
+    reached = {sample_ct[i].SOPInstanceUID for i in range(len(sample_ct)) if got[i].any()}
+    assert referenced == reached and len(reached) == 10
+    assert back.NumberOfFrames == 10
     assert back.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
     assert back.SegmentSequence[0].SegmentAlgorithmName == "mhub-fmcib FMCIB encoder"
     again = build_patch_region_seg(sample_ct, sample_volume, [res], provenance).dataset
