@@ -112,6 +112,7 @@ def build_patch_region_seg(
     ct_volume: Volume,
     results: Sequence[LesionResult],
     provenance: Provenance,
+    stacked: bool = False,
 ) -> PatchRegionSeg:
     """One BINARY SEG whose segment n is the n-th OK lesion's patch cube on the CT grid.
 
@@ -120,6 +121,8 @@ def build_patch_region_seg(
         ct_volume: the CT as read by the pipeline (geometry only is used).
         results: lesion results; OK ones with a ``patch`` get a segment, in the given order.
         provenance: for the algorithm identification and software versions.
+        stacked: hand highdicom one binary frame stack per segment even when no cubes
+            overlap (the tests compare it with the label map used then; same SEG).
 
     Memory: the frames are built as one (slices, rows, columns, segments) bool array.
     """
@@ -164,10 +167,11 @@ def build_patch_region_seg(
     # (I, J, K, S) -> (frames, rows = J, columns = I, S) in the order of ct_datasets, for the
     # CT slices a cube reaches only: the SEG is derived from (and references) those images,
     # and highdicom need not scan the slices no cube reaches.
-    stack = np.stack(masks, axis=-1)
-    reached = set(np.flatnonzero(stack.any(axis=(0, 1, 3))).tolist())
+    reached: set[int] = set()
+    for mask in masks:  # per mask: a reduction over the stacked array's segment axis is slow
+        reached.update(np.flatnonzero(mask.any(axis=(0, 1))).tolist())
     keep = [d for d, k in enumerate(order) if k in reached]
-    pixels = np.ascontiguousarray(np.transpose(stack[:, :, [order[d] for d in keep], :], (2, 1, 0, 3)))
+    pixels = _frames(masks, [order[d] for d in keep], stacked)
     key = (
         series_uid,
         provenance.weights_sha256,
@@ -196,6 +200,23 @@ def build_patch_region_seg(
     if str(seg.StudyInstanceUID) != study_uid:
         raise ExportError("internal error: the SEG is not in the CT's study")
     return PatchRegionSeg(seg, tuple(segments), tuple(skipped))
+
+
+def _frames(masks: Sequence[npt.NDArray[np.bool_]], slices: Sequence[int], stacked: bool) -> npt.NDArray[np.generic]:
+    """highdicom's pixel array for ``masks`` ((I, J, K) each) on CT slices ``slices`` (k, in
+    the order of the source images): a (frames, rows, columns) label map of segment numbers
+    when no two cubes share a voxel, else (or with ``stacked``) a (frames, rows, columns,
+    segments) binary stack. Both give the same BINARY SEG; highdicom checks a stack for
+    overlap with a sum over its segment axis, which is slow on whole CT frames."""
+    frames = [np.ascontiguousarray(m[:, :, list(slices)].transpose(2, 1, 0)) for m in masks]
+    if not stacked:
+        dtype = np.uint8 if len(masks) < 2**8 else np.uint16
+        label = np.zeros(frames[0].shape, dtype=dtype)
+        for number, f in enumerate(frames, start=1):
+            label[f] = number
+        if np.count_nonzero(label) == sum(int(np.count_nonzero(f)) for f in frames) and len(masks) < 2**16:
+            return label
+    return np.stack(frames, axis=-1)
 
 
 def write_seg(seg: pydicom.Dataset, output_root: Path, ct_series_uid: str) -> Path:

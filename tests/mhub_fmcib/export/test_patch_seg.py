@@ -128,3 +128,33 @@ def test_volume_must_match_the_datasets(  # type: ignore[no-untyped-def]
     empty = build_patch_region_seg(cts, vol, [], provenance)
     assert empty.dataset is None
     assert empty.segments == ()
+
+
+def test_label_map_and_stacked_frames_give_the_same_seg(  # type: ignore[no-untyped-def]
+    sample_ct, sample_volume, provenance, result_factory
+) -> None:
+    """Cubes that share no voxel go to highdicom as a label map (fast); the SEG equals the
+    one built from one binary stack per segment. Overlapping cubes use the stack."""
+    rng = np.random.default_rng(3)
+    apart = [
+        result_factory(sample_volume, sample_ct[0], "a", NODULE, rng),
+        result_factory(sample_volume, sample_ct[0], "b", SeedPoint(60.0, -100.0, -600.0), rng),
+    ]
+    label = build_patch_region_seg(sample_ct, sample_volume, apart, provenance).dataset
+    stack = build_patch_region_seg(sample_ct, sample_volume, apart, provenance, stacked=True).dataset
+    assert label is not None and stack is not None
+    assert label.SegmentsOverlap == stack.SegmentsOverlap == "NO"
+    for kw in (
+        "PixelData",
+        "NumberOfFrames",
+        "PerFrameFunctionalGroupsSequence",
+        "SharedFunctionalGroupsSequence",
+        "SegmentSequence",
+        "ReferencedSeriesSequence",
+        "SOPInstanceUID",
+    ):
+        assert label[kw] == stack[kw], kw
+    near = SeedPoint(NODULE.x + 10.0, NODULE.y, NODULE.z)
+    overlapping = [apart[0], result_factory(sample_volume, sample_ct[0], "c", near, rng)]
+    both = build_patch_region_seg(sample_ct, sample_volume, overlapping, provenance).dataset
+    assert both is not None and both.SegmentsOverlap == "YES"
