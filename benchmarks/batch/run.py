@@ -299,7 +299,8 @@ on the CPU, batch size 8.
 decoding the CT slices the patches read (JPEG-LS, pyjpegls), the patches and the encoder; the
 exporters (SR, SEG, QC) run after it. {largest_sentence} The SR holds 4096 numeric measurements per lesion,
 encoded from highdicom-built templates (`mhub_fmcib/export/sr_encoding.py`, about 30 ms per lesion plus
-under 1 s once per process to build the templates); the SEG is built by highdicom.
+under 1 s once per process to build the templates); the SEG is built by highdicom from the CT slices
+its cubes reach, as a label map when no cubes overlap.
 """
 
 
