@@ -137,7 +137,7 @@ def decode_pixels(ds: pydicom.Dataset) -> npt.NDArray[np.generic]:
 
 
 def _pixels(ds: pydicom.Dataset, series: str, path: str) -> npt.NDArray[np.float32]:
-    _check_native_length(ds, series, path)
+    """HU of one slice (its native pixel length was checked by :func:`assemble_ct`)."""
     try:
         px = decode_pixels(ds)
     except DECODE_ERRORS as e:
@@ -297,7 +297,7 @@ def decode_slices(ct: CtSeries, slices: Iterable[int]) -> CtSeries:
     todo = set(wanted)
     for k, ds in enumerate(ct.datasets):
         if k in todo:
-            path = ct.paths[k] if k < len(ct.paths) else "?"
+            path = ct.paths[k]
             px = _pixels(ds, series, path)
             if px.shape != (rows, cols):
                 raise DicomImportError(

@@ -209,12 +209,11 @@ def _frames(masks: Sequence[npt.NDArray[np.bool_]], slices: Sequence[int], stack
     segments) binary stack. Both give the same BINARY SEG; highdicom checks a stack for
     overlap with a sum over its segment axis, which is slow on whole CT frames."""
     frames = [np.ascontiguousarray(m[:, :, list(slices)].transpose(2, 1, 0)) for m in masks]
-    if not stacked:
-        dtype = np.uint8 if len(masks) < 2**8 else np.uint16
-        label = np.zeros(frames[0].shape, dtype=dtype)
+    if not stacked and len(masks) < 2**16:
+        label = np.zeros(frames[0].shape, dtype=np.uint8 if len(masks) < 2**8 else np.uint16)
         for number, f in enumerate(frames, start=1):
             label[f] = number
-        if np.count_nonzero(label) == sum(int(np.count_nonzero(f)) for f in frames) and len(masks) < 2**16:
+        if np.count_nonzero(label) == sum(int(np.count_nonzero(f)) for f in frames):  # no shared voxel
             return label
     return np.stack(frames, axis=-1)
 

@@ -69,12 +69,13 @@ class NumItemTemplate:
     units: bytes
 
 
-def encode_elements(ds: pydicom.Dataset, encodings: str | Sequence[str] = default_encoding) -> bytes:
-    """The elements of ``ds`` encoded by pydicom as Explicit VR Little Endian (no item header)."""
+def encode_elements(ds: pydicom.Dataset) -> bytes:
+    """The elements of ``ds`` encoded by pydicom as Explicit VR Little Endian (no item header),
+    text in the default character set (the template parts are ASCII)."""
     fp = DicomBytesIO()
     fp.is_little_endian = True
     fp.is_implicit_VR = False
-    write_dataset(fp, ds, parent_encoding=list(encodings) if not isinstance(encodings, str) else encodings)
+    write_dataset(fp, ds)
     return bytes(fp.getvalue())
 
 

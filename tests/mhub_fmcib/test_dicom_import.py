@@ -252,3 +252,40 @@ def test_index_reads_header_values_as_pydicom_converts_them(tmp_path: Path) -> N
             assert rec.frame_of_reference_uid == ds.FrameOfReferenceUID
     skipped = read_record(tmp_path / "localizer.dcm")
     assert getattr(skipped, "reason", None) is SkipReason.LOCALIZER
+
+
+def test_corrupt_compressed_slice_fails_only_if_a_patch_reads_it(tmp_path: Path) -> None:
+    """A JPEG-LS stream that cannot be decoded fails the case when a patch reads its slice
+    (DicomImportError naming the file); in a slice no patch reads it is never decompressed,
+    and the patch is the one of the intact series."""
+    from pydicom.encaps import encapsulate
+
+    from mhub_fmcib.dicom.ct import decode_slices
+    from mhub_fmcib.errors import DicomImportError
+    from mhub_fmcib.patch import extract_patch
+    from mhub_fmcib.pipeline import slices_needed
+    from mhub_fmcib.types import SeedPoint
+
+    nodule = SeedPoint(-21.858572, -120.535814, -611.496416)  # sample_data/README.md
+    intact = assemble_ct(index_folder(SAMPLE / "dicom" / "ct").of_kind(InstanceKind.CT))
+    needed = slices_needed(intact.volume, [nodule])
+    datasets = read_ct_datasets()  # sorted along z like the volume's k
+    rng = np.random.default_rng(5)
+    for name, k in (("far", 0 if 0 not in needed else len(datasets) - 1), ("near", min(needed) + 2)):
+        assert (k in needed) == (name == "near")
+        folder = tmp_path / name
+        folder.mkdir()
+        for i, ds in enumerate(datasets):
+            if i == k:
+                ds = pydicom.dcmread(ds.filename)
+                ds.PixelData = encapsulate([b"\xff\xd8\xff\xf7" + rng.bytes(4000)])
+            ds.save_as(folder / f"{i:03d}.dcm", enforce_file_format=True)
+        lazy = assemble_ct(index_folder(folder).of_kind(InstanceKind.CT), decode=False)
+        if name == "near":
+            with pytest.raises(DicomImportError, match=f"{k:03d}.dcm cannot be decoded"):
+                decode_slices(lazy, needed)
+        else:
+            part = decode_slices(lazy, needed)
+            np.testing.assert_array_equal(
+                extract_patch(part.volume, nodule).array, extract_patch(intact.volume, nodule).array
+            )
