@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 DEMO_OUT ?= demo_output
 
-.PHONY: demo test install install-test system-deps lint typecheck bench train-smoke clean
+.PHONY: demo test install install-test system-deps js-deps lint typecheck bench train-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,15 +26,25 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-# Debian tools the tests use: Orthanc + DICOMweb plugin, dcmtk's dsrdump. Installed when
-# running as root and missing; otherwise those tests skip with a reason (they fail in CI).
+# Debian tools the tests use: Orthanc + DICOMweb plugin, dcmtk's dsrdump, chromium (the QC
+# page in a browser), node + npm (dcmjs reads our SR and SEG). Installed when running as
+# root and missing; otherwise those tests skip with a reason (they fail in CI).
 system-deps:
 	@if command -v Orthanc >/dev/null 2>&1 && command -v dsrdump >/dev/null 2>&1 \
-	    && [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then :; \
+	    && [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] \
+	    && command -v chromium >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	        orthanc orthanc-dicomweb dcmtk >/dev/null; \
-	else echo "note: Orthanc/dcmtk missing and not root: DICOMweb and dsrdump tests will skip"; fi
+	        orthanc orthanc-dicomweb dcmtk chromium nodejs npm >/dev/null; \
+	else echo "note: Orthanc/dcmtk/chromium/npm missing and not root: their tests will skip"; fi
+
+# dcmjs (tests/js/package-lock.json) for the test that reads our SR and SEG as OHIF would.
+tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	    cd tests/js && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "note: npm missing: the dcmjs test will skip"; fi
+
+js-deps: system-deps tests/js/node_modules/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/python scripts/demo.py --output $(DEMO_OUT)
@@ -42,7 +52,7 @@ demo: $(VENV)/.installed
 # The training smoke run first, then the whole suite in a private network namespace
 # (loopback only) when possible: Orthanc binds every interface, and no test may reach any
 # other address.
-test: $(VENV)/.installed-test system-deps
+test: $(VENV)/.installed-test system-deps js-deps
 	$(MAKE) --no-print-directory train-smoke
 	@if [ "$$(id -u)" = "0" ] && unshare --net true 2>/dev/null; then \
 	    scripts/netns-run.sh $(BIN)/python -m pytest $(PYTEST_ARGS); \

@@ -1,16 +1,20 @@
-"""The "patch region" SEG: per lesion, the 50 mm cube the encoder saw, on the CT grid.
+"""The "patch region" SEG: per lesion, the part of the CT the encoder read, on the CT grid.
 
-A CT voxel belongs to a lesion's segment when its centre lies inside the cube spanned by
-the patch's outer voxel edges (:meth:`Patch.corners_lps`), half-open ``[min, max)`` per LPS
-axis (the cube is axis-aligned in LPS). Voxels outside the CT are dropped, so a cube that
-leaves the volume gives a partial segment; a cube with no CT voxel centre inside is
-skipped and its reason recorded. Padding voxels of the patch are part of the cube: the
-encoder saw them (as -1024 HU).
+The encoder reads the 50 mm cube around the seed; where the cube leaves the image, the patch
+is zero padding (:attr:`Patch.valid` says which voxels came from the image). A CT voxel
+belongs to a lesion's segment when its centre lies inside the box spanned by the outer
+voxel edges of the patch's *valid* voxels (:func:`read_region_corners`), half-open
+``[min, max)`` per LPS axis (the box is axis-aligned in LPS): exactly the CT voxels inside
+the region the encoder read, never padding. A lesion whose region holds no CT voxel centre
+is skipped and its reason recorded.
+
+Each segment carries the lesion's label (:mod:`.labels`) as Segment Label and Tracking ID,
+a Tracking UID derived from the lesion id, and its own Recommended Display CIELab Value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +25,14 @@ import pydicom
 from pydicom.sr.codedict import codes
 
 from ..provenance import Provenance
-from ..types import LesionResult, LesionStatus, Volume
+from ..types import LesionResult, LesionStatus, Patch, Volume
+from .labels import LesionLabel, lesion_labels
 from .layout import SEG_FILE_NAME, ExportError, atomic_write_dataset, derive_uid, dicom_output_dir
-from .sr import ALGORITHM_NAME, MANUFACTURER, MODEL_NAME, header_copy, series_identity
+from .sr import ALGORITHM_NAME, DEMO_PARAMETER, MANUFACTURER, MODEL_NAME, header_copy, series_identity
 
 SEG_SERIES_NUMBER = 9502
 SEG_SERIES_DESCRIPTION = "FMCIB patch regions - research use only"
+DEMO_SEG_SERIES_DESCRIPTION = "DEMONSTRATION random weights - FMCIB patch regions"
 #: Segment category / type: a spatial region, not an anatomical or abnormal structure.
 SEGMENT_CATEGORY = codes.SCT.SpatialAndRelationalConcept
 SEGMENT_TYPE = codes.DCM.SelectedRegion
@@ -75,6 +81,18 @@ def cube_mask(volume: Volume, corners_lps: npt.ArrayLike) -> npt.NDArray[np.bool
     return mask
 
 
+def read_region_corners(patch: Patch) -> npt.NDArray[np.float64]:
+    """(8, 3) LPS mm corners of the region the encoder read from the image: the outer voxel
+    edges of the patch's valid voxels (:attr:`Patch.valid`; the rest of the 50 mm cube is
+    zero padding). Equal to :meth:`Patch.corners_lps` when the cube lies inside the image."""
+    (za, zb), (ya, yb), (xa, xb) = patch.valid
+    grid = np.array(
+        [[a, b, c] for a in (za - 0.5, zb - 0.5) for b in (ya - 0.5, yb - 0.5) for c in (xa - 0.5, xb - 0.5)]
+    )
+    out: npt.NDArray[np.float64] = grid @ patch.affine[:3, :3].T + patch.affine[:3, 3]
+    return out
+
+
 def _slice_order(ct_datasets: Sequence[pydicom.Dataset], volume: Volume) -> list[int]:
     """For each CT dataset, the k index of the volume slice it is; checks the geometry."""
     out: list[int] = []
@@ -113,8 +131,9 @@ def build_patch_region_seg(
     results: Sequence[LesionResult],
     provenance: Provenance,
     stacked: bool = False,
+    demonstration: bool = False,
 ) -> PatchRegionSeg:
-    """One BINARY SEG whose segment n is the n-th OK lesion's patch cube on the CT grid.
+    """One BINARY SEG whose segment n is the n-th OK lesion's read region on the CT grid.
 
     Args:
         ct_datasets: the CT series' instances (headers suffice), each a slice of ``ct_volume``.
@@ -123,12 +142,34 @@ def build_patch_region_seg(
         provenance: for the algorithm identification and software versions.
         stacked: hand highdicom one binary frame stack per segment even when no cubes
             overlap (the tests compare it with the label map used then; same SEG).
+        demonstration: random-initialised weights: the series description says so.
 
     Memory: the frames are built as one (slices, rows, columns, segments) bool array.
     """
     study_uid, series_uid, _for_uid = series_identity(ct_datasets)
     order = _slice_order(ct_datasets, ct_volume)
     ok = [r for r in results if r.status is LesionStatus.OK]
+    masks, segments, skipped = _lesion_masks(ok, ct_volume)
+    if not masks:
+        return PatchRegionSeg(None, (), tuple(skipped))
+    descriptions = _segment_descriptions(segments, lesion_labels(results), series_uid, provenance, demonstration)
+    # (I, J, K, S) -> (frames, rows = J, columns = I, S) in the order of ct_datasets, for the
+    # CT slices a cube reaches only: the SEG is derived from (and references) those images,
+    # and highdicom need not scan the slices no cube reaches.
+    keep = _source_positions(masks, order)
+    pixels = _frames(masks, [order[d] for d in keep], stacked)
+    sources = [header_copy(ct_datasets[keep[0]]), *(ct_datasets[d] for d in keep[1:])]
+    seg = _segmentation(sources, pixels, descriptions, _uid_key(series_uid, ok, provenance), provenance, demonstration)
+    if str(seg.StudyInstanceUID) != study_uid:
+        raise ExportError("internal error: the SEG is not in the CT's study")
+    return PatchRegionSeg(seg, tuple(segments), tuple(skipped))
+
+
+def _lesion_masks(
+    ok: Sequence[LesionResult], ct_volume: Volume
+) -> tuple[list[npt.NDArray[np.bool_]], list[tuple[str, int]], list[tuple[str, str]]]:
+    """Per OK lesion its cube's (I, J, K) mask, its (lesion_id, segment number), or why it
+    has no segment."""
     masks: list[npt.NDArray[np.bool_]] = []
     segments: list[tuple[str, int]] = []
     skipped: list[tuple[str, str]] = []
@@ -136,54 +177,81 @@ def build_patch_region_seg(
         if r.patch is None:
             skipped.append((r.lesion.lesion_id, "no patch was kept for this lesion"))
             continue
-        mask = cube_mask(ct_volume, r.patch.corners_lps())
+        mask = cube_mask(ct_volume, read_region_corners(r.patch))
         if not mask.any():
-            skipped.append((r.lesion.lesion_id, "the 50 mm cube contains no CT voxel centre (outside the CT)"))
+            skipped.append((r.lesion.lesion_id, "the region the encoder read contains no CT voxel centre"))
             continue
         masks.append(mask)
         segments.append((r.lesion.lesion_id, len(masks)))
-    if not masks:
-        return PatchRegionSeg(None, (), tuple(skipped))
+    return masks, segments, skipped
 
+
+def _segment_descriptions(
+    segments: Sequence[tuple[str, int]],
+    labels: Mapping[str, LesionLabel],
+    series_uid: str,
+    provenance: Provenance,
+    demonstration: bool,
+) -> list[hd.seg.SegmentDescription]:
+    """The Segment Sequence items of the lesions' segments: label, tracking id and colour
+    of each lesion (:mod:`.labels`)."""
+    parameters = {"weights_sha256": provenance.weights_sha256}
+    if demonstration:
+        parameters["demonstration"] = DEMO_PARAMETER.split("=", 1)[1]
     algorithm = hd.AlgorithmIdentificationSequence(
         name=ALGORITHM_NAME,
         family=codes.cid7162.ArtificialIntelligence,
         version=provenance.package_version,
-        parameters={"weights_sha256": provenance.weights_sha256},
+        parameters=parameters,
     )
-    descriptions = [
+    return [
         hd.seg.SegmentDescription(
             segment_number=number,
-            segment_label=f"FMCIB patch {lesion_id}"[:64],
+            segment_label=labels[lesion_id].text,
             segmented_property_category=SEGMENT_CATEGORY,
             segmented_property_type=SEGMENT_TYPE,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
             tracking_uid=derive_uid("patch-segment", series_uid, lesion_id),
-            tracking_id=lesion_id[:64],
+            tracking_id=labels[lesion_id].text,
+            display_color=labels[lesion_id].cielab(),
         )
         for lesion_id, number in segments
     ]
-    # (I, J, K, S) -> (frames, rows = J, columns = I, S) in the order of ct_datasets, for the
-    # CT slices a cube reaches only: the SEG is derived from (and references) those images,
-    # and highdicom need not scan the slices no cube reaches.
+
+
+def _source_positions(masks: Sequence[npt.NDArray[np.bool_]], order: Sequence[int]) -> list[int]:
+    """Positions in the CT datasets of the slices (k = ``order[d]``) a mask reaches."""
     reached: set[int] = set()
     for mask in masks:  # per mask: a reduction over the stacked array's segment axis is slow
         reached.update(np.flatnonzero(mask.any(axis=(0, 1))).tolist())
-    keep = [d for d, k in enumerate(order) if k in reached]
-    pixels = _frames(masks, [order[d] for d in keep], stacked)
-    key = (
+    return [d for d, k in enumerate(order) if k in reached]
+
+
+def _uid_key(series_uid: str, ok: Sequence[LesionResult], provenance: Provenance) -> tuple[str, ...]:
+    """What the SEG's UIDs are derived from (the same input gives the same UIDs)."""
+    return (
         series_uid,
         provenance.weights_sha256,
         provenance.package_version,
         *(f"{r.lesion.lesion_id}@{r.lesion.seed.x!r},{r.lesion.seed.y!r},{r.lesion.seed.z!r}" for r in ok),
     )
-    sources = [header_copy(ct_datasets[keep[0]]), *(ct_datasets[d] for d in keep[1:])]
-    seg = hd.seg.Segmentation(
-        source_images=sources,
+
+
+def _segmentation(
+    sources: Sequence[pydicom.Dataset],
+    pixels: npt.NDArray[np.generic],
+    descriptions: Sequence[hd.seg.SegmentDescription],
+    key: Sequence[str],
+    provenance: Provenance,
+    demonstration: bool,
+) -> hd.seg.Segmentation:
+    """The BINARY SEG of ``pixels`` on ``sources``, with this package's series attributes."""
+    return hd.seg.Segmentation(
+        source_images=list(sources),
         pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
+        segment_descriptions=list(descriptions),
         series_instance_uid=derive_uid("seg-series", *key),
         series_number=SEG_SERIES_NUMBER,
         sop_instance_uid=derive_uid("seg-instance", *key),
@@ -192,14 +260,11 @@ def build_patch_region_seg(
         manufacturer_model_name=MODEL_NAME,
         software_versions=provenance.package_version,
         device_serial_number="0",
-        content_description="50 mm cubes seen by the FMCIB encoder",
+        content_description="CT regions read by the FMCIB encoder (50 mm cubes in the CT)",
         content_label="FMCIB_PATCHES",
-        series_description=SEG_SERIES_DESCRIPTION,
+        series_description=DEMO_SEG_SERIES_DESCRIPTION if demonstration else SEG_SERIES_DESCRIPTION,
         omit_empty_frames=True,
     )
-    if str(seg.StudyInstanceUID) != study_uid:
-        raise ExportError("internal error: the SEG is not in the CT's study")
-    return PatchRegionSeg(seg, tuple(segments), tuple(skipped))
 
 
 def _frames(masks: Sequence[npt.NDArray[np.bool_]], slices: Sequence[int], stacked: bool) -> npt.NDArray[np.generic]:

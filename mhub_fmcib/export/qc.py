@@ -1,32 +1,141 @@
 """QC pictures: what the encoder saw for each lesion, and an index page listing them all.
 
-Per lesion with a patch, ``OUTPUT/qc/<safe lesion id>.png``: the axial, coronal and
-sagittal slices of the 50³ patch through the seed voxel (the patch centre unless the seed
-lies near the image border), lung window (W 1500, L -600 HU), seed marked with a red
-cross, 4x enlarged (nearest neighbour), ids in the title. ``OUTPUT/qc/index.html`` lists
-every lesion (OK or failed) with its picture, status, key ids and error.
+Written **per case**, while the case's CT and patches are in memory
+(:func:`write_case_qc`): for every lesion with a patch ``OUTPUT/qc/<stem>.png``, and for
+every lesion ``OUTPUT/qc/<stem>.json`` (the row of the index page: patient, study, series,
+label, status, picture). At the end of the run :func:`write_qc_index` writes
+``OUTPUT/qc/index.html`` from those rows (a lesion of a case that wrote none still gets a
+row, from its result).
+
+A picture (:func:`render_lesion_picture`) shows, left to right, the axial, coronal and
+sagittal planes of the 50³ patch through the seed voxel (4x enlarged, nearest neighbour)
+and a context view, the full CT slice through the seed with the region the encoder read
+(and, for a cube leaving the image, the full 50 mm cube dashed). On every view: the seed
+(red cross), the outline of the lesion's segmentation in the lesion's colour (when it came
+from a segmentation), orientation letters (R/L, A/P, S/I) and a 10 mm scale bar. The
+window is chosen from the patch's HU: lung (W 1500 / L −600) when at least a quarter of
+the voxels the encoder read are below −500 HU, else soft tissue (W 400 / L 40).
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageDraw
+import pydicom
+from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
 
-from ..types import LesionResult, LesionStatus, Patch
+from ..output import atomic_write_bytes
+from ..types import CaseFailure, LesionResult, LesionStatus, Patch, Volume
+from .labels import LesionLabel, lesion_labels
 from .layout import safe_file_stem
+from .patch_seg import read_region_corners
 
-#: Lung window in HU.
-WINDOW_CENTRE = -600.0
-WINDOW_WIDTH = 1500.0
-#: Enlargement of each 50x50 slice.
+#: Enlargement of each 50x50 patch plane.
 SCALE = 4
-_TITLE_H = 30
-_GAP = 6
+#: Edge of the context view in pixels.
+CONTEXT_PX = 240
+#: Length of the scale bar in mm.
+SCALE_BAR_MM = 10.0
+_GAP = 8
+_TITLE_H = 22
+_CAPTION_H = 18
+_SEED = (255, 0, 0)
+_BOX = (255, 220, 0)
+_TEXT = (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A display window in HU."""
+
+    name: str
+    centre: float
+    width: float
+
+
+LUNG = Window("lung", -600.0, 1500.0)
+SOFT_TISSUE = Window("soft tissue", 40.0, 400.0)
+
+
+@dataclass(frozen=True)
+class QcCase:
+    """What a case's QC pictures need beyond the lesion results.
+
+    Attributes:
+        volume: the CT (HU) the patches were cut from; the slices through the seeds must be
+            decoded (they are: each patch reads its seed's slice).
+        patient_id, study_date, series_description: from the CT headers ("" when absent).
+        masks: lesion id -> (I, J, K) bool mask on ``volume``'s grid of the segment, ROI or
+            mask label the lesion came from (none for seed points).
+        demonstration: the run uses random-initialised weights.
+    """
+
+    volume: Volume
+    patient_id: str = ""
+    study_date: str = ""
+    series_description: str = ""
+    masks: Mapping[str, npt.NDArray[np.bool_]] | None = None
+    demonstration: bool = False
+
+
+@dataclass(frozen=True)
+class QcRow:
+    """One row of ``qc/index.html`` (stored as ``qc/<stem>.json`` by :func:`write_case_qc`)."""
+
+    lesion_id: str
+    label: str
+    status: str
+    patient_id: str
+    study_date: str
+    series_description: str
+    seed_lps_mm: tuple[float, float, float]
+    seed_source: str
+    detail: str
+    error: str
+    picture: str
+    window: str
+    demonstration: bool
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> QcRow:
+        seed = d["seed_lps_mm"]
+        if not isinstance(seed, list | tuple) or len(seed) != 3:
+            raise ValueError(f"seed_lps_mm must be three numbers, got {seed!r}")
+        x, y, z = (float(v) for v in seed)
+        text = {k: str(d[k]) for k in cls.__dataclass_fields__ if k not in ("seed_lps_mm", "demonstration")}
+        return cls(**text, seed_lps_mm=(x, y, z), demonstration=bool(d["demonstration"]))
+
+
+def case_from_ct(
+    volume: Volume,
+    ct_datasets: Sequence[pydicom.Dataset] = (),
+    masks: Mapping[str, npt.NDArray[np.bool_]] | None = None,
+    demonstration: bool = False,
+) -> QcCase:
+    """A :class:`QcCase` with the patient, study and series read from the CT headers."""
+    ds = ct_datasets[0] if ct_datasets else pydicom.Dataset()
+    return QcCase(
+        volume=volume,
+        patient_id=str(ds.get("PatientID", "") or ""),
+        study_date=_date(str(ds.get("StudyDate", "") or "")),
+        series_description=str(ds.get("SeriesDescription", "") or ""),
+        masks=masks,
+        demonstration=demonstration,
+    )
+
+
+def _date(da: str) -> str:
+    return f"{da[:4]}-{da[4:6]}-{da[6:8]}" if len(da) == 8 and da.isdigit() else da
+
+
+# --- geometry of the views ----------------------------------------------------------------
 
 
 def seed_voxel(patch: Patch, seed_lps: npt.ArrayLike) -> tuple[int, int, int]:
@@ -39,107 +148,444 @@ def seed_voxel(patch: Patch, seed_lps: npt.ArrayLike) -> tuple[int, int, int]:
     return z, y, x
 
 
-def _window(normalised: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
-    hu = normalised.astype(np.float64) * 3072.0 - 1024.0
-    lo = WINDOW_CENTRE - WINDOW_WIDTH / 2
-    g = np.clip((hu - lo) / WINDOW_WIDTH, 0.0, 1.0) * 255.0
+def direction_letter(v: npt.ArrayLike) -> str:
+    """The patient direction an LPS vector points to most: L, R, P, A, S or I."""
+    a = np.asarray(v, dtype=np.float64)
+    axis = int(np.argmax(np.abs(a)))
+    return ("RL", "AP", "IS")[axis][int(a[axis] > 0)]
+
+
+@dataclass(frozen=True, eq=False)
+class _View:
+    """One 2D view: HU pixels, the LPS directions of screen right and screen down, the
+    size of a pixel in mm, the seed's pixel, the mask pixels (or None) and boxes to draw
+    ((x0, y0, x1, y1) in pixels, dashed?)."""
+
+    name: str
+    hu: npt.NDArray[np.float64]
+    right: npt.NDArray[np.float64]
+    down: npt.NDArray[np.float64]
+    pixel_mm: float
+    seed: tuple[float, float]
+    mask: npt.NDArray[np.bool_] | None
+    boxes: tuple[tuple[tuple[float, float, float, float], bool], ...] = ()
+
+
+def _patch_views(result: LesionResult, mask: npt.NDArray[np.bool_] | None, volume: Volume | None) -> list[_View]:
+    """Axial, coronal and sagittal planes of the patch through the seed voxel.
+
+    Patch axes (z, y, x) run along the affine's columns (S, P, L for the reference's LPS
+    reorientation); axial rows run along y, columns along x; coronal and sagittal are shown
+    with z reversed (superior up).
+    """
+    patch = result.patch
+    if patch is None:
+        raise ValueError(f"lesion {result.lesion.lesion_id!r} has no patch to draw")
+    hu = np.asarray(patch.array, dtype=np.float64) * 3072.0 - 1024.0
+    z, y, x = seed_voxel(patch, result.lesion.seed.as_array())
+    nz = hu.shape[0]
+    cols = patch.affine[:3, :3]
+    on_patch = _mask_on_patch(mask, volume, patch) if mask is not None and volume is not None else None
+    planes = [
+        ("axial", hu[z], on_patch[z] if on_patch is not None else None, cols[:, 2], cols[:, 1], (x, y)),
+        ("coronal", hu[::-1, y, :], _pl(on_patch, np.s_[::-1, y, :]), cols[:, 2], -cols[:, 0], (x, nz - 1 - z)),
+        ("sagittal", hu[::-1, :, x], _pl(on_patch, np.s_[::-1, :, x]), cols[:, 1], -cols[:, 0], (y, nz - 1 - z)),
+    ]
+    return [_View(name, img, right, down, 1.0, (float(c), float(r)), m) for name, img, m, right, down, (c, r) in planes]
+
+
+def _pl(
+    arr: npt.NDArray[np.bool_] | None, index: tuple[slice | int, slice | int, slice | int]
+) -> npt.NDArray[np.bool_] | None:
+    return None if arr is None else arr[index]
+
+
+def _mask_on_patch(mask: npt.NDArray[np.bool_], volume: Volume, patch: Patch) -> npt.NDArray[np.bool_]:
+    """The lesion's mask sampled (nearest CT voxel) at the patch's voxel centres, (z, y, x)."""
+    n = patch.array.shape
+    idx = np.stack(np.meshgrid(*(np.arange(s) for s in n), indexing="ij"), axis=-1).reshape(-1, 3)
+    lps = idx @ patch.affine[:3, :3].T + patch.affine[:3, 3]
+    ijk = np.floor(volume.lps_to_index(lps) + 0.5).astype(np.int64)
+    inside = np.all((ijk >= 0) & (ijk < np.asarray(volume.shape)), axis=1)
+    out = np.zeros(len(idx), dtype=bool)
+    sel = ijk[inside]
+    out[inside] = mask[sel[:, 0], sel[:, 1], sel[:, 2]]
+    return out.reshape(n)
+
+
+def _context_view(result: LesionResult, volume: Volume, mask: npt.NDArray[np.bool_] | None) -> _View:
+    """The full CT slice (k) through the seed, with the read region and the 50 mm cube."""
+    patch = result.patch
+    if patch is None:
+        raise ValueError(f"lesion {result.lesion.lesion_id!r} has no patch to draw")
+    ijk = volume.lps_to_index(result.lesion.seed.as_array())
+    k = int(np.clip(np.floor(ijk[2] + 0.5), 0, volume.shape[2] - 1))
+    hu = np.nan_to_num(np.asarray(volume.array[:, :, k], dtype=np.float64).T, nan=-1024.0)
+    d = volume.direction
+    normal = np.cross(d[:, 0], d[:, 1])
+    name = {"S": "axial", "I": "axial", "A": "coronal", "P": "coronal"}.get(direction_letter(normal), "sagittal")
+    boxes = []
+    full = patch.corners_lps()
+    read = read_region_corners(patch)
+    if not np.allclose(full, read):
+        boxes.append((_box_on_slice(volume, full), True))
+    boxes.append((_box_on_slice(volume, read), False))
+    return _View(
+        f"{name} CT slice {k + 1}/{volume.shape[2]}",
+        hu,
+        d[:, 0],
+        d[:, 1],
+        float(volume.spacing[0]),
+        (float(ijk[0]), float(ijk[1])),
+        mask[:, :, k].T if mask is not None else None,
+        tuple(boxes),
+    )
+
+
+def _box_on_slice(volume: Volume, corners_lps: npt.NDArray[np.float64]) -> tuple[float, float, float, float]:
+    """The in-plane bounding box (pixel edges, x0 y0 x1 y1) of LPS corners on a slice."""
+    ij = volume.lps_to_index(corners_lps)[:, :2]
+    lo, hi = ij.min(axis=0), ij.max(axis=0)
+    return (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
+
+
+# --- drawing -------------------------------------------------------------------------------
+
+
+def choose_window(patch: Patch) -> Window:
+    """Lung window when at least 25 % of the voxels the encoder read are below −500 HU,
+    else soft tissue."""
+    (za, zb), (ya, yb), (xa, xb) = patch.valid
+    hu = np.asarray(patch.array[za:zb, ya:yb, xa:xb], dtype=np.float64) * 3072.0 - 1024.0
+    return LUNG if float(np.mean(hu < -500.0)) >= 0.25 else SOFT_TISSUE
+
+
+def window_grey(hu: npt.NDArray[np.float64], window: Window) -> npt.NDArray[np.uint8]:
+    """HU -> 0..255 grey in ``window`` (clipped)."""
+    lo = window.centre - window.width / 2
+    g = np.clip((np.asarray(hu, dtype=np.float64) - lo) / window.width, 0.0, 1.0) * 255.0
     return np.round(g).astype(np.uint8)
 
 
-def render_patch_image(result: LesionResult) -> Image.Image:
-    """RGB picture of the three orthogonal slices through the seed voxel (see module doc).
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
 
-    Display orientation: axial as seen from the feet (patient right on the left, anterior
-    up); coronal and sagittal with superior up.
+
+def _tile(view: _View, window: Window, zoom: float, colour: tuple[int, int, int]) -> Image.Image:
+    """The view windowed, enlarged ``zoom`` times, with its overlays."""
+    grey = window_grey(view.hu, window)
+    h, w = grey.shape
+    size = (max(1, round(w * zoom)), max(1, round(h * zoom)))
+    rgb = np.repeat(np.asarray(Image.fromarray(grey).resize(size, Image.Resampling.NEAREST))[..., None], 3, axis=2)
+    if view.mask is not None and view.mask.any():
+        big = np.asarray(Image.fromarray(view.mask.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST)) > 0
+        edge = big & ~ndimage.binary_erosion(big, iterations=1)
+        rgb[edge] = colour
+    tile = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    draw = ImageDraw.Draw(tile)
+    for (x0, y0, x1, y1), dashed in view.boxes:
+        box = [(x0 + 0.5) * zoom - 0.5, (y0 + 0.5) * zoom - 0.5, (x1 + 0.5) * zoom - 0.5, (y1 + 0.5) * zoom - 0.5]
+        _rect(draw, box, (160, 160, 160) if dashed else _BOX, dashed)
+    _cross(draw, ((view.seed[0] + 0.5) * zoom, (view.seed[1] + 0.5) * zoom), max(6.0, 3 * zoom))
+    _letters(draw, view, tile.size)
+    _scale_bar(draw, SCALE_BAR_MM / view.pixel_mm * zoom, tile.size)
+    return tile
+
+
+def _rect(draw: ImageDraw.ImageDraw, box: list[float], colour: tuple[int, int, int], dashed: bool) -> None:
+    x0, y0, x1, y1 = box
+    if not dashed:
+        draw.rectangle([x0, y0, x1, y1], outline=colour, width=1)
+        return
+    for a, b in (((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))):
+        n = max(1, int(np.hypot(b[0] - a[0], b[1] - a[1]) // 4))
+        for i in range(0, n, 2):
+            t0, t1 = i / n, min(1.0, (i + 1) / n)
+            draw.line(
+                [
+                    (a[0] + (b[0] - a[0]) * t0, a[1] + (b[1] - a[1]) * t0),
+                    (a[0] + (b[0] - a[0]) * t1, a[1] + (b[1] - a[1]) * t1),
+                ],
+                fill=colour,
+            )
+
+
+def _cross(draw: ImageDraw.ImageDraw, centre: tuple[float, float], r: float) -> None:
+    cx, cy = centre
+    gap = r / 3
+    for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        draw.line([(cx + dx * gap, cy + dy * gap), (cx + dx * r, cy + dy * r)], fill=_SEED, width=1)
+
+
+def _letters(draw: ImageDraw.ImageDraw, view: _View, size: tuple[int, int]) -> None:
+    """Orientation letters at the middle of each edge."""
+    w, h = size
+    font = _font(12)
+    right, down = direction_letter(view.right), direction_letter(view.down)
+    left, up = direction_letter(-view.right), direction_letter(-view.down)
+    for text, (x, y) in (
+        (left, (3, h / 2 - 7)),
+        (right, (w - 11, h / 2 - 7)),
+        (up, (w / 2 - 4, 2)),
+        (down, (w / 2 - 4, h - 16)),
+    ):
+        draw.text((x, y), text, fill=(255, 255, 0), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+
+
+def _scale_bar(draw: ImageDraw.ImageDraw, length_px: float, size: tuple[int, int]) -> None:
+    """A 10 mm bar at the bottom left."""
+    _, h = size
+    x0, y = 6.0, h - 8.0
+    draw.line([(x0, y), (x0 + length_px, y)], fill=_TEXT, width=2)
+    draw.line([(x0, y - 3), (x0, y + 2)], fill=_TEXT, width=1)
+    draw.line([(x0 + length_px, y - 3), (x0 + length_px, y + 2)], fill=_TEXT, width=1)
+    draw.text((x0 + length_px + 4, y - 8), f"{SCALE_BAR_MM:.0f} mm", fill=_TEXT, font=_font(11))
+
+
+def render_lesion_picture(
+    result: LesionResult,
+    label: LesionLabel,
+    volume: Volume | None = None,
+    mask: npt.NDArray[np.bool_] | None = None,
+) -> tuple[Image.Image, Window]:
+    """The lesion's picture (see the module docstring) and the window it uses.
+
+    Args:
+        result: a result with a patch.
+        label: its label (title) and colour (outline).
+        volume: the CT the patch was cut from; without it there is no context view.
+        mask: the lesion's segmentation on ``volume``'s grid (outline), if any.
     """
     if result.patch is None:
         raise ValueError(f"lesion {result.lesion.lesion_id!r} has no patch to draw")
-    arr = np.asarray(result.patch.array)
-    z, y, x = seed_voxel(result.patch, result.lesion.seed.as_array())
-    # array axes (z, y, x) = (S, P, L) after the reference's LPS reorientation.
-    views = [
-        (arr[z, :, :], (x, y)),  # rows y (P, anterior up), cols x (L, right shown left)
-        (arr[::-1, y, :], (x, arr.shape[0] - 1 - z)),  # rows S up, cols x
-        (arr[::-1, :, x], (y, arr.shape[0] - 1 - z)),  # rows S up, cols y (P to the right)
-    ]
-    tiles = []
-    for img2d, (col, row) in views:
-        tile = Image.fromarray(_window(img2d)).convert("RGB")
-        tile = tile.resize((img2d.shape[1] * SCALE, img2d.shape[0] * SCALE), Image.Resampling.NEAREST)
-        d = ImageDraw.Draw(tile)
-        cx, cy = col * SCALE + SCALE // 2, row * SCALE + SCALE // 2
-        r = 3 * SCALE
-        d.line([(cx - r, cy), (cx - SCALE, cy)], fill=(255, 0, 0), width=1)
-        d.line([(cx + SCALE, cy), (cx + r, cy)], fill=(255, 0, 0), width=1)
-        d.line([(cx, cy - r), (cx, cy - SCALE)], fill=(255, 0, 0), width=1)
-        d.line([(cx, cy + SCALE), (cx, cy + r)], fill=(255, 0, 0), width=1)
-        tiles.append(tile)
-    width = sum(t.width for t in tiles) + _GAP * (len(tiles) + 1)
-    height = max(t.height for t in tiles) + _TITLE_H + _GAP
+    window = choose_window(result.patch)
+    views = [(v, float(SCALE)) for v in _patch_views(result, mask, volume)]
+    if volume is not None:
+        ctx = _context_view(result, volume, mask)
+        views.append((ctx, CONTEXT_PX / max(ctx.hu.shape)))
+    tiles = [(_tile(v, window, zoom, label.rgb), v.name) for v, zoom in views]
+    width = sum(t.width for t, _ in tiles) + _GAP * (len(tiles) + 1)
+    height = _TITLE_H + max(t.height for t, _ in tiles) + _CAPTION_H + _GAP
     canvas = Image.new("RGB", (width, height), (0, 0, 0))
-    xpos = _GAP
-    for t in tiles:
-        canvas.paste(t, (xpos, _TITLE_H))
-        xpos += t.width + _GAP
+    draw = ImageDraw.Draw(canvas)
     seed = result.lesion.seed
     title = (
-        f"{result.lesion.lesion_id}  seed LPS ({seed.x:.1f}, {seed.y:.1f}, {seed.z:.1f}) mm  "
-        f"axial | coronal | sagittal  W{WINDOW_WIDTH:.0f} L{WINDOW_CENTRE:.0f}"
+        f"{label.text}   seed LPS ({seed.x:.1f}, {seed.y:.1f}, {seed.z:.1f}) mm   "
+        f"{window.name} window W{window.width:.0f} L{window.centre:.0f}"
     )
-    ImageDraw.Draw(canvas).text((_GAP, 8), title, fill=(255, 255, 255))
-    return canvas
+    draw.text((_GAP, 4), _fit(draw, title, width - 2 * _GAP, _font(13)), fill=_TEXT, font=_font(13))
+    x = _GAP
+    for tile, name in tiles:
+        canvas.paste(tile, (x, _TITLE_H))
+        draw.text((x, _TITLE_H + tile.height + 2), name, fill=(200, 200, 200), font=_font(12))
+        x += tile.width + _GAP
+    return canvas, window
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, width: float, font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> str:
+    """``text``, shortened with "…" so that it fits ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def qc_stem(lesion_id: str) -> str:
+    """Safe file stem of a lesion's QC files (no path separators, unique per lesion id)."""
+    return safe_file_stem(lesion_id)
 
 
 def qc_file_name(result: LesionResult) -> str:
-    """Safe PNG file name of a lesion (no path separators, unique per lesion id)."""
-    return safe_file_stem(result.lesion.lesion_id) + ".png"
+    """Safe PNG file name of a lesion."""
+    return qc_stem(result.lesion.lesion_id) + ".png"
 
 
-def write_qc_index(output: Path, results: Sequence[LesionResult]) -> Path:
-    """Write ``OUTPUT/qc/<lesion>.png`` for every result with a patch and
-    ``OUTPUT/qc/index.html`` listing every result; returns the index path."""
+def _detail(result: LesionResult) -> str:
+    les = result.lesion
+    parts = [f"lesion id {les.lesion_id}"]
+    if les.study_instance_uid:
+        parts.append(f"study {les.study_instance_uid}")
+    if les.series_instance_uid:
+        parts.append(f"series {les.series_instance_uid}")
+    if les.seg_sop_instance_uid:
+        parts.append(f"segmentation {les.seg_sop_instance_uid} #{les.segment_number}")
+    if les.image_path:
+        parts.append(f"image {les.image_path}")
+    if les.mask_path:
+        parts.append(f"mask {les.mask_path}")
+    return "; ".join(parts)
+
+
+def _row(result: LesionResult, label: str, case: QcCase | None, picture: str, window: str) -> QcRow:
+    seed = result.lesion.seed
+    return QcRow(
+        lesion_id=result.lesion.lesion_id,
+        label=label,
+        status=result.status.value,
+        patient_id=case.patient_id if case else "",
+        study_date=case.study_date if case else "",
+        series_description=case.series_description if case else "",
+        seed_lps_mm=(seed.x, seed.y, seed.z),
+        seed_source=result.lesion.seed_source.value,
+        detail=_detail(result),
+        error=result.error or "",
+        picture=picture,
+        window=window,
+        demonstration=case.demonstration if case else False,
+    )
+
+
+def write_case_qc(output: Path, results: Sequence[LesionResult], case: QcCase | None) -> list[Path]:
+    """Write the QC files of one case (while its CT and patches are in memory): a PNG per
+    lesion with a patch and a row file per lesion. Returns the files written."""
     qc_dir = Path(output) / "qc"
-    qc_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    labels = lesion_labels(results)
+    written: list[Path] = []
+    masks = case.masks if case is not None and case.masks is not None else {}
     for r in results:
-        picture = ""
+        label = labels[r.lesion.lesion_id]
+        picture = window = ""
         if r.patch is not None:
-            name = qc_file_name(r)
-            render_patch_image(r).save(qc_dir / name, format="PNG")
-            src = html.escape(name, quote=True)
-            alt = html.escape(r.lesion.lesion_id, quote=True)
-            picture = f'<img src="{src}" alt="patch of {alt}">'
-        les = r.lesion
-        seg = f"{les.seg_sop_instance_uid} #{les.segment_number}" if les.seg_sop_instance_uid else ""
-        cells = [
-            les.lesion_id,
-            r.status.value,
-            les.seed_source.value,
-            f"({les.seed.x:.2f}, {les.seed.y:.2f}, {les.seed.z:.2f})",
-            les.series_instance_uid or les.image_path or "",
-            seg or les.mask_path or "",
-            r.error or "",
-        ]
-        cls = "ok" if r.status is LesionStatus.OK else "failed"
-        tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
-        rows.append(f'<tr class="{cls}">{tds}<td>{picture}</td></tr>')
-    n_ok = sum(r.status is LesionStatus.OK for r in results)
+            image, win = render_lesion_picture(r, label, case.volume if case else None, masks.get(r.lesion.lesion_id))
+            picture, window = qc_file_name(r), win.name
+            written.append(_write_png(qc_dir / picture, image))
+        row = _row(r, label.text, case, picture, window)
+        path = qc_dir / (qc_stem(r.lesion.lesion_id) + ".json")
+        atomic_write_bytes(path, json.dumps(asdict(row), ensure_ascii=False, indent=1).encode("utf-8"))
+        written.append(path)
+    return written
+
+
+def _write_png(path: Path, image: Image.Image) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def render_patch_image(result: LesionResult) -> Image.Image:
+    """The picture of a lesion without its CT (patch planes only), labelled as lesion 1."""
+    return render_lesion_picture(result, lesion_labels([result])[result.lesion.lesion_id])[0]
+
+
+# --- the index page ------------------------------------------------------------------------
+
+
+def _load_row(qc_dir: Path, result: LesionResult) -> QcRow | None:
+    path = qc_dir / (qc_stem(result.lesion.lesion_id) + ".json")
+    try:
+        row = QcRow.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return row if row.lesion_id == result.lesion.lesion_id else None
+
+
+def index_rows(output: Path, results: Sequence[LesionResult]) -> list[QcRow]:
+    """The rows of the index: each result's row file when its case wrote one (status and
+    error always from the result), else a row from the result alone."""
+    qc_dir = Path(output) / "qc"
+    rows = []
+    fallback = lesion_labels(results)
+    for r in results:
+        row = _load_row(qc_dir, r)
+        if row is None:
+            row = _row(r, fallback[r.lesion.lesion_id].text, None, "", "")
+        if row.picture and not (qc_dir / row.picture).is_file():
+            row = QcRow(**{**asdict(row), "picture": ""})
+        rows.append(QcRow(**{**asdict(row), "status": r.status.value, "error": r.error or ""}))
+    return rows
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:12px;max-width:1376px;color:#111}
+h1{font-size:20px;margin:4px 0} p.note{margin:4px 0 10px;font-size:13px;color:#333}
+.demo{background:#b00020;color:#fff;font-weight:bold;padding:8px 12px;margin:8px 0;font-size:16px}
+table{border-collapse:collapse;width:100%;table-layout:fixed}
+td{border-top:1px solid #bbb;padding:6px;vertical-align:top;font-size:13px;overflow-wrap:anywhere}
+td.info{width:360px} td.pic img{max-width:100%;height:auto;display:block}
+.label{font-weight:bold;font-size:14px} .status{display:inline-block;padding:0 6px;border-radius:3px}
+tr.ok .status{background:#cfc} tr.failed .status{background:#fbb} tr.failed td{background:#fff3f3}
+.detail{color:#555;font-size:11px} .error{color:#900;font-weight:bold}
+"""
+
+
+def _row_html(row: QcRow) -> str:
+    e = html.escape
+    who = (
+        " · ".join(e(v) for v in (row.patient_id, row.study_date, row.series_description) if v) or "(no patient/study)"
+    )
+    seed = ", ".join(f"{v:.1f}" for v in row.seed_lps_mm)
+    info = [
+        f'<div class="label">{e(row.label)}</div>',
+        f"<div>{who}</div>",
+        f'<div><span class="status">{e(row.status)}</span> seed ({seed}) mm LPS, {e(row.seed_source)}'
+        + (f", {e(row.window)} window" if row.window else "")
+        + "</div>",
+    ]
+    if row.error:
+        info.append(f'<div class="error">{e(row.error)}</div>')
+    info.append(f'<div class="detail" title="{e(row.detail, quote=True)}">{e(row.detail)}</div>')
+    if row.picture:
+        src, alt = e(row.picture, quote=True), e(row.label, quote=True)
+        pic = f'<img src="{src}" alt="{alt}" title="{e(row.lesion_id, quote=True)}">'
+    else:
+        pic = "no picture: no patch was cut for this lesion" if row.status != "ok" else "no picture"
+    cls = "ok" if row.status == LesionStatus.OK.value else "failed"
+    return f'<tr class="{cls}"><td class="info">{"".join(info)}</td><td class="pic">{pic}</td></tr>'
+
+
+def _failure_html(f: CaseFailure) -> str:
+    e = html.escape
+    return (
+        f'<tr class="failed"><td class="info"><div class="label">{e(f.case_id)}</div>'
+        f'<div><span class="status">{e(f.kind)} failed</span> {e(f.error_type)}</div></td>'
+        f'<td><div class="error">{e(f.reason)}</div></td></tr>'
+    )
+
+
+def write_qc_index(
+    output: Path,
+    results: Sequence[LesionResult],
+    failures: Sequence[CaseFailure] = (),
+    demonstration: bool = False,
+) -> Path:
+    """Write ``OUTPUT/qc/index.html``: a row per lesion (from the per-case row files and the
+    results), then a row per case or file failure; returns its path.
+
+    A results' patch is no longer needed here: pictures were written per case by
+    :func:`write_case_qc`. The demonstration banner shows when ``demonstration`` is set or
+    any case wrote its rows in a demonstration run.
+    """
+    qc_dir = Path(output) / "qc"
+    rows = index_rows(output, results)
+    demo = demonstration or any(r.demonstration for r in rows)
+    n_ok = sum(r.status == LesionStatus.OK.value for r in rows)
+    banner = (
+        '<div class="demo">DEMONSTRATION RUN: random-initialised weights. The features are '
+        "meaningless; run with the published FMCIB weights for real measurements.</div>"
+        if demo
+        else ""
+    )
+    body = "\n".join([*(_row_html(r) for r in rows), *(_failure_html(f) for f in failures)])
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mhub-fmcib QC</title>
-<style>body{{font-family:sans-serif}} td,th{{border:1px solid #999;padding:4px;vertical-align:top}}
-table{{border-collapse:collapse}} tr.failed td{{background:#fdd}} img{{max-width:640px}}</style>
+<style>{_CSS}</style>
 </head><body>
-<h1>mhub-fmcib QC: {n_ok} of {len(results)} lesions measured</h1>
-<p>Slices through the seed of the 50 mm patch the encoder saw (lung window W1500 L-600);
-red cross = seed. Research use only.</p>
-<table><thead><tr><th>lesion</th><th>status</th><th>seed source</th><th>seed LPS mm</th>
-<th>series / image</th><th>segment / mask</th><th>error</th><th>patch</th></tr></thead>
-<tbody>
-{chr(10).join(rows)}
+{banner}<h1>mhub-fmcib QC: {n_ok} of {len(rows)} lesions measured</h1>
+<p class="note">Per lesion: axial, coronal and sagittal planes through the seed of the 50 mm patch
+the encoder saw, and the CT slice through the seed with the region the encoder read (yellow box;
+dashed grey: the full 50 mm cube where it leaves the image). Red cross: seed; coloured outline:
+the lesion's segmentation; letters: patient orientation; bar: 10 mm. Research use only.</p>
+<table><tbody>
+{body}
 </tbody></table></body></html>
 """
     index = qc_dir / "index.html"
-    tmp = qc_dir / ".index.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(index)
+    atomic_write_bytes(index, page.encode("utf-8"))
     return index

@@ -7,7 +7,8 @@ One SR per CT series. Its content tree, built with highdicom::
       Procedure reported: (25045-6, LN, "CT unspecified body region")
       Imaging Measurements
         Measurement Group (TID 1411), one per lesion with features:
-          Tracking Identifier      lesion_id
+          Tracking Identifier      the lesion's label, e.g. "FMCIB lesion 2 - Nodule (SEG #3)"
+                                   (:mod:`.labels`: unique in the SR, <= 64 characters)
           Tracking Unique Id.      derive_uid("tracking", CT series UID, lesion_id)
           ROI  (exactly one, as TID 1411 requires)
             - Referenced Segment + Source series for segmentation (seed came from a SEG), or
@@ -17,9 +18,12 @@ One SR per CT series. Its content tree, built with highdicom::
                                    (see docs/outputs.md: an extension of TID 1411)
           Finding / Finding site   from the SEG segment, when it has them
           Algorithm (TID 4019)     "mhub-fmcib FMCIB encoder", package version,
-                                   parameters = provenance key=value strings
+                                   parameters = provenance key=value strings (first a
+                                   "demonstration=..." one for random-initialised weights)
           4096 x NUM               (feature_<n>, 99FMCIB, "FMCIB feature <n>"), unit (1, UCUM)
           k x NUM                  linear-head predictions, (pred-<hash>, 99FMCIB, ...)
+          3 x NUM                  the seed: (seed-x-lps, 99FMCIB, "Seed point x (LPS)"), y, z;
+                                   unit (mm, UCUM): what dcmqi and 3D Slicer's tables show
 
 Every numeric value is written twice by highdicom: Numeric Value (DS, at most 16
 characters) and Floating Point Value (FD, the exact float64 of the float32 feature), so a
@@ -32,6 +36,7 @@ import copy
 import functools
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import highdicom as hd
@@ -43,7 +48,8 @@ from pydicom.tag import Tag
 from pydicom.uid import SegmentationStorage
 
 from ..provenance import Provenance
-from ..types import N_FEATURES, CodeTuple, LesionResult, LesionStatus, SeedSource
+from ..types import N_FEATURES, CodeTuple, Lesion, LesionResult, LesionStatus, SeedSource
+from .labels import lesion_labels
 from .layout import (
     SR_FILE_NAME,
     ExportError,
@@ -73,7 +79,16 @@ MODEL_NAME = "mhub-fmcib"
 ALGORITHM_NAME = "mhub-fmcib FMCIB encoder"
 SR_SERIES_NUMBER = 9501
 SR_SERIES_DESCRIPTION = "FMCIB features - research use only, not for diagnosis"
+#: Series description of a demonstration run (random-initialised weights).
+DEMO_SR_SERIES_DESCRIPTION = "DEMONSTRATION random weights - features are not FMCIB"
+#: First algorithm parameter of a demonstration run.
+DEMO_PARAMETER = "demonstration=random-initialised weights: the features are meaningless"
 UNIT_NONE = hd.sr.CodedConcept("1", "UCUM", "no units")
+UNIT_MM = hd.sr.CodedConcept("mm", "UCUM", "millimeter")
+#: Concept names of the seed's LPS coordinates (NUM items in mm).
+SEED_CONCEPTS = tuple(
+    hd.sr.CodedConcept(f"seed-{axis}-lps", FMCIB_SCHEME, f"Seed point {axis} (LPS)") for axis in "xyz"
+)
 SEED_POINT = codes.DCM.SeedPoint
 PROCEDURE_REPORTED = codes.LN.CTUnspecifiedBodyRegion
 CONTENT_SEQUENCE_TAG = Tag(0x0040, 0xA730)
@@ -201,12 +216,21 @@ def sr_uids(series_uid: str, results: Sequence[LesionResult], provenance: Proven
     return derive_uid("sr-series", *key), derive_uid("sr-instance", *key)
 
 
-def _algorithm(provenance: Provenance) -> hd.sr.AlgorithmIdentification:
-    return hd.sr.AlgorithmIdentification(
-        name=ALGORITHM_NAME,
-        version=provenance.package_version,
-        parameters=provenance.as_parameters(),
-    )
+def _algorithm(provenance: Provenance, demonstration: bool = False) -> hd.sr.AlgorithmIdentification:
+    params = provenance.as_parameters()
+    if demonstration:
+        params = [DEMO_PARAMETER, *params]
+    return hd.sr.AlgorithmIdentification(name=ALGORITHM_NAME, version=provenance.package_version, parameters=params)
+
+
+def _seed_measurements(result: LesionResult) -> list[hd.sr.Measurement]:
+    """The seed as three NUM items in mm (LPS x, y, z): readers that show numbers but not
+    SCOORD3D (dcmqi, 3D Slicer's tables) show the seed this way."""
+    seed = result.lesion.seed
+    return [
+        hd.sr.Measurement(name=concept, value=float(v), unit=UNIT_MM)
+        for concept, v in zip(SEED_CONCEPTS, (seed.x, seed.y, seed.z), strict=True)
+    ]
 
 
 def _feature_values(result: LesionResult) -> np.ndarray:
@@ -247,44 +271,27 @@ def _seed_item(result: LesionResult, for_uid: str) -> hd.sr.Scoord3DContentItem:
     )
 
 
-def _group(
-    result: LesionResult,
-    series_uid: str,
-    for_uid: str,
-    seg_datasets: Mapping[str, pydicom.Dataset],
-    algorithm: hd.sr.AlgorithmIdentification,
-    measurements: Sequence[hd.sr.Measurement],
-) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
-    lesion = result.lesion
-    tracking = hd.sr.TrackingIdentifier(
-        uid=lesion_tracking_uid(series_uid, lesion.lesion_id), identifier=lesion.lesion_id[:64]
-    )
-    source_series = hd.sr.SourceSeriesForSegmentation(series_uid)
-    from_seg = (
+def _seed_from_seg(lesion: Lesion) -> bool:
+    """Whether the lesion's seed is the centre of a SEG segment (its ROI is then that segment)."""
+    return (
         lesion.seed_source is SeedSource.SEGMENT_CENTROID
         and lesion.seg_sop_instance_uid is not None
         and lesion.segment_number is not None
     )
-    roi: dict[str, object]
-    if from_seg:
-        seg_uid = str(lesion.seg_sop_instance_uid)
-        seg = seg_datasets.get(seg_uid)
-        if seg is None:
-            raise ExportError(
-                f"lesion {lesion.lesion_id!r} comes from SEG {seg_uid} segment "
-                f"{lesion.segment_number}, but that SEG was not passed in seg_datasets; pass "
-                "every SEG the lesions came from (SOPInstanceUID -> dataset)"
-            )
-        roi = {
-            "referenced_segment": hd.sr.ReferencedSegment(
-                sop_class_uid=str(seg.get("SOPClassUID", SegmentationStorage)),
-                sop_instance_uid=seg_uid,
-                segment_number=int(lesion.segment_number or 0),
-                source_series=source_series,
-            )
-        }
-    else:
-        roi = {
+
+
+def _roi(
+    result: LesionResult,
+    series_uid: str,
+    for_uid: str,
+    seg_datasets: Mapping[str, pydicom.Dataset],
+    from_seg: bool,
+) -> dict[str, object]:
+    """The group's one ROI (TID 1411): the referenced segment, or the seed as a volume surface."""
+    lesion = result.lesion
+    source_series = hd.sr.SourceSeriesForSegmentation(series_uid)
+    if not from_seg:
+        return {
             "referenced_volume_surface": hd.sr.VolumeSurface(
                 graphic_type=hd.sr.GraphicTypeValues3D.POINT,
                 graphic_data=lesion.seed.as_array().reshape(1, 3),
@@ -292,6 +299,37 @@ def _group(
                 source_series=source_series,
             )
         }
+    seg_uid = str(lesion.seg_sop_instance_uid)
+    seg = seg_datasets.get(seg_uid)
+    if seg is None:
+        raise ExportError(
+            f"lesion {lesion.lesion_id!r} comes from SEG {seg_uid} segment "
+            f"{lesion.segment_number}, but that SEG was not passed in seg_datasets; pass "
+            "every SEG the lesions came from (SOPInstanceUID -> dataset)"
+        )
+    return {
+        "referenced_segment": hd.sr.ReferencedSegment(
+            sop_class_uid=str(seg.get("SOPClassUID", SegmentationStorage)),
+            sop_instance_uid=seg_uid,
+            segment_number=int(lesion.segment_number or 0),
+            source_series=source_series,
+        )
+    }
+
+
+def _group(
+    result: LesionResult,
+    label: str,
+    series_uid: str,
+    for_uid: str,
+    seg_datasets: Mapping[str, pydicom.Dataset],
+    algorithm: hd.sr.AlgorithmIdentification,
+    measurements: Sequence[hd.sr.Measurement],
+) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+    lesion = result.lesion
+    tracking = hd.sr.TrackingIdentifier(uid=lesion_tracking_uid(series_uid, lesion.lesion_id), identifier=label)
+    from_seg = _seed_from_seg(lesion)
+    roi = _roi(result, series_uid, for_uid, seg_datasets, from_seg)
     group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=tracking,
         finding_type=_concept(lesion.finding_type) if lesion.finding_type else None,
@@ -314,6 +352,16 @@ def _group(
 MAX_SR_LESIONS = 50
 
 
+@dataclass(frozen=True, eq=False)
+class _SeriesLesions:
+    """The checked input of one SR: the CT series' identity and its OK lesions, in order."""
+
+    study_uid: str
+    series_uid: str
+    for_uid: str
+    ok: tuple[LesionResult, ...]
+
+
 def build_feature_sr(
     ct_datasets: Sequence[pydicom.Dataset],
     results: Sequence[LesionResult],
@@ -321,6 +369,7 @@ def build_feature_sr(
     seg_datasets: Mapping[str, pydicom.Dataset] | None = None,
     max_lesions: int = MAX_SR_LESIONS,
     reference_encoding: bool = False,
+    demonstration: bool = False,
 ) -> hd.sr.Comprehensive3DSR:
     """The TID 1500 Measurement Report for one CT series (see the module docstring).
 
@@ -335,16 +384,44 @@ def build_feature_sr(
         reference_encoding: build every feature's NUM item with highdicom and leave the
             encoding to pydicom item by item (about 2 s per lesion) instead of the
             byte-identical fast path of :mod:`.sr_encoding`; the tests compare the two.
+        demonstration: the features come from random-initialised weights (a demonstration
+            run): the series description and the algorithm parameters say so.
 
     The SR is meant to be written in Explicit VR Little Endian (its file meta says so):
     the groups' Content Sequences hold pre-encoded bytes, which pydicom decodes when they
     are read in memory and writes verbatim.
 
+    Steps: check the lesions, build each group with its first feature, build the SR around
+    them, then add the other features and the predictions to each group.
+
     Raises:
         ExportError: no OK lesion, more than ``max_lesions`` lesions, a lesion of another
             series, a missing SEG, non-finite values, or CT datasets that do not form one series.
     """
-    _study_uid, series_uid, for_uid = series_identity(ct_datasets)
+    checked = _checked_lesions(ct_datasets, results, max_lesions)
+    labels = {lesion_id: label.text for lesion_id, label in lesion_labels(results).items()}
+    segs = dict(seg_datasets or {})
+    # highdicom's SR constructor deep-copies and re-parses the whole content tree, and
+    # building plus encoding 4096 NUM items per lesion item by item takes about 2 s. The
+    # groups are therefore built by highdicom with their first feature only; the other
+    # features (and the predictions) are added to each group after the SR is built, encoded
+    # by sr_encoding (byte-identical to highdicom + pydicom; ``reference_encoding`` builds
+    # them the slow way, item by item). They reference no instance, so the evidence
+    # highdicom collects is the same.
+    values = [_feature_values(r) for r in checked.ok]
+    groups = _first_feature_groups(checked, values, labels, segs, _algorithm(provenance, demonstration))
+    sr = _measurement_report_sr(ct_datasets, checked, groups, segs, provenance, demonstration)
+    _add_remaining_measurements(sr, checked.ok, values, reference_encoding)
+    sr.CodingSchemeIdentificationSequence = [coding_scheme_identification()]
+    return sr
+
+
+def _checked_lesions(
+    ct_datasets: Sequence[pydicom.Dataset], results: Sequence[LesionResult], max_lesions: int
+) -> _SeriesLesions:
+    """The series identity and the OK lesions; raises :class:`ExportError` when there is no
+    OK lesion, too many, duplicate ids, or a lesion of another series."""
+    study_uid, series_uid, for_uid = series_identity(ct_datasets)
     ok = [r for r in results if r.status is LesionStatus.OK]
     if not ok:
         raise ExportError(f"series {series_uid}: no lesion has features, so there is nothing to report")
@@ -368,48 +445,57 @@ def build_feature_sr(
                     f"lesion {r.lesion.lesion_id!r} has {attr} {have}, but the CT series has "
                     f"{want}; pass each series' own lesions"
                 )
-    segs = dict(seg_datasets or {})
-    algorithm = _algorithm(provenance)
-    # highdicom's SR constructor deep-copies and re-parses the whole content tree, and
-    # building plus encoding 4096 NUM items per lesion item by item takes about 2 s. The
-    # groups are therefore built by highdicom with their first feature only; the other
-    # features (and the predictions) are added to each group after the SR is built, encoded
-    # by sr_encoding (byte-identical to highdicom + pydicom; ``reference_encoding`` builds
-    # them the slow way, item by item). They reference no instance, so the evidence
-    # highdicom collects is the same.
-    groups: list[hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations] = []
-    values: list[np.ndarray] = []
-    for r in ok:
-        feats = _feature_values(r)
-        first = hd.sr.Measurement(name=feature_concept(0), value=float(feats[0]), unit=UNIT_NONE)
-        groups.append(_group(r, series_uid, for_uid, segs, algorithm, [first]))
-        values.append(feats)
+    return _SeriesLesions(study_uid, series_uid, for_uid, tuple(ok))
 
+
+def _first_feature_groups(
+    checked: _SeriesLesions,
+    values: Sequence[np.ndarray],
+    labels: Mapping[str, str],
+    segs: Mapping[str, pydicom.Dataset],
+    algorithm: hd.sr.AlgorithmIdentification,
+) -> list[hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations]:
+    """One measurement group per OK lesion, holding its first feature only."""
+    groups = []
+    for r, feats in zip(checked.ok, values, strict=True):
+        first = hd.sr.Measurement(name=feature_concept(0), value=float(feats[0]), unit=UNIT_NONE)
+        label = labels[r.lesion.lesion_id]
+        groups.append(_group(r, label, checked.series_uid, checked.for_uid, segs, algorithm, [first]))
+    return groups
+
+
+def _observation_context(provenance: Provenance) -> hd.sr.ObservationContext:
+    """The device observer "mhub-fmcib"."""
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=derive_uid("device", MODEL_NAME, provenance.package_version),
         name=MODEL_NAME,
         manufacturer_name=MANUFACTURER,
         model_name=MODEL_NAME,
     )
-    observation_context = hd.sr.ObservationContext(
+    return hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(
             observer_type=codes.DCM.Device, observer_identifying_attributes=device
         )
     )
-    report = hd.sr.MeasurementReport(
-        observation_context=observation_context,
-        procedure_reported=PROCEDURE_REPORTED,
-        imaging_measurements=groups,
-    )
+
+
+def _evidence(
+    ct_datasets: Sequence[pydicom.Dataset], ok: Sequence[LesionResult], segs: Mapping[str, pydicom.Dataset]
+) -> list[pydicom.Dataset]:
+    """The instances the SR references: the CT series (first one a header copy) and the SEGs
+    the seeds came from."""
     used_segs = {
         str(r.lesion.seg_sop_instance_uid)
         for r in ok
         if r.lesion.seed_source is SeedSource.SEGMENT_CENTROID and r.lesion.seg_sop_instance_uid
     }
     evidence = [header_copy(ct_datasets[0]), *ct_datasets[1:]]
-    evidence += [header_copy(segs[u]) for u in sorted(used_segs)]
-    sr_series_uid, sr_sop_uid = sr_uids(series_uid, ok, provenance)
-    equipment = hd.ContributingEquipment(
+    return evidence + [header_copy(segs[u]) for u in sorted(used_segs)]
+
+
+def _equipment(provenance: Provenance) -> hd.ContributingEquipment:
+    """Contributing Equipment (IHE AIR style): mhub-fmcib as processing equipment."""
+    return hd.ContributingEquipment(
         manufacturer=MANUFACTURER,
         purpose_of_reference=codes.DCM.ProcessingEquipment,
         manufacturer_model_name=MODEL_NAME,
@@ -423,8 +509,25 @@ def build_feature_sr(
             :1024
         ],
     )
-    sr = hd.sr.Comprehensive3DSR(
-        evidence=evidence,
+
+
+def _measurement_report_sr(
+    ct_datasets: Sequence[pydicom.Dataset],
+    checked: _SeriesLesions,
+    groups: Sequence[hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations],
+    segs: Mapping[str, pydicom.Dataset],
+    provenance: Provenance,
+    demonstration: bool,
+) -> hd.sr.Comprehensive3DSR:
+    """The Comprehensive 3D SR holding the TID 1500 report of ``groups``."""
+    report = hd.sr.MeasurementReport(
+        observation_context=_observation_context(provenance),
+        procedure_reported=PROCEDURE_REPORTED,
+        imaging_measurements=list(groups),
+    )
+    sr_series_uid, sr_sop_uid = sr_uids(checked.series_uid, checked.ok, provenance)
+    return hd.sr.Comprehensive3DSR(
+        evidence=_evidence(ct_datasets, checked.ok, segs),
         content=report[0],
         series_instance_uid=sr_series_uid,
         series_number=SR_SERIES_NUMBER,
@@ -434,11 +537,20 @@ def build_feature_sr(
         is_complete=True,
         is_final=False,
         is_verified=False,
-        series_description=SR_SERIES_DESCRIPTION,
-        contributing_equipment=[equipment],
+        series_description=DEMO_SR_SERIES_DESCRIPTION if demonstration else SR_SERIES_DESCRIPTION,
+        contributing_equipment=[_equipment(provenance)],
         manufacturer_model_name=MODEL_NAME,
         software_versions=provenance.package_version,
     )
+
+
+def _add_remaining_measurements(
+    sr: hd.sr.Comprehensive3DSR,
+    ok: Sequence[LesionResult],
+    values: Sequence[np.ndarray],
+    reference_encoding: bool,
+) -> None:
+    """Append features 1..4095 and the predictions to each group of ``sr`` (in place)."""
     container = sr.ContentSequence[-1]
     sr_groups = container.ContentSequence
     if len(sr_groups) != len(ok):
@@ -450,21 +562,21 @@ def build_feature_sr(
                 for i in range(1, N_FEATURES)
             )
             group_item.ContentSequence.extend(m[0] for m in _prediction_measurements(r))
-    else:
-        charset = sr.get("SpecificCharacterSet") or default_encoding
-        templates = feature_templates()[1:]
-        for group_item, r, feats in zip(sr_groups, ok, values, strict=True):
-            encoded = (
-                encode_items(list(group_item.ContentSequence), charset)
-                + encode_num_items(templates, feats[1:])
-                + encode_items([m[0] for m in _prediction_measurements(r)], charset)
-            )
-            group_item[CONTENT_SEQUENCE_TAG] = raw_content_sequence(encoded)
-            declare_explicit_vr_little_endian(group_item)
-        declare_explicit_vr_little_endian(container)
-        declare_explicit_vr_little_endian(sr)
-    sr.CodingSchemeIdentificationSequence = [coding_scheme_identification()]
-    return sr
+            group_item.ContentSequence.extend(m[0] for m in _seed_measurements(r))
+        return
+    charset = sr.get("SpecificCharacterSet") or default_encoding
+    templates = feature_templates()[1:]
+    for group_item, r, feats in zip(sr_groups, ok, values, strict=True):
+        encoded = (
+            encode_items(list(group_item.ContentSequence), charset)
+            + encode_num_items(templates, feats[1:])
+            + encode_items([m[0] for m in _prediction_measurements(r)], charset)
+            + encode_items([m[0] for m in _seed_measurements(r)], charset)
+        )
+        group_item[CONTENT_SEQUENCE_TAG] = raw_content_sequence(encoded)
+        declare_explicit_vr_little_endian(group_item)
+    declare_explicit_vr_little_endian(container)
+    declare_explicit_vr_little_endian(sr)
 
 
 def write_sr(sr: pydicom.Dataset, output_root: Path) -> Path:

@@ -17,10 +17,19 @@ from mhub_fmcib.types import Lesion, LesionResult, LesionStatus, Patch, SeedPoin
 NODULE = SeedPoint(-21.858572, -120.535814, -611.496416)
 
 
-def expected_frames(ct: list[pydicom.Dataset], patch: Patch) -> npt.NDArray[np.bool_]:
-    """(frames, rows, cols): pixel centres from each header inside the cube [min, max)."""
-    c = patch.corners_lps()
-    lo, hi = c.min(axis=0), c.max(axis=0)
+def read_box(patch: Patch, full: bool = False) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """LPS [lo, hi) of the patch voxels that came from the image (``valid``), or of the whole
+    cube: the centres of the first and last voxel along each axis +- 0.5 mm (1 mm voxels,
+    axes along +S, +P, +L)."""
+    ranges = [(0, n) for n in patch.array.shape] if full else list(patch.valid)
+    first = patch.affine @ np.array([ranges[0][0], ranges[1][0], ranges[2][0], 1.0])
+    last = patch.affine @ np.array([ranges[0][1] - 1, ranges[1][1] - 1, ranges[2][1] - 1, 1.0])
+    return np.minimum(first, last)[:3] - 0.5, np.maximum(first, last)[:3] + 0.5
+
+
+def expected_frames(ct: list[pydicom.Dataset], patch: Patch, full: bool = False) -> npt.NDArray[np.bool_]:
+    """(frames, rows, cols): pixel centres from each header inside the read region [lo, hi)."""
+    lo, hi = read_box(patch, full)
     out = []
     for ds in ct:
         iop = np.array(ds.ImageOrientationPatient, dtype=float)
@@ -115,6 +124,27 @@ def test_multi_lesion_edge_and_outside(  # type: ignore[no-untyped-def]
     corner = read_frames(path, cts, 2)
     # the corner cube is clipped by the volume: fewer voxels than a full 50 mm cube
     assert 0 < corner.sum() < 25 * 25 * 17
+    # ... and the encoder read less than the cube's part inside the CT: the crop was clamped
+    # at the image border and padded on both sides, so CT voxels on the far side of the
+    # cube are padding in the patch, not in the SEG.
+    assert edge.patch.valid != ((0, 50), (0, 50), (0, 50))
+    full = expected_frames(cts, edge.patch, full=True)
+    assert corner.sum() < full.sum()
+    assert not np.any(corner & ~full)
+    # every marked voxel's nearest patch voxel came from the image (never padding)
+    inv = np.linalg.inv(edge.patch.affine)
+    for f, ds in enumerate(cts):
+        rows, cols = np.nonzero(corner[f])
+        if rows.size == 0:
+            continue
+        iop = np.array(ds.ImageOrientationPatient, dtype=float)
+        dr, dc = (float(v) for v in ds.PixelSpacing)
+        pts = (
+            np.array(ds.ImagePositionPatient, dtype=float) + cols[:, None] * dc * iop[:3] + rows[:, None] * dr * iop[3:]
+        )
+        idx = np.floor((np.c_[pts, np.ones(len(pts))] @ inv.T)[:, :3] + 0.5).astype(int)
+        for axis, (a, b) in enumerate(edge.patch.valid):
+            assert np.all((idx[:, axis] >= a) & (idx[:, axis] < b))
 
 
 def test_volume_must_match_the_datasets(  # type: ignore[no-untyped-def]
@@ -158,3 +188,16 @@ def test_label_map_and_stacked_frames_give_the_same_seg(  # type: ignore[no-unty
     overlapping = [apart[0], result_factory(sample_volume, sample_ct[0], "c", near, rng)]
     both = build_patch_region_seg(sample_ct, sample_volume, overlapping, provenance).dataset
     assert both is not None and both.SegmentsOverlap == "YES"
+
+
+def test_cube_offset_from_seed(sample_volume) -> None:  # type: ignore[no-untyped-def]
+    """docs/outputs.md: the seed index is truncated and the crop is [c - 25, c + 25), so the
+    cube's centre lies 0.5 to 1.5 mm before the seed along each of L, P, S."""
+    from mhub_fmcib.patch import extract_patch
+
+    rng = np.random.default_rng(0)
+    for s in rng.uniform([-60, -150, -640], [60, -80, -580], size=(50, 3)):
+        seed = SeedPoint(*map(float, s))
+        c = extract_patch(sample_volume, seed).corners_lps()
+        offset = (c.min(axis=0) + c.max(axis=0)) / 2 - seed.as_array()
+        assert np.all((offset > -1.5) & (offset <= -0.5)), offset

@@ -34,7 +34,10 @@ def _read_group(group: pydicom.Dataset) -> dict[str, object]:
         name = it.ConceptNameCodeSequence[0]
         if it.ValueType == "NUM":
             mv = it.MeasuredValueSequence[0]
-            if name.CodingSchemeDesignator == FMCIB_SCHEME and name.CodeValue.startswith("feature_"):
+            if name.CodingSchemeDesignator == FMCIB_SCHEME and name.CodeValue.startswith("seed-"):
+                out.setdefault("seed", {})[name.CodeValue[5]] = float(mv.FloatingPointValue)  # type: ignore[index]
+                assert mv.MeasurementUnitsCodeSequence[0].CodeValue == "mm"
+            elif name.CodingSchemeDesignator == FMCIB_SCHEME and name.CodeValue.startswith("feature_"):
                 i = int(name.CodeValue.split("_")[1])
                 out["features"][i] = float(mv.FloatingPointValue)  # type: ignore[index]
                 out["ds"][i] = float(mv.NumericValue)  # type: ignore[index]
@@ -97,7 +100,7 @@ def test_sample_sr_valid_and_round_trips(  # type: ignore[no-untyped-def]
     assert path == (tmp_path / "dicom" / ct.StudyInstanceUID / ct.SeriesInstanceUID / "fmcib_features_SR.dcm")
     problems, allowed = dciodvfy(path)
     assert problems == []
-    assert allowed == 2 * 4096 + 1 + 1  # feature codes, 1 prediction, the declaration
+    assert allowed == 2 * (4096 + 3) + 1 + 1  # feature and seed codes, 1 prediction, the declaration
 
     back = pydicom.dcmread(path)
     assert back.StudyInstanceUID == ct.StudyInstanceUID
@@ -116,7 +119,8 @@ def test_sample_sr_valid_and_round_trips(  # type: ignore[no-untyped-def]
     assert len(groups) == 2  # the failed lesion is not in the SR
     g0, g1 = (_read_group(g) for g in groups)
     ok = sample_results[:2]
-    assert g0["tracking_id"] == "lung1/seg1"
+    assert g0["tracking_id"] == "FMCIB lesion 1 - Nodule (SEG #1)"
+    assert g1["tracking_id"] == "FMCIB lesion 2 - seed point"
     assert g0["tracking_uid"] == lesion_tracking_uid(ct.SeriesInstanceUID, "lung1/seg1")
     assert g0["segment"] == (sample_seg.SOPInstanceUID, 1)
     assert "segment" not in g1
@@ -126,6 +130,8 @@ def test_sample_sr_valid_and_round_trips(  # type: ignore[no-untyped-def]
         assert gtype == "POINT"
         assert for_uid == ct.FrameOfReferenceUID
         np.testing.assert_allclose(coords, r.lesion.seed.as_array(), rtol=0, atol=1e-4)
+        seed = g["seed"]  # type: ignore[index]
+        assert [seed["x"], seed["y"], seed["z"]] == r.lesion.seed.as_array().tolist()  # type: ignore[index]
         _check_features(g, r)
     assert g0["preds"] == {prediction_concept("os_2y").value: 0.25}
 
@@ -133,7 +139,13 @@ def test_sample_sr_valid_and_round_trips(  # type: ignore[no-untyped-def]
     doc = hd.sr.srread(path)
     report = doc.content
     hd_groups = report.get_volumetric_roi_measurement_groups()
-    assert [str(g.tracking_identifier) for g in hd_groups] == ["lung1/seg1", "user seed 2"]
+    assert [str(g.tracking_identifier) for g in hd_groups] == [
+        "FMCIB lesion 1 - Nodule (SEG #1)",
+        "FMCIB lesion 2 - seed point",
+    ]
+    assert [str(g.tracking_uid) for g in hd_groups] == [
+        lesion_tracking_uid(ct.SeriesInstanceUID, r.lesion.lesion_id) for r in ok
+    ]
     seg_ref = hd_groups[0].referenced_segment
     assert seg_ref is not None
     assert seg_ref.referenced_sop_instance_uid == sample_seg.SOPInstanceUID
@@ -225,9 +237,9 @@ def test_multi_lesion_series_is_valid(  # type: ignore[no-untyped-def]
     path = write_sr(build_feature_sr(cts, res, provenance), tmp_path)
     problems, allowed = dciodvfy(path)
     assert problems == []
-    assert allowed == 4 * 4096 + 1
+    assert allowed == 4 * (4096 + 3) + 1
     groups = [_read_group(g) for g in _groups(pydicom.dcmread(path))]
-    assert [g["tracking_id"] for g in groups] == ["L0", "L1", "L2", "L3"]
+    assert [g["tracking_id"] for g in groups] == [f"FMCIB lesion {n} - seed point" for n in range(1, 5)]
     for g, r in zip(groups, res, strict=True):
         _check_features(g, r)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import highdicom as hd
@@ -125,8 +126,9 @@ def test_sr_file_is_byte_identical_to_the_reference_encoding(  # type: ignore[no
     character set: the fast SR file equals the one built and encoded item by item."""
     rng = np.random.default_rng(3)
     ct = sample_ct[0]
+    first = result_factory(sample_volume, ct, "lung1/seg1", NODULE, rng, seg=sample_seg, predictions=(("os_2y", 0.25),))
     results = [
-        result_factory(sample_volume, ct, "lung1/seg1", NODULE, rng, seg=sample_seg, predictions=(("os_2y", 0.25),)),
+        replace(first, lesion=replace(first.lesion, segment_label="Läsion ÄÖÜ")),
         result_factory(sample_volume, ct, "Läsion 2 ÄÖÜ", SeedPoint(60.0, -100.0, -600.0), rng),
     ]
     segs = {sample_seg.SOPInstanceUID: sample_seg}
@@ -141,5 +143,5 @@ def test_sr_file_is_byte_identical_to_the_reference_encoding(  # type: ignore[no
         tmp_path / "fast" / "dicom" / ct.StudyInstanceUID / ct.SeriesInstanceUID / "fmcib_features_SR.dcm"
     )
     groups = back.ContentSequence[-1].ContentSequence
-    tracking = [it.TextValue for it in groups[1].ContentSequence if it.ConceptNameCodeSequence[0].CodeValue == "112039"]
-    assert tracking == ["Läsion 2 ÄÖÜ"]  # Tracking Identifier, in the CT's character set
+    tracking = [it.TextValue for it in groups[0].ContentSequence if it.ConceptNameCodeSequence[0].CodeValue == "112039"]
+    assert tracking == ["FMCIB lesion 1 - Läsion ÄÖÜ (SEG #1)"]  # Tracking Identifier, in the CT's character set
