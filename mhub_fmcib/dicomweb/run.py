@@ -311,7 +311,8 @@ def run_dicomweb(
         if outcomes[-1].status is StudyStatus.INTERRUPTED:
             break
     not_started = tuple(uids[len(outcomes) :])
-    if not keep_pulled and settings.cache_dir is None and cache.exists() and not any(cache.iterdir()):
+    own_cache = settings.cache_dir is None or settings.cache_dir == output / CACHE_FOLDER_NAME
+    if not keep_pulled and own_cache and cache.exists() and not any(cache.iterdir()):
         cache.rmdir()
     interrupted = bool(not_started) or any(o.status is StudyStatus.INTERRUPTED for o in outcomes)
     return DicomWebRunReport(settings, tuple(outcomes), interrupted=interrupted, not_started=not_started)
