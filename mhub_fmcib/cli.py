@@ -16,10 +16,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from . import __version__
-from .cases import infer_input_kind
 from .config import InputKind, RunConfig
 from .errors import ConfigError, FmcibError, WeightsError
 from .pipeline import StopFlag
+from .plan import infer_input_kind
 
 log = logging.getLogger("mhub_fmcib")
 
@@ -229,8 +229,8 @@ def install_stop_handlers(stop: StopFlag) -> None:
 
 
 def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from .batch.progress import make_progress
     from .pipeline import StopFlag, run
-    from .progress import make_progress
 
     if args.dicomweb:
         return cmd_run_dicomweb(args, env)
@@ -251,9 +251,8 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_version(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from .encoder import sha256_file
+    from .model.weights import resolve_weights, sha256_file
     from .provenance import collect_provenance
-    from .weights import resolve_weights
 
     try:
         loc = resolve_weights(args.weights, env, allow_download=False)
@@ -332,10 +331,10 @@ def _has_file_for(path: Path, kind: InputKind) -> bool:
 def cmd_container(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """The image's entrypoint (see docs/container.md): banner, mount checks before the model
     is loaded (exit 3 input, 4 output, 5 weights), then the workflow's run."""
-    from .encoder import FeatureExtractor, read_weights
+    from .batch.progress import make_progress
+    from .model.extractor import FeatureExtractor
+    from .model.weights import read_weights, resolve_weights
     from .pipeline import StopFlag, run
-    from .progress import make_progress
-    from .weights import resolve_weights
     from .workflows import load_workflow
 
     print(BANNER.format(version=__version__), file=sys.stderr)
@@ -425,7 +424,7 @@ def cmd_container(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_index(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from .dicom.index import InstanceKind
-    from .index_cache import index_folder_cached
+    from .dicom.index_db import index_folder_cached
 
     if not args.input.exists():
         log.error("input %s does not exist", args.input)
@@ -451,7 +450,7 @@ def cmd_index(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_merge(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from .merge import merge_outputs
+    from .batch.merge import merge_outputs
 
     report = merge_outputs(args.shards, args.output)
     print(f"merged {len(args.shards)} output(s): {report.n_ok} lesion(s) in {args.output / 'features.csv'}")
@@ -499,7 +498,7 @@ def cmd_run_dicomweb(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         queries=args.query,
         include_unsegmented=args.seeds,
     )
-    from .output import write_json
+    from .export.tables import write_json
 
     write_json(output / "dicomweb.json", rep.to_json())
     for st in rep.studies:

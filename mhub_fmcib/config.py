@@ -1,7 +1,7 @@
 """The one typed object through which every setting of a run enters.
 
 The CLI, workflow files and tests build a :class:`RunConfig`; nothing below reads
-environment variables except :func:`mhub_fmcib.weights.resolve_weights`, which is given
+environment variables except :func:`mhub_fmcib.model.weights.resolve_weights`, which is given
 the environment explicitly.
 """
 

@@ -19,24 +19,24 @@ import numpy as np
 import pydicom
 
 from . import __version__
-from .cases import Case, DicomSegCase, ImageMaskCase, Plan, SeedsCase, plan
+from .batch.progress import NoProgress, Progress
+from .batch.store import CaseRecord, CaseStore, failure_to_json, fingerprint, shard_of
 from .config import RunConfig
 from .dicom.ct import CtSeries, assemble_ct, decode_slices
 from .dicom.index import InstanceKind, InstanceRecord, index_folder
 from .dicom.rtstruct import list_rois, read_rtstruct, roi_mask_on_ct, roi_point, select_rois
 from .dicom.seg import read_seg, segment_mask_on_ct, select_segments
-from .encoder import FeatureExtractor, LoadedWeights, read_weights, sha256_file
 from .errors import CaseError, DicomImportError, FmcibError, SeedError, SegmentationError
 from .export.qc import write_qc_index
-from .heads import LinearHead
+from .export.tables import write_failures_csv, write_features_csv, write_json
 from .image_io import read_image, read_mask
-from .output import write_failures_csv, write_features_csv, write_json
+from .model.extractor import FeatureExtractor
+from .model.heads import LinearHead
+from .model.weights import LoadedWeights, read_weights, resolve_weights, sha256_file
 from .patch import extract_patch, read_window
-from .progress import NoProgress, Progress
-from .seeds import centre_of_mass_lps, check_seed_in_volume, seed_inside_mask
-from .state import CaseRecord, CaseStore, failure_to_json, fingerprint, shard_of
-from .types import CaseFailure, Lesion, LesionResult, LesionStatus, Patch, SeedPoint, SeedSource, Volume
-from .weights import resolve_weights
+from .plan import Case, DicomSegCase, ImageMaskCase, Plan, SeedsCase, plan
+from .records import CaseFailure, Lesion, LesionResult, LesionStatus, Patch, SeedPoint, SeedSource, Volume
+from .seeds.geometry import centre_of_mass_lps, check_seed_in_volume, seed_inside_mask
 
 log = logging.getLogger(__name__)
 
@@ -501,7 +501,7 @@ def run(
     report.timings["load_model_s"] = time.perf_counter() - t0
 
     if hooks is None:
-        from .exports import make_hooks
+        from .export.hooks import make_hooks
         from .provenance import collect_provenance
 
         hooks = make_hooks(config, collect_provenance(report.weights_sha256, report.weights_name))

@@ -1,4 +1,4 @@
-"""Assemble a CT series (one file per slice) into a :class:`~mhub_fmcib.types.Volume` in HU.
+"""Assemble a CT series (one file per slice) into a :class:`~mhub_fmcib.records.Volume` in HU.
 
 Slices are sorted by their position along the slice normal. A series that would give wrong
 geometry is refused with a :class:`~mhub_fmcib.errors.GeometryError` naming the series:
@@ -19,7 +19,7 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import JPEGLSLossless, JPEGLSNearLossless
 
 from ..errors import DicomImportError, GeometryError
-from ..types import Volume
+from ..records import Volume
 from .index import InstanceRecord
 from .uids import DECODE_ERRORS, READ_ERRORS, plausible_uid
 

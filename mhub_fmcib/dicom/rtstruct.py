@@ -38,7 +38,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from ..errors import SegmentationError
-from ..types import SeedPoint
+from ..records import SeedPoint
 from .ct import CtSeries
 from .uids import RT_STRUCTURE_SET_STORAGE
 

@@ -61,8 +61,8 @@ from fmcib_testlib.export_builder import make_export
 from fmcib_testlib.faults import HOSTILE_TEXT, BadInput, Outcome, add_faults
 
 from mhub_fmcib.config import RunConfig
-from mhub_fmcib.encoder import FeatureExtractor
-from mhub_fmcib.output import read_features_csv
+from mhub_fmcib.export.tables import read_features_csv
+from mhub_fmcib.model.extractor import FeatureExtractor
 from mhub_fmcib.pipeline import RunReport, run
 
 ROOT = Path(__file__).resolve().parents[2]

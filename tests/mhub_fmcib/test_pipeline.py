@@ -17,11 +17,11 @@ from fmcib_testlib.reference_pipeline import reference_patch
 from monai.networks.nets import resnet50
 
 from mhub_fmcib.config import InputKind, RunConfig
-from mhub_fmcib.encoder import FeatureExtractor
+from mhub_fmcib.export.tables import read_features_csv
 from mhub_fmcib.image_io import read_image
-from mhub_fmcib.output import read_features_csv
+from mhub_fmcib.model.extractor import FeatureExtractor
 from mhub_fmcib.pipeline import run
-from mhub_fmcib.types import LesionStatus, SeedPoint
+from mhub_fmcib.records import LesionStatus, SeedPoint
 
 NO_EXPORT = dict(export_sr=False, export_seg=False, export_qc=False)
 
@@ -219,7 +219,7 @@ def test_nan_voxels_in_the_patch_fail_the_lesion_only(extractor: FeatureExtracto
     """NaN voxels where a patch reads (a float image with holes) fail that lesion with a
     clear reason; a lesion elsewhere in the same image is measured."""
     from mhub_fmcib.pipeline import measure
-    from mhub_fmcib.types import Lesion, SeedSource, Volume
+    from mhub_fmcib.records import Lesion, SeedSource, Volume
 
     arr = np.full((120, 120, 60), -500.0, dtype=np.float32)
     arr[10:20, 10:20, 5:10] = np.nan

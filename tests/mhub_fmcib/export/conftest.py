@@ -18,7 +18,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from mhub_fmcib.image_io import read_image
 from mhub_fmcib.patch import extract_patch
 from mhub_fmcib.provenance import Provenance, collect_provenance
-from mhub_fmcib.types import (
+from mhub_fmcib.records import (
     N_FEATURES,
     Lesion,
     LesionResult,

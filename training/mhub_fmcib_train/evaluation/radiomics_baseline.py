@@ -77,14 +77,14 @@ def dicom_radiomics_table(
     in a DICOM folder, with the masks placed on the CT grid exactly as ``mhub-fmcib run``
     places them. Rows are keyed by the same ``case_id`` as ``features.csv``'s
     ``lesion_id``; returns the table and the errors of lesions that could not be measured."""
-    from mhub_fmcib.cases import DicomSegCase, plan_dicom_folder
     from mhub_fmcib.dicom.ct import assemble_ct
     from mhub_fmcib.dicom.index import InstanceKind
     from mhub_fmcib.dicom.rtstruct import read_rtstruct, roi_mask_on_ct, select_rois
     from mhub_fmcib.dicom.seg import read_seg, segment_mask_on_ct, select_segments
     from mhub_fmcib.errors import CaseError
     from mhub_fmcib.image_io import volume_to_sitk
-    from mhub_fmcib.types import Volume
+    from mhub_fmcib.plan import DicomSegCase, plan_dicom_folder
+    from mhub_fmcib.records import Volume
 
     the_plan = plan_dicom_folder(Path(folder), sources=sources)
     errors = [f.reason for f in the_plan.failures]

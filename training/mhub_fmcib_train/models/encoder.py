@@ -1,7 +1,7 @@
 """The encoder: the FMCIB ResNet50 or a smaller variant with the same key names.
 
-The full-size configuration builds :class:`mhub_fmcib.encoder.FmcibResNet` itself, so the
-exported trunk is exactly what ``mhub_fmcib.encoder.read_weights`` checks. Smaller widths
+The full-size configuration builds :class:`mhub_fmcib.model.network.FmcibResNet` itself, so the
+exported trunk is exactly what ``mhub_fmcib.model.weights.read_weights`` checks. Smaller widths
 and depths (CPU smoke tests, benchmarks) use :class:`ResNetEncoder`, built from the same
 ``Bottleneck`` blocks with the same MONAI module names.
 """
@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mhub_fmcib.encoder import Bottleneck, FmcibResNet, check_state_dict, load_state_dict_file
 from mhub_fmcib.errors import ConfigError
+from mhub_fmcib.model.network import Bottleneck, FmcibResNet
+from mhub_fmcib.model.weights import check_state_dict, load_state_dict_file
 
 
 @dataclass(frozen=True)

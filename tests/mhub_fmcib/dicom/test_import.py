@@ -12,12 +12,12 @@ import pytest
 import SimpleITK as sitk
 from fmcib_testlib.dicom_builders import SAMPLE, SAMPLE_SEG, copy_ct, ct_files, make_seg, read_ct_datasets
 
-from mhub_fmcib.cases import plan_dicom_folder
 from mhub_fmcib.dicom.ct import assemble_ct
 from mhub_fmcib.dicom.index import InstanceKind, SkipReason, index_folder
 from mhub_fmcib.dicom.seg import read_seg, segment_mask_on_ct
 from mhub_fmcib.errors import GeometryError, SegmentationError
 from mhub_fmcib.image_io import read_image, sitk_to_volume
+from mhub_fmcib.plan import plan_dicom_folder
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,7 @@ def test_only_the_slices_the_patch_reads_are_decoded(sample_ct) -> None:  # type
     from mhub_fmcib.dicom.ct import decode_slices
     from mhub_fmcib.patch import extract_patch
     from mhub_fmcib.pipeline import slices_needed
-    from mhub_fmcib.types import SeedPoint
+    from mhub_fmcib.records import SeedPoint
 
     records = index_folder(SAMPLE / "dicom" / "ct").of_kind(InstanceKind.CT)
     lazy = assemble_ct(records, decode=False)
@@ -264,7 +264,7 @@ def test_corrupt_compressed_slice_fails_only_if_a_patch_reads_it(tmp_path: Path)
     from mhub_fmcib.errors import DicomImportError
     from mhub_fmcib.patch import extract_patch
     from mhub_fmcib.pipeline import slices_needed
-    from mhub_fmcib.types import SeedPoint
+    from mhub_fmcib.records import SeedPoint
 
     nodule = SeedPoint(-21.858572, -120.535814, -611.496416)  # sample_data/README.md
     intact = assemble_ct(index_folder(SAMPLE / "dicom" / "ct").of_kind(InstanceKind.CT))

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .types import N_FEATURES, CaseFailure, LesionResult, LesionStatus
+from ..records import N_FEATURES, CaseFailure, LesionResult, LesionStatus
 
 FEATURE_COLUMNS = tuple(f"feature_{i}" for i in range(N_FEATURES))
 ID_COLUMNS = (

@@ -14,10 +14,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import RunConfig
-from .errors import ConfigError
-from .pipeline import RunReport, write_run_outputs
-from .state import CASES_DIR, CaseRecord, CaseStore, failure_from_json
+from ..config import RunConfig
+from ..errors import ConfigError
+from ..pipeline import RunReport, write_run_outputs
+from .store import CASES_DIR, CaseRecord, CaseStore, failure_from_json
 
 
 def merge_outputs(shards: Sequence[Path], output: Path) -> RunReport:

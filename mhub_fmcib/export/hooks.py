@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pydicom
 
-from .cases import Case, DicomSegCase
-from .config import RunConfig
-from .export.layout import ExportError
-from .export.patch_seg import build_patch_region_seg, write_seg
-from .export.qc import qc_file_name, render_patch_image
-from .export.sr import build_feature_sr, write_sr
-from .pipeline import CaseHook, CaseOutcome
-from .provenance import Provenance
-from .types import LesionStatus
+from ..config import RunConfig
+from ..pipeline import CaseHook, CaseOutcome
+from ..plan import Case, DicomSegCase
+from ..provenance import Provenance
+from ..records import LesionStatus
+from .layout import ExportError
+from .patch_seg import build_patch_region_seg, write_seg
+from .qc import qc_file_name, render_patch_image
+from .sr import build_feature_sr, write_sr
 
 #: What highdicom and pydicom raise when an input header holds a value they refuse to copy
 #: into an output (a PatientName that is no person name, a UID that is a path, ...).

@@ -15,8 +15,8 @@ from pathlib import Path
 from .config import InputKind, RunConfig
 from .dicom.index import DicomIndex, InstanceKind, InstanceRecord, index_folder
 from .image_io import is_image_file
-from .seeds import SeedRow, read_seeds_csv
-from .types import CaseFailure
+from .records import CaseFailure
+from .seeds.geometry import SeedRow, read_seeds_csv
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def plan_dicom_folder(
     """Index a DICOM folder (reusing ``index_db`` when given) and form one case per CT
     series that has a segmentation of the kinds in ``sources`` ("SEG", "RTSTRUCT")."""
     if index_db is not None:
-        from .index_cache import index_folder_cached
+        from .dicom.index_db import index_folder_cached
 
         index, _ = index_folder_cached(root, index_db, workers=workers)
     else:

@@ -10,9 +10,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ConfigError, SeedError, SegmentationError
-from .patch import _outside_message
-from .types import SeedPoint, Volume
+from ..errors import ConfigError, SeedError, SegmentationError
+from ..patch import _outside_message
+from ..records import SeedPoint, Volume
 
 SEED_COLUMNS = ("image_path", "coordX", "coordY", "coordZ")
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .types import CaseFailure, Lesion, LesionResult, LesionStatus, SeedPoint, SeedSource
+from ..records import CaseFailure, Lesion, LesionResult, LesionStatus, SeedPoint, SeedSource
 
 CASES_DIR = "cases"
 RECORD_VERSION = 1

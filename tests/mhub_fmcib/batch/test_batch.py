@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from fmcib_testlib.export_builder import make_export
 
+from mhub_fmcib.batch.merge import merge_outputs
 from mhub_fmcib.config import RunConfig
-from mhub_fmcib.encoder import FeatureExtractor
-from mhub_fmcib.index_cache import index_folder_cached
-from mhub_fmcib.merge import merge_outputs
+from mhub_fmcib.dicom.index_db import index_folder_cached
+from mhub_fmcib.model.extractor import FeatureExtractor
 from mhub_fmcib.pipeline import run
 
 NO_EXPORT = dict(export_sr=False, export_seg=False, export_qc=False)
