@@ -2,7 +2,7 @@
 
 Each finished case is stored under ``OUTPUT/cases/<key>/`` as ``case.json`` (lesions,
 statuses, errors, the input fingerprint) and ``features.npy`` (float32, (n_ok, 4096)),
-written into a temporary folder and renamed into place, so a killed run leaves either the
+written into a temporary folder and swapped into place by the one atomic writer, so a killed run leaves either the
 whole record or none. ``features.csv`` and ``run.json`` are regenerated from the records.
 
 A case is skipped on re-run when its record exists, has no failure and its fingerprint
@@ -16,18 +16,20 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from ..records import CaseFailure, Lesion, LesionResult, LesionStatus, SeedPoint, SeedSource
+from ..export.atomic import atomic_directory, is_temporary, write_file
+from ..records import N_FEATURES, CaseFailure, LesionResult, LesionStatus
 
 CASES_DIR = "cases"
-RECORD_VERSION = 1
+#: 2: lesions with a typed origin (records.Lesion.to_dict); records of version 1 are re-run.
+RECORD_VERSION = 2
 
 
 def case_key(case_id: str) -> str:
@@ -55,78 +57,6 @@ def fingerprint(paths: Iterable[Path], weights_sha256: str, version: str, settin
     return h.hexdigest()
 
 
-def failure_to_json(f: CaseFailure) -> dict[str, object]:
-    """A failure as stored in case records and ``run.json``'s ``errors``."""
-    return {
-        "case_id": f.case_id,
-        "kind": f.kind,
-        "error_type": f.error_type,
-        "reason": f.reason,
-        "paths": list(f.paths),
-    }
-
-
-def failure_from_json(d: dict[str, Any]) -> CaseFailure:
-    """The inverse of :func:`failure_to_json`."""
-    return CaseFailure(
-        case_id=d["case_id"], reason=d["reason"], paths=tuple(d["paths"]), kind=d["kind"], error_type=d["error_type"]
-    )
-
-
-def _lesion_to_json(les: Lesion) -> dict[str, object]:
-    return {
-        "lesion_id": les.lesion_id,
-        "seed": [les.seed.x, les.seed.y, les.seed.z],
-        "seed_source": les.seed_source.value,
-        "seed_inside_mask": les.seed_inside_mask,
-        "study_instance_uid": les.study_instance_uid,
-        "series_instance_uid": les.series_instance_uid,
-        "frame_of_reference_uid": les.frame_of_reference_uid,
-        "seg_sop_instance_uid": les.seg_sop_instance_uid,
-        "segment_number": les.segment_number,
-        "segment_label": les.segment_label,
-        "finding_type": list(les.finding_type) if les.finding_type else None,
-        "finding_site": list(les.finding_site) if les.finding_site else None,
-        "image_path": les.image_path,
-        "mask_path": les.mask_path,
-        "passthrough": [list(kv) for kv in les.passthrough],
-    }
-
-
-def _as_list(v: object) -> list[Any]:
-    if v is None:
-        return []
-    if not isinstance(v, list):
-        raise ValueError(f"case record: expected a list, got {type(v).__name__}")
-    return v
-
-
-def _lesion_from_json(d: dict[str, object]) -> Lesion:
-    def code(v: object) -> tuple[str, str, str] | None:
-        return (str(v[0]), str(v[1]), str(v[2])) if isinstance(v, list) else None
-
-    seed = d["seed"]
-    if not isinstance(seed, list) or len(seed) != 3:
-        raise ValueError(f"case record: bad seed {seed!r}")
-    return Lesion(
-        lesion_id=str(d["lesion_id"]),
-        seed=SeedPoint(float(seed[0]), float(seed[1]), float(seed[2])),
-        seed_source=SeedSource(str(d["seed_source"])),
-        seed_inside_mask=d.get("seed_inside_mask"),  # type: ignore[arg-type]
-        study_instance_uid=d.get("study_instance_uid"),  # type: ignore[arg-type]
-        series_instance_uid=d.get("series_instance_uid"),  # type: ignore[arg-type]
-        frame_of_reference_uid=d.get("frame_of_reference_uid"),  # type: ignore[arg-type]
-        seg_sop_instance_uid=d.get("seg_sop_instance_uid"),  # type: ignore[arg-type]
-        segment_number=d.get("segment_number"),  # type: ignore[arg-type]
-        segment_label=d.get("segment_label"),  # type: ignore[arg-type]
-        finding_type=code(d.get("finding_type")),
-        finding_site=code(d.get("finding_site")),
-        image_path=d.get("image_path"),  # type: ignore[arg-type]
-        mask_path=d.get("mask_path"),  # type: ignore[arg-type]
-        passthrough=tuple((str(kv[0]), str(kv[1])) for kv in _as_list(d.get("passthrough"))),
-    )
-
-
 @dataclass(frozen=True, eq=False)
 class CaseRecord:
     """What a finished case produced, as stored on disk."""
@@ -143,6 +73,50 @@ class CaseRecord:
         """No failure of any kind: the case need not be processed again."""
         return not self.failures and all(r.status is LesionStatus.OK for r in self.results)
 
+    def to_dict(self) -> dict[str, object]:
+        """``case.json``'s content (the features of OK results go to ``features.npy``)."""
+        return {
+            "record_version": RECORD_VERSION,
+            "case_id": self.case_id,
+            "fingerprint": self.fingerprint,
+            "seconds": self.seconds,
+            "outputs": list(self.outputs),
+            "results": [r.to_dict() for r in self.results],
+            "failures": [f.to_dict() for f in self.failures],
+        }
+
+    def features(self) -> npt.NDArray[np.float32]:
+        """Features of the OK results in order, float32 (n_ok, 4096)."""
+        ok = [np.asarray(r.features, np.float32) for r in self.results if r.status is LesionStatus.OK]
+        return np.stack(ok) if ok else np.zeros((0, N_FEATURES), np.float32)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], features: npt.NDArray[np.float32]) -> CaseRecord:
+        """The inverse of :meth:`to_dict` + :meth:`features`.
+
+        Raises:
+            ValueError: the record was written by another record version, or its features
+                do not match its OK results.
+        """
+        if doc.get("record_version") != RECORD_VERSION:
+            raise ValueError(f"case record version {doc.get('record_version')!r}, expected {RECORD_VERSION}")
+        items = list(doc["results"])
+        n_ok = sum(d["status"] == LesionStatus.OK.value for d in items)
+        if features.shape != (n_ok, N_FEATURES):
+            raise ValueError(f"case record: features {features.shape} for {n_ok} OK lesion(s)")
+        feats = iter(features)
+        results = tuple(
+            LesionResult.from_dict(d, next(feats) if d["status"] == LesionStatus.OK.value else None) for d in items
+        )
+        return cls(
+            case_id=str(doc["case_id"]),
+            fingerprint=str(doc["fingerprint"]),
+            results=results,
+            failures=tuple(CaseFailure.from_dict(f) for f in doc["failures"]),
+            seconds=float(doc["seconds"]),
+            outputs=tuple(str(o) for o in doc.get("outputs", [])),
+        )
+
 
 class CaseStore:
     """The ``OUTPUT/cases/`` folder."""
@@ -154,81 +128,25 @@ class CaseStore:
         return self.root / case_key(case_id)
 
     def save(self, rec: CaseRecord) -> None:
-        """Write the record atomically (temporary folder, then rename over the old one)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
-        ok = [r for r in rec.results if r.status is LesionStatus.OK]
-        np.save(
-            tmp / "features.npy",
-            np.stack([np.asarray(r.features) for r in ok]) if ok else np.zeros((0, 4096), np.float32),
-        )
-        doc = {
-            "record_version": RECORD_VERSION,
-            "case_id": rec.case_id,
-            "fingerprint": rec.fingerprint,
-            "seconds": rec.seconds,
-            "outputs": list(rec.outputs),
-            "lesions": [
-                {
-                    **_lesion_to_json(r.lesion),
-                    "status": r.status.value,
-                    "error": r.error,
-                    "predictions": [list(p) for p in r.predictions],
-                }
-                for r in rec.results
-            ],
-            "failures": [failure_to_json(f) for f in rec.failures],
-        }
-        with open(tmp / "case.json", "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        dest = self.path(rec.case_id)
-        if dest.exists():
-            old = dest.with_name(dest.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            dest.rename(old)
-            tmp.rename(dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(dest)
+        """Write the record atomically (a whole folder swapped in, see :func:`atomic_directory`)."""
+        doc = json.dumps(rec.to_dict(), indent=1).encode("utf-8")
+        feats = rec.features()
+        with atomic_directory(self.path(rec.case_id)) as tmp:
+            write_file(tmp / "features.npy", lambda fh: np.save(fh, feats))
+            write_file(tmp / "case.json", lambda fh: fh.write(doc))
 
     def load(self, case_id: str) -> CaseRecord | None:
         return self.load_dir(self.path(case_id))
 
     @staticmethod
     def load_dir(d: Path) -> CaseRecord | None:
-        """Read one record; ``None`` when absent or unreadable (then the case is re-run)."""
+        """Read one record; ``None`` when absent, unreadable or of another record version
+        (then the case is re-run)."""
         try:
-            return CaseStore._parse(
-                json.loads((d / "case.json").read_text(encoding="utf-8")), np.load(d / "features.npy")
-            )
-        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            doc = json.loads((d / "case.json").read_text(encoding="utf-8"))
+            return CaseRecord.from_dict(doc, np.load(d / "features.npy"))
+        except (OSError, ValueError, KeyError, TypeError, IndexError, StopIteration):
             return None
-
-    @staticmethod
-    def _parse(doc: dict[str, Any], feats: np.ndarray) -> CaseRecord | None:
-        if doc.get("record_version") != RECORD_VERSION:
-            return None
-        results = []
-        k = 0
-        for item in doc["lesions"]:
-            les = _lesion_from_json(item)
-            preds = tuple((str(a), float(b)) for a, b in item.get("predictions") or [])
-            if item["status"] == LesionStatus.OK.value:
-                results.append(LesionResult(les, LesionStatus.OK, features=feats[k], predictions=preds))
-                k += 1
-            else:
-                results.append(LesionResult(les, LesionStatus.FAILED, error=str(item["error"])))
-        failures = tuple(failure_from_json(f) for f in doc["failures"])
-        return CaseRecord(
-            case_id=doc["case_id"],
-            fingerprint=doc["fingerprint"],
-            results=tuple(results),
-            failures=failures,
-            seconds=float(doc["seconds"]),
-            outputs=tuple(doc.get("outputs", [])),
-        )
 
     def all(self) -> list[CaseRecord]:
         """Every readable record, ordered by case id."""
@@ -246,5 +164,5 @@ class CaseStore:
         """Remove folders a killed run left half-written."""
         if self.root.is_dir():
             for d in self.root.iterdir():
-                if d.name.startswith(".tmp-") or d.name.endswith(".old"):
+                if is_temporary(d.name):
                     shutil.rmtree(d, ignore_errors=True)

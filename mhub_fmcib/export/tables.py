@@ -1,54 +1,27 @@
-"""``features.csv`` and ``run.json``: written to a temporary file, then renamed into place."""
+"""The tables of a run: ``features.csv``, ``failures.csv`` and ``run.json``, each written
+through the one atomic writer (:mod:`mhub_fmcib.export.atomic`)."""
 
 from __future__ import annotations
 
 import csv
 import io
-import json
-import os
-import tempfile
+import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ..records import N_FEATURES, CaseFailure, LesionResult, LesionStatus
+from .. import __version__
+from ..config import RunConfig
+from ..provenance import collect_provenance
+from ..records import LESION_ID_COLUMNS, N_FEATURES, CaseFailure, LesionResult, LesionStatus
+from .atomic import atomic_write_json, atomic_write_text
 
 FEATURE_COLUMNS = tuple(f"feature_{i}" for i in range(N_FEATURES))
-ID_COLUMNS = (
-    "lesion_id",
-    "study_instance_uid",
-    "series_instance_uid",
-    "seg_sop_instance_uid",
-    "segment_number",
-    "segment_label",
-    "image_path",
-    "mask_path",
-)
+ID_COLUMNS = LESION_ID_COLUMNS
 SEED_COLUMNS = ("seed_x_lps_mm", "seed_y_lps_mm", "seed_z_lps_mm", "seed_source", "seed_inside_mask")
 PROVENANCE_COLUMNS = ("weights_sha256", "software_version")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename:
-    readers see the old file or the whole new one, never a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Text variant of :func:`atomic_write_bytes` (UTF-8)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def format_float32(v: float) -> str:
@@ -85,23 +58,18 @@ def feature_rows(
         if r.status is not LesionStatus.OK or r.features is None:
             continue
         les = r.lesion
-        values: dict[str, str] = {
-            "lesion_id": les.lesion_id,
-            "study_instance_uid": _opt(les.study_instance_uid),
-            "series_instance_uid": _opt(les.series_instance_uid),
-            "seg_sop_instance_uid": _opt(les.seg_sop_instance_uid),
-            "segment_number": _opt(les.segment_number),
-            "segment_label": _opt(les.segment_label),
-            "image_path": _opt(les.image_path),
-            "mask_path": _opt(les.mask_path),
-            "seed_x_lps_mm": repr(les.seed.x),
-            "seed_y_lps_mm": repr(les.seed.y),
-            "seed_z_lps_mm": repr(les.seed.z),
-            "seed_source": les.seed_source.value,
-            "seed_inside_mask": _opt(les.seed_inside_mask),
-            "weights_sha256": weights_sha256,
-            "software_version": version,
-        }
+        values: dict[str, str] = {k: _opt(v) for k, v in les.id_columns().items()}
+        values.update(
+            {
+                "seed_x_lps_mm": repr(les.seed.x),
+                "seed_y_lps_mm": repr(les.seed.y),
+                "seed_z_lps_mm": repr(les.seed.z),
+                "seed_source": les.seed_source.value,
+                "seed_inside_mask": _opt(les.seed_inside_mask),
+                "weights_sha256": weights_sha256,
+                "software_version": version,
+            }
+        )
         values.update(dict(les.passthrough))
         values.update({f"prediction_{k}": format_float32(v) for k, v in r.predictions})
         head = [values.get(c, "") for c in columns[: len(columns) - N_FEATURES]]
@@ -136,11 +104,6 @@ def read_features_csv(path: Path) -> tuple[list[dict[str, str]], np.ndarray]:
     return meta, np.asarray(feats, dtype=np.float32).reshape(len(feats), N_FEATURES)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (indent 2, UTF-8, keys in insertion order)."""
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
 def write_failures_csv(path: Path, results: Sequence[LesionResult], failures: Sequence[CaseFailure]) -> int:
     """``failures.csv``: one row per failed case, file or lesion, with an actionable reason."""
     buf = io.StringIO()
@@ -156,3 +119,88 @@ def write_failures_csv(path: Path, results: Sequence[LesionResult], failures: Se
             n += 1
     atomic_write_text(path, buf.getvalue())
     return n
+
+
+@dataclass(eq=False)
+class RunReport:
+    """Everything a run produced (the content of ``run.json``)."""
+
+    config: RunConfig
+    weights_sha256: str = ""
+    weights_name: str = ""
+    results: list[LesionResult] = field(default_factory=list)
+    failures: list[CaseFailure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    skipped_files: list[dict[str, str]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    case_seconds: dict[str, float] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    cases_skipped: int = 0
+    interrupted: str = ""
+
+    @property
+    def n_ok(self) -> int:
+        return sum(r.status is LesionStatus.OK for r in self.results)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(r.status is LesionStatus.FAILED for r in self.results) + sum(f.kind == "case" for f in self.failures)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every lesion and case succeeded, 1 when any failed, 130 when interrupted."""
+        if self.interrupted:
+            return 130
+        return 1 if self.n_failed else 0
+
+
+def write_run_outputs(report: RunReport, started: str, t_start: float) -> None:
+    """``features.csv``, ``failures.csv`` and ``run.json`` of a report (each atomic)."""
+    out = report.config.output
+    n = write_features_csv(out / "features.csv", report.results, report.weights_sha256, __version__)
+    write_failures_csv(out / "failures.csv", report.results, report.failures)
+    report.outputs = [str(out / "features.csv"), str(out / "failures.csv"), *report.outputs]
+    report.timings["total_s"] = time.perf_counter() - t_start
+    atomic_write_json(out / "run.json", run_json(report, started, n))
+
+
+def _lesion_entry(r: LesionResult) -> dict[str, object]:
+    les = r.lesion
+    ids = les.id_columns()
+    return {
+        "lesion_id": les.lesion_id,
+        "status": r.status.value,
+        "error": r.error,
+        "seed_lps_mm": les.seed.to_dict(),
+        "seed_source": les.seed_source.value,
+        "seed_inside_mask": les.seed_inside_mask,
+        **{k: v for k, v in ids.items() if k != "lesion_id"},
+        "predictions": dict(r.predictions),
+    }
+
+
+def run_json(report: RunReport, started: str, n_rows: int) -> dict[str, object]:
+    """The ``run.json`` document; ``inputs`` is the whole :class:`RunConfig` (``to_dict``)."""
+    return {
+        "software": collect_provenance(report.weights_sha256, report.weights_name).as_dict(),
+        "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "inputs": report.config.to_dict(),
+        "summary": {
+            "lesions_ok": report.n_ok,
+            "lesions_failed": sum(r.status is LesionStatus.FAILED for r in report.results),
+            "case_or_file_failures": len(report.failures),
+            "features_rows": n_rows,
+            "skipped_files": len(report.skipped_files),
+            "cases_reused_from_earlier_run": report.cases_skipped,
+            "interrupted": report.interrupted,
+            "exit_code": report.exit_code,
+        },
+        "lesions": [_lesion_entry(r) for r in report.results],
+        "errors": [f.to_dict() for f in report.failures],
+        "notes": report.notes,
+        "skipped_files": report.skipped_files,
+        "timings_s": report.timings,
+        "case_seconds": report.case_seconds,
+        "outputs": report.outputs,
+    }

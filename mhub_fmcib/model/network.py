@@ -45,27 +45,46 @@ class Bottleneck(nn.Module):
         return self.relu(out)
 
 
+def bottleneck_stage(in_planes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
+    """One ResNet stage: ``blocks`` bottlenecks of width ``planes`` (output channels
+    ``planes * 4``), the first with stride ``stride`` and a 1x1x1 projection shortcut
+    (MONAI's shortcut type B, with bias) when the shape changes."""
+    downsample: nn.Module | None = None
+    if stride != 1 or in_planes != planes * Bottleneck.expansion:
+        downsample = nn.Sequential(
+            nn.Conv3d(in_planes, planes * Bottleneck.expansion, 1, stride=stride, bias=True),
+            nn.BatchNorm3d(planes * Bottleneck.expansion),
+        )
+    layers = [Bottleneck(in_planes, planes, stride, downsample)]
+    layers += [Bottleneck(planes * Bottleneck.expansion, planes) for _ in range(1, blocks)]
+    return nn.Sequential(*layers)
+
+
 class FmcibResNet(nn.Module):
     """3D ResNet50 as ``monai.networks.nets.resnet50(spatial_dims=3, n_input_channels=1,
     widen_factor=2, conv1_t_size=7, conv1_t_stride=2, shortcut_type="B",
-    bias_downsample=True, feed_forward=False)``.
+    bias_downsample=True, feed_forward=False)`` — the one definition of the network; training
+    builds smaller widths and depths (same module names) through ``widen_factor`` and ``layers``.
 
     Input: float32 (B, 1, D, H, W) (the reference feeds (B, 1, 50, 50, 50) in (z, y, x)).
-    Output: float32 (B, 4096), the global average pool of the last block.
+    Output: float32 (B, 512 * widen_factor * 4), 4096 for FMCIB: the global average pool of
+    the last block.
     """
 
-    def __init__(self, conv1_t_stride: int = 2, widen_factor: int = 2) -> None:
+    def __init__(
+        self, conv1_t_stride: int = 2, widen_factor: float = 2, layers: tuple[int, int, int, int] = (3, 4, 6, 3)
+    ) -> None:
         super().__init__()
-        block_inplanes = [int(p * widen_factor) for p in (64, 128, 256, 512)]
-        self.in_planes = block_inplanes[0]
-        self.conv1 = nn.Conv3d(1, self.in_planes, kernel_size=7, stride=conv1_t_stride, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm3d(self.in_planes)
+        planes = [int(p * widen_factor) for p in (64, 128, 256, 512)]
+        self.conv1 = nn.Conv3d(1, planes[0], kernel_size=7, stride=conv1_t_stride, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm3d(planes[0])
         self.act = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(block_inplanes[0], 3, stride=1)
-        self.layer2 = self._make_layer(block_inplanes[1], 4, stride=2)
-        self.layer3 = self._make_layer(block_inplanes[2], 6, stride=2)
-        self.layer4 = self._make_layer(block_inplanes[3], 3, stride=2)
+        ins = [planes[0], *(p * Bottleneck.expansion for p in planes[:3])]
+        self.layer1 = bottleneck_stage(ins[0], planes[0], layers[0], stride=1)
+        self.layer2 = bottleneck_stage(ins[1], planes[1], layers[1], stride=2)
+        self.layer3 = bottleneck_stage(ins[2], planes[2], layers[2], stride=2)
+        self.layer4 = bottleneck_stage(ins[3], planes[3], layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
@@ -73,18 +92,6 @@ class FmcibResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm3d):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
-
-    def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
-        downsample: nn.Module | None = None
-        if stride != 1 or self.in_planes != planes * Bottleneck.expansion:
-            downsample = nn.Sequential(
-                nn.Conv3d(self.in_planes, planes * Bottleneck.expansion, 1, stride=stride, bias=True),
-                nn.BatchNorm3d(planes * Bottleneck.expansion),
-            )
-        layers = [Bottleneck(self.in_planes, planes, stride, downsample)]
-        self.in_planes = planes * Bottleneck.expansion
-        layers += [Bottleneck(self.in_planes, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act(self.bn1(self.conv1(x))))

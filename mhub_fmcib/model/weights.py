@@ -15,12 +15,14 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from ..errors import WeightsError
+from ..export.atomic import atomic_write
 from .network import FmcibResNet
 
 log = logging.getLogger(__name__)
@@ -53,19 +55,19 @@ def default_cache_dir(env: Mapping[str, str]) -> Path:
 
 
 def download(url: str, dest: Path, timeout_s: float = 60.0, progress: bool = True) -> Path:
-    """Download ``url`` to ``dest`` with a progress bar (write to ``.part``, then rename)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    """Download ``url`` to ``dest`` with a progress bar (through the one atomic writer)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp, open(part, "wb") as out:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
-                while chunk := resp.read(1 << 20):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        part.replace(dest)
+
+            def copy(out: IO[bytes]) -> None:
+                with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+                    while chunk := resp.read(1 << 20):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+
+            atomic_write(dest, copy)
     except (urllib.error.URLError, OSError, TimeoutError) as e:
-        part.unlink(missing_ok=True)
         raise WeightsError(
             f"could not download the FMCIB weights {WEIGHTS_FILENAME} from {url} ({e}). "
             f"Offline? Download it elsewhere and pass --weights FILE, set {ENV_WEIGHTS}=FILE, "
@@ -239,8 +241,4 @@ def write_random_weights(path: Path, seed: int = 0, layout: str = "trunk") -> Pa
         obj = {"state_dict": {f"model.trunk.{k}": t for k, t in sd.items()}}
     else:
         raise ValueError(f"unknown layout {layout!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda fh: torch.save(obj, fh))

@@ -1,20 +1,16 @@
-"""Seed points: centres of mass of segments, or points given by the user (LPS mm)."""
+"""Seed geometry (LPS mm): the centre of mass of a mask, whether a seed lies inside its mask
+and inside the image."""
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import ConfigError, SeedError, SegmentationError
+from ..errors import SeedError, SegmentationError
 from ..patch import _outside_message
 from ..records import SeedPoint, Volume
-
-SEED_COLUMNS = ("image_path", "coordX", "coordY", "coordZ")
 
 
 def centre_of_mass_lps(mask: npt.NDArray[np.bool_], volume: Volume, what: str = "segment") -> SeedPoint:
@@ -54,68 +50,3 @@ def check_seed_in_volume(seed: SeedPoint, volume: Volume) -> None:
     """Raise :class:`SeedError` (explaining a likely RAS/LPS mix-up) if the seed is outside."""
     if not volume.contains_lps(seed):
         raise SeedError(_outside_message(volume, seed))
-
-
-@dataclass(frozen=True)
-class SeedRow:
-    """One row of a reference-format seeds CSV.
-
-    Attributes:
-        row_number: 1-based data row number in the file (header excluded).
-        image: the image file or DICOM series folder, resolved against the CSV's folder.
-        seed: LPS mm.
-        passthrough: the other columns, in file order.
-    """
-
-    row_number: int
-    image: Path
-    seed: SeedPoint
-    passthrough: tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True)
-class BadSeedRow:
-    """A seeds CSV row that cannot be used, and why."""
-
-    row_number: int
-    reason: str
-
-
-def read_seeds_csv(path: Path) -> tuple[list[SeedRow], list[BadSeedRow]]:
-    """Read a seeds CSV in the reference format (``image_path, coordX, coordY, coordZ``,
-    LPS mm; other columns are passed through). Relative image paths are resolved against
-    the CSV's folder.
-
-    Raises:
-        ConfigError: the file is missing or lacks a required column.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"seeds file {path} does not exist")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in SEED_COLUMNS if c not in header]
-        if missing:
-            raise ConfigError(
-                f"seeds file {path} lacks column(s) {', '.join(missing)}; the reference format "
-                f"has columns {', '.join(SEED_COLUMNS)} (coordinates in LPS mm); found {header}"
-            )
-        rows: list[SeedRow] = []
-        bad: list[BadSeedRow] = []
-        for n, raw in enumerate(reader, start=1):
-            rec = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-            try:
-                seed = SeedPoint(float(rec["coordX"]), float(rec["coordY"]), float(rec["coordZ"]))
-            except ValueError as e:
-                bad.append(BadSeedRow(n, f"{path} row {n}: coordinates must be numbers in LPS mm ({e})"))
-                continue
-            if not rec["image_path"]:
-                bad.append(BadSeedRow(n, f"{path} row {n}: empty image_path"))
-                continue
-            image = Path(rec["image_path"])
-            if not image.is_absolute():
-                image = path.parent / image
-            extra = tuple((k, v) for k, v in rec.items() if k not in SEED_COLUMNS)
-            rows.append(SeedRow(row_number=n, image=image, seed=seed, passthrough=extra))
-    return rows, bad
