@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--workflow", default="default", help="named workflow (default: default)")
     ct.add_argument("--input", type=Path, default=Path("/app/data/input_data"))
     ct.add_argument("--output", type=Path, default=Path("/app/data/output_data"))
+    ct.set_defaults(seeds=False)  # the workflow decides (cmd_container)
     _add_settings_args(ct)
     mg = sub.add_parser("merge", help="join the outputs of shards into one features.csv and run.json")
     mg.add_argument("shards", type=Path, nargs="+", help="output folders of the shards")

@@ -100,9 +100,7 @@ def export_patch_seg(outcome: CaseOutcome, output: Path, provenance: Provenance)
 def export_qc(outcome: CaseOutcome, output: Path) -> Sequence[Path]:
     """A PNG per measured lesion (three central slices of its patch, seed marked)."""
     qc_dir = output / "qc"
-    return [
-        write_png(qc_dir / qc_file_name(r), render_patch_image(r)) for r in outcome.results if r.patch is not None
-    ]
+    return [write_png(qc_dir / qc_file_name(r), render_patch_image(r)) for r in outcome.results if r.patch is not None]
 
 
 def write_png(path: Path, image: Image.Image) -> Path:

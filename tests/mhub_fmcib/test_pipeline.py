@@ -14,6 +14,7 @@ import pytest
 import torch
 from fmcib_testlib.dicom_builders import SAMPLE, SAMPLE_SEG, copy_ct, make_seg, read_ct_datasets, sphere
 from fmcib_testlib.reference_pipeline import reference_patch
+from fmcib_testlib.runs import RunOutput
 from monai.networks.nets import resnet50
 
 from mhub_fmcib.config import InputKind, RunConfig
@@ -32,13 +33,13 @@ def _run(extractor: FeatureExtractor, **kw: object):  # type: ignore[no-untyped-
 
 
 @pytest.fixture(scope="module")
-def dicom_run(tmp_path_factory: pytest.TempPathFactory, extractor: FeatureExtractor):  # type: ignore[no-untyped-def]
+def dicom_run(tmp_path_factory: pytest.TempPathFactory, extractor: FeatureExtractor) -> RunOutput:
     out = tmp_path_factory.mktemp("dicom_out")
-    return _run(extractor, input=SAMPLE / "dicom", output=out), out
+    return RunOutput(_run(extractor, input=SAMPLE / "dicom", output=out), out)
 
 
-def test_dicom_route_matches_reference_oracle(dicom_run, extractor: FeatureExtractor) -> None:  # type: ignore[no-untyped-def]
-    report, out = dicom_run
+def test_dicom_route_matches_reference_oracle(dicom_run: RunOutput, extractor: FeatureExtractor) -> None:
+    report, out = dicom_run.report, dicom_run.out
     assert report.exit_code == 0 and report.n_ok == 1
     meta, feats = read_features_csv(out / "features.csv")
     row = meta[0]
@@ -77,8 +78,8 @@ def test_dicom_route_matches_reference_oracle(dicom_run, extractor: FeatureExtra
     assert doc["software"]["weights_sha256"] == extractor.weights.sha256
 
 
-def test_image_mask_and_seeds_routes_agree(dicom_run, tmp_path: Path, extractor: FeatureExtractor) -> None:  # type: ignore[no-untyped-def]
-    report, _ = dicom_run
+def test_image_mask_and_seeds_routes_agree(dicom_run: RunOutput, tmp_path: Path, extractor: FeatureExtractor) -> None:
+    report = dicom_run.report
     ref = report.results[0].features
     r2 = _run(
         extractor,
@@ -155,12 +156,12 @@ def test_seed_rows_outside_or_ras(tmp_path: Path, extractor: FeatureExtractor) -
     assert any("row 5" in r and "numbers" in r for r in reasons)
 
 
-def test_rtstruct_route_equals_seg_route(dicom_run, tmp_path: Path, extractor: FeatureExtractor) -> None:  # type: ignore[no-untyped-def]
+def test_rtstruct_route_equals_seg_route(dicom_run: RunOutput, tmp_path: Path, extractor: FeatureExtractor) -> None:
     """The from_rtstruct workflow: the nodule drawn as RTSTRUCT contours gives the SEG's seed
     and features; a POINT ROI is used as the seed as given."""
     from fmcib_testlib.rtstruct_builders import RoiSpec, make_rtstruct, mask_to_contours
 
-    report, _ = dicom_run
+    report = dicom_run.report
     inp = tmp_path / "in"
     paths = copy_ct(inp / "ct")
     ct = read_ct_datasets(paths)
