@@ -36,6 +36,8 @@ class Provenance:
             (``monai_version`` is ``None`` when MONAI is not installed; inference does not need it).
         python_version: e.g. ``"3.11.9"``.
         platform: :func:`platform.platform` string of the machine.
+        demonstration: the weights file is marked as random-initialised (a demonstration:
+            the features are meaningless); every output says so.
     """
 
     package_version: str
@@ -47,18 +49,19 @@ class Provenance:
     pydicom_version: str
     python_version: str
     platform: str
+    demonstration: bool = False
 
     def __post_init__(self) -> None:
         sha = self.weights_sha256
         if len(sha) != 64 or not set(sha) <= _SHA256_HEX:
             raise ValueError(
                 f"weights_sha256 must be 64 lower-case hex digits, got {sha!r}; pass "
-                "LoadedWeights.sha256 from mhub_fmcib.encoder.read_weights"
+                "LoadedWeights.sha256 from mhub_fmcib.model.weights.read_weights"
             )
         if not self.weights_path_name or "/" in self.weights_path_name:
             raise ValueError(f"weights_path_name must be a bare file name, got {self.weights_path_name!r}")
 
-    def as_dict(self) -> dict[str, str | None]:
+    def as_dict(self) -> dict[str, str | bool | None]:
         """Field name -> value, JSON-serialisable (the ``provenance`` block of ``run.json``)."""
         return dict(asdict(self))
 
@@ -74,18 +77,22 @@ class Provenance:
             f"python     {self.python_version}",
             f"platform   {self.platform}",
         ]
+        if self.demonstration:
+            lines.append("DEMONSTRATION: random-initialised weights, the features are meaningless")
         return "\n".join(lines)
 
     def as_parameters(self) -> list[str]:
-        """``key=value`` strings, one per field (TID 4019 Algorithm Parameters in the SR)."""
-        return [f"{k}={'' if v is None else v}" for k, v in self.as_dict().items()]
+        """``key=value`` strings, one per version field (TID 4019 Algorithm Parameters in the
+        SR; a demonstration is marked there by the SR's own first parameter)."""
+        return [f"{k}={'' if v is None else v}" for k, v in self.as_dict().items() if k != "demonstration"]
 
 
-def collect_provenance(weights_sha256: str, weights_name: str) -> Provenance:
+def collect_provenance(weights_sha256: str, weights_name: str, demonstration: bool = False) -> Provenance:
     """Provenance of this process for a weights file with sha256 ``weights_sha256``.
 
     Versions are read from the installed distributions' metadata, so nothing heavy is
-    imported. ``weights_name`` may be a path; only its file name is kept.
+    imported. ``weights_name`` may be a path; only its file name is kept. ``demonstration``:
+    the weights are marked as random-initialised (``LoadedWeights.demonstration``).
     """
     torch_version = _dist_version("torch")
     highdicom_version = _dist_version("highdicom")
@@ -118,5 +125,6 @@ def collect_provenance(weights_sha256: str, weights_name: str) -> Provenance:
         highdicom_version=highdicom_version,
         pydicom_version=pydicom_version,
         python_version=platform.python_version(),
+        demonstration=demonstration,
         platform=platform.platform() or sys.platform,
     )

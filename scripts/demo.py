@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 
 from mhub_fmcib.cli import main as cli_main
-from mhub_fmcib.encoder import write_random_weights
 from mhub_fmcib.errors import WeightsError
-from mhub_fmcib.weights import resolve_weights
+from mhub_fmcib.model.weights import resolve_weights, write_random_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +30,8 @@ def main() -> int:
         weights = resolve_weights(weights, dict(os.environ)).path
     except WeightsError as e:
         print(f"\n*** {e}\n", file=sys.stderr)
-        weights = ROOT / ".cache" / "demo-random-weights.torch"
+        # a new name: a cached file of an older version lacks the demonstration mark
+        weights = ROOT / ".cache" / "demo-random-weights-marked.torch"
         if not weights.is_file():
             write_random_weights(weights, seed=0)
         print(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import highdicom as hd
 
-from ..types import Lesion, LesionResult, SeedSource
+from ..records import Lesion, LesionResult, SeedSource
 
 #: Longest Tracking Identifier / Segment Label we write (the SEG's Segment Label is LO).
 MAX_LABEL = 64

@@ -22,7 +22,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +31,8 @@ import pydicom
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from ..output import atomic_write_bytes
-from ..types import CaseFailure, LesionResult, LesionStatus, Patch, Volume
+from ..records import CaseFailure, LesionMask, LesionResult, LesionStatus, Patch, Volume
+from .atomic import atomic_write, atomic_write_json, atomic_write_text
 from .labels import LesionLabel, lesion_labels
 from .layout import safe_file_stem
 from .patch_seg import read_region_corners
@@ -72,8 +72,8 @@ class QcCase:
         volume: the CT (HU) the patches were cut from; the slices through the seeds must be
             decoded (they are: each patch reads its seed's slice).
         patient_id, study_date, series_description: from the CT headers ("" when absent).
-        masks: lesion id -> (I, J, K) bool mask on ``volume``'s grid of the segment, ROI or
-            mask label the lesion came from (none for seed points).
+        masks: lesion id -> the segment, ROI or mask label the lesion came from, on
+            ``volume``'s grid (none for seed points).
         demonstration: the run uses random-initialised weights.
     """
 
@@ -81,7 +81,7 @@ class QcCase:
     patient_id: str = ""
     study_date: str = ""
     series_description: str = ""
-    masks: Mapping[str, npt.NDArray[np.bool_]] | None = None
+    masks: Mapping[str, LesionMask] | None = None
     demonstration: bool = False
 
 
@@ -103,6 +103,10 @@ class QcRow:
     window: str
     demonstration: bool
 
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form; :meth:`from_dict` reads it back equal."""
+        return {**asdict(self), "seed_lps_mm": list(self.seed_lps_mm)}
+
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> QcRow:
         seed = d["seed_lps_mm"]
@@ -116,7 +120,7 @@ class QcRow:
 def case_from_ct(
     volume: Volume,
     ct_datasets: Sequence[pydicom.Dataset] = (),
-    masks: Mapping[str, npt.NDArray[np.bool_]] | None = None,
+    masks: Mapping[str, LesionMask] | None = None,
     demonstration: bool = False,
 ) -> QcCase:
     """A :class:`QcCase` with the patient, study and series read from the CT headers."""
@@ -171,7 +175,7 @@ class _View:
     boxes: tuple[tuple[tuple[float, float, float, float], bool], ...] = ()
 
 
-def _patch_views(result: LesionResult, mask: npt.NDArray[np.bool_] | None, volume: Volume | None) -> list[_View]:
+def _patch_views(result: LesionResult, mask: LesionMask | None, volume: Volume | None) -> list[_View]:
     """Axial, coronal and sagittal planes of the patch through the seed voxel.
 
     Patch axes (z, y, x) run along the affine's columns (S, P, L for the reference's LPS
@@ -200,20 +204,16 @@ def _pl(
     return None if arr is None else arr[index]
 
 
-def _mask_on_patch(mask: npt.NDArray[np.bool_], volume: Volume, patch: Patch) -> npt.NDArray[np.bool_]:
+def _mask_on_patch(mask: LesionMask, volume: Volume, patch: Patch) -> npt.NDArray[np.bool_]:
     """The lesion's mask sampled (nearest CT voxel) at the patch's voxel centres, (z, y, x)."""
     n = patch.array.shape
     idx = np.stack(np.meshgrid(*(np.arange(s) for s in n), indexing="ij"), axis=-1).reshape(-1, 3)
     lps = idx @ patch.affine[:3, :3].T + patch.affine[:3, 3]
     ijk = np.floor(volume.lps_to_index(lps) + 0.5).astype(np.int64)
-    inside = np.all((ijk >= 0) & (ijk < np.asarray(volume.shape)), axis=1)
-    out = np.zeros(len(idx), dtype=bool)
-    sel = ijk[inside]
-    out[inside] = mask[sel[:, 0], sel[:, 1], sel[:, 2]]
-    return out.reshape(n)
+    return mask.contains(ijk).reshape(n)
 
 
-def _context_view(result: LesionResult, volume: Volume, mask: npt.NDArray[np.bool_] | None) -> _View:
+def _context_view(result: LesionResult, volume: Volume, mask: LesionMask | None) -> _View:
     """The full CT slice (k) through the seed, with the read region and the 50 mm cube."""
     patch = result.patch
     if patch is None:
@@ -237,7 +237,7 @@ def _context_view(result: LesionResult, volume: Volume, mask: npt.NDArray[np.boo
         d[:, 1],
         float(volume.spacing[0]),
         (float(ijk[0]), float(ijk[1])),
-        mask[:, :, k].T if mask is not None else None,
+        mask.slice_k(k).T if mask is not None else None,
         tuple(boxes),
     )
 
@@ -346,7 +346,7 @@ def render_lesion_picture(
     result: LesionResult,
     label: LesionLabel,
     volume: Volume | None = None,
-    mask: npt.NDArray[np.bool_] | None = None,
+    mask: LesionMask | None = None,
 ) -> tuple[Image.Image, Window]:
     """The lesion's picture (see the module docstring) and the window it uses.
 
@@ -455,18 +455,13 @@ def write_case_qc(output: Path, results: Sequence[LesionResult], case: QcCase | 
             written.append(_write_png(qc_dir / picture, image))
         row = _row(r, label.text, case, picture, window)
         path = qc_dir / (qc_stem(r.lesion.lesion_id) + ".json")
-        atomic_write_bytes(path, json.dumps(asdict(row), ensure_ascii=False, indent=1).encode("utf-8"))
-        written.append(path)
+        written.append(atomic_write_json(path, row.to_dict(), indent=1))
     return written
 
 
 def _write_png(path: Path, image: Image.Image) -> Path:
-    import io
-
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    """A picture as PNG, through the one atomic writer."""
+    return atomic_write(path, lambda fh: image.save(fh, format="PNG"))
 
 
 def render_patch_image(result: LesionResult) -> Image.Image:
@@ -497,8 +492,8 @@ def index_rows(output: Path, results: Sequence[LesionResult]) -> list[QcRow]:
         if row is None:
             row = _row(r, fallback[r.lesion.lesion_id].text, None, "", "")
         if row.picture and not (qc_dir / row.picture).is_file():
-            row = QcRow(**{**asdict(row), "picture": ""})
-        rows.append(QcRow(**{**asdict(row), "status": r.status.value, "error": r.error or ""}))
+            row = replace(row, picture="")
+        rows.append(replace(row, status=r.status.value, error=r.error or ""))
     return rows
 
 
@@ -587,5 +582,5 @@ the lesion's segmentation; letters: patient orientation; bar: 10 mm. Research us
 </tbody></table></body></html>
 """
     index = qc_dir / "index.html"
-    atomic_write_bytes(index, page.encode("utf-8"))
+    atomic_write_text(index, page)
     return index

@@ -48,7 +48,7 @@ from pydicom.tag import Tag
 from pydicom.uid import SegmentationStorage
 
 from ..provenance import Provenance
-from ..types import N_FEATURES, CodeTuple, Lesion, LesionResult, LesionStatus, SeedSource
+from ..records import N_FEATURES, CodeTuple, Lesion, LesionResult, LesionStatus, SeedSource
 from .labels import lesion_labels
 from .layout import (
     SR_FILE_NAME,

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fmcib_testlib.browser import PAGE_WIDTH, dump_dom, screenshot
 from PIL import Image
 
+from mhub_fmcib.errors import DicomImportError
 from mhub_fmcib.export.labels import lesion_labels
 from mhub_fmcib.export.qc import (
     LUNG,
@@ -29,71 +28,7 @@ from mhub_fmcib.export.qc import (
     write_case_qc,
     write_qc_index,
 )
-from mhub_fmcib.types import CaseFailure, LesionResult, SeedPoint
-
-PAGE_WIDTH = 1400
-#: Added to a copy of the page: records, after load, every image's natural size and the
-#: page's width as attributes, which --dump-dom then prints.
-_PROBE = """<script>
-window.addEventListener("load", () => {
-  for (const img of document.images) {
-    img.setAttribute("data-natural", img.complete ? img.naturalWidth + "x" + img.naturalHeight : "0x0");
-  }
-  document.body.setAttribute("data-scroll-width", String(document.documentElement.scrollWidth));
-});
-</script></body>"""
-
-
-def chromium() -> str:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.skip("chromium not installed (Debian package chromium; `make system-deps` installs it)")
-    return exe
-
-
-def _flags(profile: str) -> list[str]:
-    return [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        "--allow-file-access-from-files",
-        f"--window-size={PAGE_WIDTH},1800",
-    ]
-
-
-def dump_dom(page: Path) -> str:
-    """The DOM of ``page`` (a copy with :data:`_PROBE`) after it has loaded."""
-    probe = page.with_name("probe.html")
-    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _PROBE), encoding="utf-8")
-    with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.run(
-            [chromium(), *_flags(profile), "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    probe.unlink()
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
-
-
-def screenshot(page: Path, out: Path) -> Path:
-    with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.run(
-            [chromium(), *_flags(profile), "--hide-scrollbars", f"--screenshot={out}", page.as_uri()],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return out
+from mhub_fmcib.records import CaseFailure, LesionMask, LesionResult, SeedPoint
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +47,9 @@ def qc_case(tmp_path_factory, ct_factory, result_factory, failed_factory):  # ty
     ]
     mask = np.zeros(vol.shape, bool)
     mask[28:33, 20:26, 8:12] = True
-    case = case_from_ct(vol, cts, masks={"centre": mask}, demonstration=True)
+    case = case_from_ct(vol, cts, masks={"centre": LesionMask.of("centre", mask)}, demonstration=True)
     written = write_case_qc(out, results, case)
-    failure = CaseFailure(case_id="case 2", reason="no CT series <here>")
+    failure = CaseFailure.of("case 2", DicomImportError("no CT series <here>"))
     index = write_qc_index(out, results, [failure])
     return out, results, case, written, index
 
@@ -189,7 +124,7 @@ def test_window_is_chosen_from_the_patch(result_factory, ct_factory) -> None:  #
     rng = np.random.default_rng(1)
     r = result_factory(vol, cts[0], "a", SeedPoint(0.0, 0.0, 0.0), rng)
     arr = np.asarray(r.patch.array).copy()
-    from mhub_fmcib.types import Patch
+    from mhub_fmcib.records import Patch
 
     air = Patch(np.full_like(arr, (-900 + 1024) / 3072), r.patch.affine, r.patch.valid)
     soft = Patch(np.full_like(arr, (40 + 1024) / 3072), r.patch.affine, r.patch.valid)

@@ -24,7 +24,7 @@ from mhub_fmcib.export.labels import MAX_LABEL
 from mhub_fmcib.export.patch_seg import read_region_corners
 from mhub_fmcib.export.sr import DEMO_SR_SERIES_DESCRIPTION, lesion_tracking_uid
 from mhub_fmcib.provenance import Provenance
-from mhub_fmcib.types import LesionResult, SeedPoint
+from mhub_fmcib.records import LesionResult, SeedPoint
 
 ROOT = Path(__file__).resolve().parents[3]
 JS = ROOT / "tests" / "js"
@@ -93,7 +93,8 @@ def written(tmp_path_factory, ct_factory, result_factory, provenance: Provenance
     for n, (seed, label) in enumerate(zip(SEEDS, LABELS, strict=True), start=1):
         lid = f"{cts[0].SeriesInstanceUID}/{seg_in.SOPInstanceUID}/{n}"
         r = result_factory(vol, cts[0], lid, seed, rng, seg=seg_in)
-        results.append(replace(r, lesion=replace(r.lesion, segment_number=n, segment_label=label)))
+        origin = replace(r.lesion.origin, segment_number=n, segment_label=label)  # type: ignore[type-var]
+        results.append(replace(r, lesion=replace(r.lesion, origin=origin)))
     results.append(result_factory(vol, cts[0], "seeds.csv:row7", EDGE, rng))
     sr = build_feature_sr(cts, results, provenance, {seg_in.SOPInstanceUID: seg_in})
     built = build_patch_region_seg(cts, vol, results, provenance)

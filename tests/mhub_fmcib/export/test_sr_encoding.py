@@ -22,7 +22,7 @@ from mhub_fmcib.export.sr_encoding import (
     template_from_item,
 )
 from mhub_fmcib.provenance import Provenance
-from mhub_fmcib.types import SeedPoint
+from mhub_fmcib.records import SeedPoint
 
 NODULE = SeedPoint(-21.858572, -120.535814, -611.496416)  # sample_data/README.md
 
@@ -128,7 +128,7 @@ def test_sr_file_is_byte_identical_to_the_reference_encoding(  # type: ignore[no
     ct = sample_ct[0]
     first = result_factory(sample_volume, ct, "lung1/seg1", NODULE, rng, seg=sample_seg, predictions=(("os_2y", 0.25),))
     results = [
-        replace(first, lesion=replace(first.lesion, segment_label="Läsion ÄÖÜ")),
+        replace(first, lesion=replace(first.lesion, origin=replace(first.lesion.origin, segment_label="Läsion ÄÖÜ"))),  # type: ignore[type-var]
         result_factory(sample_volume, ct, "Läsion 2 ÄÖÜ", SeedPoint(60.0, -100.0, -600.0), rng),
     ]
     segs = {sample_seg.SOPInstanceUID: sample_seg}
