@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "lib"))
 
 # run.json keys that describe one execution, not its results (they differ between any two runs)
-PER_EXECUTION = {"started", "finished", "timings_s", "case_seconds", "outputs", "notes"}
+PER_EXECUTION = {"started", "finished", "timings_s", "case_seconds", "outputs", "notes", "merged_from"}
 PER_EXECUTION_SUMMARY = {"cases_reused_from_earlier_run"}
-PER_EXECUTION_INPUTS = {"shard"}
+PER_EXECUTION_INPUTS = {"shard", "output"}
 CASES_PER_SHARD = (2, 3, 2)
 
 
@@ -35,8 +35,8 @@ def make_data(dest: Path, n_shards: int) -> None:
     from fmcib_testlib.export_builder import make_study
     from pydicom.uid import generate_uid
 
-    from mhub_fmcib.encoder import write_random_weights
-    from mhub_fmcib.state import shard_of
+    from mhub_fmcib.batch.store import shard_of
+    from mhub_fmcib.model.weights import write_random_weights
 
     export = dest / "export"
     wanted = list(CASES_PER_SHARD) if n_shards == 3 else [2] * n_shards
