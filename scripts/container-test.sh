@@ -364,6 +364,8 @@ report_sizes() {
         size=$(docker image inspect -f '{{.Size}}' "$name")
         printf 'image size %-48s %6d MB\n' "$name" $((size / 1000000))
     done
+    echo "largest layers of $IMAGE:"
+    docker history --no-trunc --format '{{.Size}}\t{{.CreatedBy}}' "$IMAGE" | sort -rh | head -n 5 | cut -c1-110
 }
 
 # ------------------------------------------------------------------------- main
