@@ -216,7 +216,7 @@ write_weights() {
     PYTHONPATH=$ROOT "$PY" -c '
 import sys
 from pathlib import Path
-from mhub_fmcib.encoder import write_random_weights
+from mhub_fmcib.model.weights import write_random_weights
 write_random_weights(Path(sys.argv[1]), seed=0)
 ' "$WORK/serve/model_weights.torch"
     WEIGHTS_SHA256=$(sha256sum "$WORK/serve/model_weights.torch" | cut -d' ' -f1)
