@@ -96,6 +96,21 @@ def _add_settings_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+CONTAINER_DESCRIPTION = """\
+Measure every lesion of the mounted input with FMCIB (the image's ENTRYPOINT).
+
+Defaults are MHub's layout: mount your data read-only at /app/data/input_data and a
+writable folder at /app/data/output_data, e.g.
+  docker run --rm --network none --user "$(id -u):$(id -g)" \\
+    -v /data/study:/app/data/input_data:ro -v /data/results:/app/data/output_data IMAGE
+Options after the image name replace its default command (--workflow default --input
+/app/data/input_data --output /app/data/output_data). The mounts and the weights are
+checked before the model is loaded.
+
+Exit codes: 0 all measured; 1 some lesions or series failed (see run.json); 2 usage;
+3 input missing or empty; 4 output not writable; 5 weights missing or invalid."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mhub-fmcib", description="FMCIB foundation-model features from DICOM CT and segmentations."
@@ -119,11 +134,35 @@ def build_parser() -> argparse.ArgumentParser:
     idx.add_argument("input", type=Path)
     idx.add_argument("output", type=Path)
     idx.add_argument("--workers", type=int, default=1)
-    ct = sub.add_parser("container", help="the container entrypoint: MHub paths, banner, checked mounts")
-    ct.add_argument("--workflow", default="default", help="named workflow (default: default)")
-    ct.add_argument("--input", type=Path, default=Path("/app/data/input_data"))
-    ct.add_argument("--output", type=Path, default=Path("/app/data/output_data"))
-    ct.set_defaults(seeds=False)  # the workflow decides (cmd_container)
+    ct = sub.add_parser(
+        "container",
+        help="the container entrypoint: MHub paths, banner, checked mounts",
+        description=CONTAINER_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ct.add_argument(
+        "--workflow",
+        help="named workflow: default, from_rtstruct, from_nifti_mask, from_seeds "
+        "(default: default, or from_seeds with --seeds)",
+    )
+    ct.add_argument(
+        "--input",
+        type=Path,
+        default=Path("/app/data/input_data"),
+        help="the mounted input: DICOM folder, image file (with --mask), seeds CSV or a folder "
+        "holding one CSV (default /app/data/input_data)",
+    )
+    ct.add_argument(
+        "--output",
+        type=Path,
+        default=Path("/app/data/output_data"),
+        help="the mounted output folder, writable by the container's user (default /app/data/output_data)",
+    )
+    ct.add_argument(
+        "--seeds",
+        action="store_true",
+        help="the input is a seeds CSV (image_path,coordX,coordY,coordZ in LPS mm): the from_seeds workflow",
+    )
     _add_settings_args(ct)
     mg = sub.add_parser("merge", help="join the outputs of shards into one features.csv and run.json")
     mg.add_argument("shards", type=Path, nargs="+", help="output folders of the shards")
@@ -313,11 +352,28 @@ def check_mounts(inp: Path | None, output: Path, wf: Workflow) -> int:
     return EXIT_OK
 
 
+def container_workflow(args: argparse.Namespace) -> Workflow:
+    """The entrypoint's workflow: ``--workflow``, else ``from_seeds`` with ``--seeds``, else
+    ``default``.
+
+    Raises:
+        ConfigError: ``--seeds`` with a workflow that does not read a seeds CSV.
+    """
+    wf = load_workflow(args.workflow or ("from_seeds" if args.seeds else "default"))
+    if args.seeds and wf.input_kind is not InputKind.SEEDS_CSV:
+        raise ConfigError(
+            f"--seeds reads a seeds CSV, but workflow {wf.name} reads {wf.input_kind.value} input; "
+            "use --workflow from_seeds or leave --workflow out"
+        )
+    return wf
+
+
 def cmd_container(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """The image's entrypoint (see docs/container.md): banner, mount checks before the model
     is loaded (exit 3 input, 4 output, 2 device, 5 weights), then the workflow's run."""
     print(BANNER.format(version=__version__), file=sys.stderr)
-    wf = load_workflow(args.workflow)
+    wf = container_workflow(args)
+    args = argparse.Namespace(**{**vars(args), "workflow": wf.name})
     inp = None if args.dicomweb else container_input(args.input, wf.input_kind)
     code = check_mounts(inp, args.output, wf)
     if code:
