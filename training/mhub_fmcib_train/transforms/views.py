@@ -11,6 +11,7 @@ augmenting normalised values is the same as augmenting HU and normalising after.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,16 +46,25 @@ def random_resized_crop(
     return out[0, 0].numpy()
 
 
+def rand_scale_box(
+    shape: tuple[int, ...], rng: np.random.Generator, scale: tuple[float, float]
+) -> tuple[list[int], list[int]]:
+    """MONAI ``RandScaleCrop(s, random_size=False)`` with ``s ~ U(scale)`` drawn once for
+    all axes: edge ``ceil(dim · s)`` per axis (25–50 voxels on a 50³ patch; 25 only when
+    s = 0.5 exactly), start uniform integer in ``[0, dim − edge]``. Returns (start, edges)."""
+    s = float(rng.uniform(*scale))
+    edges = [min(math.ceil(d * s), d) for d in shape]
+    start = [int(rng.integers(0, d - e + 1)) for d, e in zip(shape, edges, strict=True)]
+    return start, edges
+
+
 def rand_scale_crop(
     patch: Array, rng: np.random.Generator, scale: tuple[float, float], out_size: int = PATCH_SIZE
 ) -> tuple[Array, int]:
-    """The authors' ``RandomResizedCrop3D``: ``s ~ U(scale)`` (one value for all axes),
-    MONAI ``RandScaleCrop(s)`` — an isotropic box of edge ``ceil(edge · s)`` at a uniformly
-    random integer position inside ``patch`` — then trilinear resize (``align_corners=False``,
-    MONAI ``Resize(mode="trilinear")``) to ``out_size``³. Returns the view and the box edge."""
-    s = float(rng.uniform(*scale))
-    edges = [min(int(np.ceil(d * s)), d) for d in patch.shape]
-    start = [int(rng.integers(0, d - e + 1)) for d, e in zip(patch.shape, edges, strict=True)]
+    """The authors' ``RandomResizedCrop3D``: the box of :func:`rand_scale_box` inside
+    ``patch``, then trilinear resize (``align_corners=False``, MONAI
+    ``Resize(mode="trilinear")``) to ``out_size``³. Returns the view and the box edge."""
+    start, edges = rand_scale_box(patch.shape, rng, scale)
     box = patch[start[0] : start[0] + edges[0], start[1] : start[1] + edges[1], start[2] : start[2] + edges[2]]
     t = torch.from_numpy(np.ascontiguousarray(box, dtype=np.float32))[None, None]
     out = F.interpolate(t, size=(out_size,) * 3, mode="trilinear", align_corners=False)
