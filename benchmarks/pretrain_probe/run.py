@@ -171,14 +171,17 @@ def finetune_arm(a: argparse.Namespace, data: DataConfig, cache: PatchCache, ini
         runs = []
         for d in range(a.draws):
             cfg = FinetuneConfig(
-                data=dataclasses.replace(data, fraction=f, fraction_seed=draw_seed(cache, f, d)), output_dir=root / f"{init}_{f}_{d}",
+                data=dataclasses.replace(data, fraction=f, fraction_seed=draw_seed(cache, f, d)),
+                output_dir=root / f"{init}_{f}_{d}",
                 init=init, weights=weights, encoder=enc, epochs=epochs,  # type: ignore[arg-type]
                 step_size=max(1, round(epochs * 0.3)), device="cpu", seed=d,
             )  # fmt: skip
             t0 = time.perf_counter()
             r = run_finetune(cfg)
-            print(f"finetune {init} {f} draw {d}: test AUC {r.test_metric:.3f} ({time.perf_counter() - t0:.0f} s)",
-                  flush=True)
+            print(
+                f"finetune {init} {f} draw {d}: test AUC {r.test_metric:.3f} ({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
             runs.append({"draw": d, "best_epoch": r.best_epoch, "tune_auc": r.best_tune_metric,
                          "test_auc": r.test_metric, "seconds": round(time.perf_counter() - t0, 1),
                          "p": r.test_probabilities.tolist()})  # fmt: skip
@@ -186,10 +189,13 @@ def finetune_arm(a: argparse.Namespace, data: DataConfig, cache: PatchCache, ini
     return out
 
 
-def paired_permutation_over_draws(y: npt.NDArray[np.int64], pa: Array, pb: Array, n_perm: int, seed: int = 0) -> dict[str, float]:
+def paired_permutation_over_draws(
+    y: npt.NDArray[np.int64], pa: Array, pb: Array, n_perm: int, seed: int = 0
+) -> dict[str, float]:
     """``pa``, ``pb``: (draws, n) test predictions of two arms on the same test lesions.
     Statistic: mean over draws of AUC(a) − AUC(b). Null: each lesion's two predictions are
     swapped with probability 1/2 (the same swap in every draw). Two-sided p."""
+
     def stat(a_: Array, b_: Array) -> float:
         return float(np.mean([auc_roc(y, a_[k]) - auc_roc(y, b_[k]) for k in range(a_.shape[0])]))
 
@@ -224,6 +230,7 @@ def comparisons(y: npt.NDArray[np.int64], arms: dict[str, dict[str, Any]], pairs
 def density_baseline(cache: PatchCache, rows: dict[str, list[int]]) -> dict[str, float]:
     """Logistic regression on density only: mean of the 50³ patch, of its central 12³, and
     the lesion's generated mean HU. Test AUC near 0.5 means density carries no label."""
+
     def feats(rs: list[int]) -> Array:
         out = []
         for i in rs:
@@ -311,7 +318,7 @@ def main() -> None:
             "permutations": a.permutations,
         },
         "density_only_baseline": density_baseline(lab_cache, full),
-        "pretrain": {k: {kk: (str(vv) if isinstance(vv, Path) else vv) for kk, vv in v.items()} for k, v in pre.items()},
+        "pretrain": {k: {kk: str(vv) if isinstance(vv, Path) else vv for kk, vv in v.items()} for k, v in pre.items()},
         "probe_summary": summarise(probe),
         "finetune_summary": summarise(ft),
         "probe_tests": comparisons(y_test, probe, pairs_probe, a.permutations),

@@ -12,8 +12,8 @@ import torch
 from mhub_fmcib_train.loss import BackgroundInfoNCELoss
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _ntxent_dist_worker import _data  # noqa: E402
-from test_ntx_ent import assert_close_float32  # noqa: E402
+from _ntxent_dist_worker import _data
+from test_ntx_ent import assert_close_float32
 
 
 def naive(z0: torch.Tensor, z1: torch.Tensor, b0: torch.Tensor, b1: torch.Tensor, t: float) -> float:

@@ -52,7 +52,9 @@ def test_commands_are_listed_without_the_extra(help_without_extra: subprocess.Co
         ("radiomics", ["radiomics", "--cases", "c.csv", "--out", "o.csv"], "radiomics"),
     ],
 )
-def test_running_one_names_the_missing_modules_and_the_install_line(blocked: str, args: list[str], missing: str) -> None:
+def test_running_one_names_the_missing_modules_and_the_install_line(
+    blocked: str, args: list[str], missing: str
+) -> None:
     r = _run(blocked, *args)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr

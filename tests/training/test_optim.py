@@ -6,7 +6,14 @@ import math
 
 import pytest
 import torch
-from mhub_fmcib_train.optim import LARC, LARS, authors_code_cosine, build_scheduler, warmup_cosine, warmup_cosine_scheduler
+from mhub_fmcib_train.optim import (
+    LARC,
+    LARS,
+    authors_code_cosine,
+    build_scheduler,
+    warmup_cosine,
+    warmup_cosine_scheduler,
+)
 
 
 def test_schedule_values_follow_formula_per_step() -> None:

@@ -49,7 +49,7 @@ def test_one_axis_flip_flips_at_most_one_axis_with_probability_p() -> None:
     x = np.random.default_rng(3).random((4, 4, 4)).astype(np.float32)
     rng = np.random.default_rng(4)
     flipped = 0
-    for _ in range(2000):  # noqa: B007
+    for _ in range(2000):
         y = random_flip(x, rng, 0.5, "one_axis")
         n_axes = sum(not np.array_equal(y, x) and np.array_equal(y, np.flip(x, a)) for a in range(3))
         assert n_axes in (0, 1)

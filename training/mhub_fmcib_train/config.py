@@ -290,30 +290,17 @@ class SyntheticConfig:
     seed: int = 0
 
 
-def _convert(tp: Any, value: Any, key: str, base: Path) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, key, base)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key} must be one of {args}, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, key, base) for v in value)
-        if len(value) != len(args):
-            raise ConfigError(f"{key} must have {len(args)} entries, got {value!r}")
-        return tuple(_convert(a, v, key, base) for a, v in zip(args, value, strict=True))
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"[{key}] must be a table, got {value!r}")
-        return _build(tp, value, base, key)  # type: ignore[arg-type]
+def _convert_tuple(args: tuple[Any, ...], value: Any, key: str, base: Path) -> tuple[Any, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{key} must be a list, got {value!r}")
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_convert(args[0], v, key, base) for v in value)
+    if len(value) != len(args):
+        raise ConfigError(f"{key} must have {len(args)} entries, got {value!r}")
+    return tuple(_convert(a, v, key, base) for a, v in zip(args, value, strict=True))
+
+
+def _convert_scalar(tp: Any, value: Any, key: str, base: Path) -> Any:
     if tp is Path:
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be a path string, got {value!r}")
@@ -328,6 +315,27 @@ def _convert(tp: Any, value: Any, key: str, base: Path) -> Any:
             raise ConfigError(f"{key} must be {tp.__name__}, got {value!r}")
         return value
     raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _convert(tp: Any, value: Any, key: str, base: Path) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, key, base)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key} must be one of {args}, got {value!r}")
+        return value
+    if origin is tuple:
+        return _convert_tuple(args, value, key, base)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{key}] must be a table, got {value!r}")
+        return _build(tp, value, base, key)  # type: ignore[arg-type]
+    return _convert_scalar(tp, value, key, base)
 
 
 def _build(cls: type[T], table: dict[str, Any], base: Path, prefix: str = "") -> T:

@@ -167,13 +167,15 @@ def build_model(cfg: PretrainConfig) -> SimCLRModel:
     return model
 
 
-def _place_model(model: SimCLRModel, cfg: PretrainConfig, world: int, device: torch.device, local_rank: int) -> nn.Module:
+def _place_model(
+    model: SimCLRModel, cfg: PretrainConfig, world: int, device: torch.device, local_rank: int
+) -> nn.Module:
     """Sync BN (CUDA, several processes), device, CPU stem speed-up, DDP."""
     if cfg.sync_batchnorm and world > 1:
         if device.type != "cuda":
             raise ConfigError("sync_batchnorm needs CUDA (SyncBatchNorm does not run on CPU); "
                               "use bn_mode = \"eval\" or \"groupnorm\" for an exact CPU comparison")  # fmt: skip
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[assignment]
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
     if device.type == "cpu":
         use_fast_stem(model.trunk)
@@ -185,11 +187,11 @@ def _place_model(model: SimCLRModel, cfg: PretrainConfig, world: int, device: to
 def build_optimizer(cfg: PretrainConfig, model: nn.Module, global_batch: int) -> tuple[Optimizer, float]:
     """LARS (one group, every tensor) or LARC; ``lr = 0.3 × global batch / 256`` unless set."""
     lr = cfg.lr if cfg.lr > 0 else 0.3 * global_batch / 256
-    common = {"lr": lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay,
-              "trust_coefficient": cfg.trust_coefficient}  # fmt: skip
     if cfg.optimizer == "lars":
-        return LARS(model.parameters(), **common), lr
-    return LARC(model.parameters(), clip=True, **common), lr
+        return LARS(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                    trust_coefficient=cfg.trust_coefficient), lr  # fmt: skip
+    return LARC(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                trust_coefficient=cfg.trust_coefficient, clip=True), lr  # fmt: skip
 
 
 def build_criterion(cfg: PretrainConfig) -> nn.Module:

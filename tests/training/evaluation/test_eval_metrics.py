@@ -13,9 +13,10 @@ from mhub_fmcib_train.evaluation.metrics import (
     mean_average_precision,
     paired_permutation_test,
 )
-from mhub_fmcib.errors import ConfigError
 from scipy import stats
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, roc_auc_score
+
+from mhub_fmcib.errors import ConfigError
 
 
 def _binary(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -115,9 +116,8 @@ def test_protocols_by_name_paper_default_and_authors_code() -> None:
 
 
 def test_authors_code_p_value_is_one_sided_share_of_null_at_or_above_observed() -> None:
-    from sklearn.metrics import roc_auc_score
-
     from mhub_fmcib_train.evaluation.metrics import paired_permutation_test
+    from sklearn.metrics import roc_auc_score
 
     rng = np.random.default_rng(11)
     y = rng.integers(0, 2, 60)

@@ -11,8 +11,9 @@ Layout of ``cache_dir/<key>/``: ``lesions.npy`` (N, R, R, R) in seeds-CSV row or
 split), ``scans/NNNNN.npy`` (each scan's HU voxels as read, (I, J, K), its own dtype) with
 ``scans.json`` (image path, LPS affine, split per scan), ``meta.json``. The scans let the
 authors' criterion draw a fresh random 50³ background patch from a lesion's own scan at
-every step (:func:`random_scan_patch`, through the same ``extract_patch``). ``<key>`` hashes the CSV bytes and the cache settings, so a changed
-table or setting builds a new cache instead of silently reusing an old one.
+every step (:func:`random_scan_patch`, through the same ``extract_patch``). ``<key>``
+hashes the CSV bytes and the cache settings, so a changed table or setting builds a new
+cache instead of silently reusing an old one.
 """
 
 from __future__ import annotations

@@ -192,7 +192,9 @@ def _cmd_radiomics(args: argparse.Namespace) -> int:
 
 def add_evaluate_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``evaluate {report,stability,tsne,biology}``; return the ``evaluate`` parser."""
-    ev = subparsers.add_parser("evaluate", help=f"statistics, tables and figures of a study (needs the train extra: {INSTALL_HINT})")
+    ev = subparsers.add_parser(
+        "evaluate", help=f"statistics, tables and figures of a study (needs the train extra: {INSTALL_HINT})"
+    )
     sub = ev.add_subparsers(dest="evaluate_command", required=True)
 
     p = sub.add_parser("report", help="metrics with CIs, permutation tests, survival, KM plots")
@@ -204,9 +206,13 @@ def add_evaluate_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--reference", default=None, help="model the others are tested against")
-    p.add_argument("--protocol", choices=("paper", "authors_code"), default="paper",
-                   help=f"paper: {N_BOOTSTRAP} resamples, {N_PERMUTATIONS} permutations, two-sided p (default); "
-                        "authors_code: 1000 resamples, 1000 permutations, one-sided p as analysis/utils.py")
+    p.add_argument(
+        "--protocol",
+        choices=("paper", "authors_code"),
+        default="paper",
+        help=f"paper: {N_BOOTSTRAP} resamples, {N_PERMUTATIONS} permutations, two-sided p (default); "
+        "authors_code: 1000 resamples, 1000 permutations, one-sided p as analysis/utils.py",
+    )
     p.add_argument("--n-resamples", type=int, default=None, help="override the protocol's bootstrap resamples")
     p.add_argument("--n-permutations", type=int, default=None, help="override the protocol's permutations")
     p.add_argument("--seed", type=int, default=0)
@@ -244,7 +250,9 @@ def add_evaluate_subcommands(subparsers: Any) -> argparse.ArgumentParser:
 
 def add_radiomics_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``radiomics``: pyradiomics features table from image/mask files."""
-    p = subparsers.add_parser("radiomics", help=f"pyradiomics baseline features (needs the train extra: {INSTALL_HINT})")
+    p = subparsers.add_parser(
+        "radiomics", help=f"pyradiomics baseline features (needs the train extra: {INSTALL_HINT})"
+    )
     p.add_argument("--cases", type=Path, help="CSV: case_id, image, mask[, label]")
     p.add_argument(
         "--dicom", type=Path, help="DICOM folder: CT with SEG/RTSTRUCT (masks as mhub-fmcib run places them)"

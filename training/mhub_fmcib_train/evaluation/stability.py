@@ -49,7 +49,8 @@ TEST_RETEST_ICC = "ICC(3,1)"
 TEST_RETEST_ICC_BESIDE = "ICC(2,1)"
 #: What each reported form is, as written into tables.
 ICC_ROLES = {
-    TEST_RETEST_ICC: "paper's figure: two-way mixed, consistency, single (authors' analysis/stability.py, pingouin ICC3)",
+    TEST_RETEST_ICC: "paper's figure: two-way mixed, consistency, single "
+    "(authors' analysis/stability.py, pingouin ICC3)",
     TEST_RETEST_ICC_BESIDE: "beside it: two-way random, absolute agreement, single",
 }
 

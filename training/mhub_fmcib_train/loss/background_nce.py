@@ -50,8 +50,7 @@ class BackgroundInfoNCELoss(nn.Module):
         shapes = {tuple(t.shape) for t in (z0, z1, b0, b1)}
         if len(shapes) != 1 or z0.ndim != 2:
             raise ValueError(
-                "lesion and background views must all be (n, D); got "
-                f"{[tuple(t.shape) for t in (z0, z1, b0, b1)]}"
+                f"lesion and background views must all be (n, D); got {[tuple(t.shape) for t in (z0, z1, b0, b1)]}"
             )
         n = z0.shape[0]
         z0, z1 = F.normalize(z0.float(), dim=1), F.normalize(z1.float(), dim=1)

@@ -15,7 +15,9 @@ class ProjectionHead(nn.Module):
     Linear(hidden, out). FMCIB: 4096 → 2048 → 128.
     """
 
-    def __init__(self, in_dim: int = 4096, hidden_dim: int = 2048, out_dim: int = 128, batch_norm: bool = False) -> None:
+    def __init__(
+        self, in_dim: int = 4096, hidden_dim: int = 2048, out_dim: int = 128, batch_norm: bool = False
+    ) -> None:
         super().__init__()
         first: list[nn.Module] = (
             [nn.Linear(in_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim)]

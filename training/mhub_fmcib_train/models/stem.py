@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.grad import conv3d_input
 
 
 class _StemConv(torch.autograd.Function):
@@ -35,7 +36,7 @@ class _StemConv(torch.autograd.Function):
         gw = gw.transpose(0, 1)[:, :, : k[0], : k[1], : k[2]].contiguous()
         gx = None
         if ctx.needs_input_grad[0]:
-            gx = torch.nn.grad.conv3d_input(x.shape, weight, grad_out, ctx.stride, ctx.padding)
+            gx = conv3d_input(x.shape, weight, grad_out, ctx.stride, ctx.padding)
         return gx, gw, None, None
 
 
@@ -46,7 +47,7 @@ class FastStemConv3d(nn.Conv3d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and torch.is_grad_enabled() and self.weight.requires_grad):
             return super().forward(x)
-        out: torch.Tensor = _StemConv.apply(x, self.weight, self.stride[0], self.padding[0])  # type: ignore[no-untyped-call]
+        out: torch.Tensor = _StemConv.apply(x, self.weight, self.stride[0], self.padding[0])
         return out
 
 
@@ -57,7 +58,7 @@ def use_fast_stem(trunk: nn.Module) -> bool:
     conv = getattr(trunk, "conv1", None)
     if type(conv) is not nn.Conv3d or conv.bias is not None or conv.groups != 1:
         return False
-    if len(set(conv.stride)) != 1 or len(set(conv.padding)) != 1 or conv.dilation != (1, 1, 1):  # type: ignore[arg-type]
+    if len(set(conv.stride)) != 1 or len(set(conv.padding)) != 1 or conv.dilation != (1, 1, 1):
         return False
     conv.__class__ = FastStemConv3d
     return True
