@@ -34,6 +34,9 @@ from .probe import score
 from .transforms import FinetuneAugment
 from .utils.checkpoint import save_atomic
 
+#: Patches per forward pass when scoring tune and test (eval mode: results do not depend on it).
+EVAL_BATCH = 16
+
 
 @dataclass(frozen=True)
 class FinetuneResult:
@@ -101,8 +104,9 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
 
     def eval_loader(split: str) -> DataLoader:
         ds = LabelledDataset(cache, [r.index for r in recs[split]], ys[split], None, cfg.seed, binary)
-        return DataLoader(ds, batch_sampler=ResumableBatchSampler(len(ds), 1, 1, 0, 0, shuffle=False),
-                          num_workers=0)  # fmt: skip
+        keys = [(0, i) for i in range(len(ds))]
+        batches = [keys[k : k + EVAL_BATCH] for k in range(0, len(keys), EVAL_BATCH)]  # the tail too
+        return DataLoader(ds, batch_sampler=batches, num_workers=0)
 
     tune_loader, test_loader = eval_loader("tune"), eval_loader("test")
     out = Path(cfg.output_dir)
