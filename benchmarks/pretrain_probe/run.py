@@ -79,6 +79,13 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--permutations", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/out/pretrain_probe")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="complete an interrupted run: keep its cohorts, caches, calibration, pre-trained "
+        "encoders and finished fine-tuning runs (their best.pt is re-scored on test)",
+    )
+    ap.add_argument("--finetune-epochs", type=int, default=0, help="fix the fine-tuning epochs (0: from the budget)")
     a = ap.parse_args()
     if a.tiny:
         a.pretrain_scans, a.labelled_scans, a.batch = 8, (6, 4, 6), 4
@@ -90,6 +97,11 @@ def parse_args() -> argparse.Namespace:
 def make_cohorts(a: argparse.Namespace) -> tuple[DataConfig, DataConfig]:
     """The pre-training cohort (all ``train``) and the labelled cohort (train/tune/test)."""
     geometry = {"shape": (96, 96, 40), "spacing": (1.0, 1.0, 2.0), "lesions_per_scan": (2, 4), "classes": "shape"}
+    if a.reuse and (a.out / "cohort_pretrain/seeds.csv").is_file() and (a.out / "cohort_labelled/seeds.csv").is_file():
+        return (DataConfig(seeds_csv=a.out / "cohort_pretrain/seeds.csv", cache_dir=a.out / "cache",
+                           label_column="malignant"),
+                DataConfig(seeds_csv=a.out / "cohort_labelled/seeds.csv", cache_dir=a.out / "cache",
+                           label_column="malignant"))  # fmt: skip
     pre = generate_cohort(SyntheticConfig(output_dir=a.out / "cohort_pretrain", n_scans=a.pretrain_scans,
                                           split_ratios=(1.0, 0.0, 0.0), seed=101, **geometry))  # fmt: skip
     n = sum(a.labelled_scans)
@@ -177,6 +189,9 @@ def finetune_arm(a: argparse.Namespace, data: DataConfig, cache: PatchCache, ini
                 step_size=max(1, round(epochs * 0.3)), device="cpu", seed=d,
             )  # fmt: skip
             t0 = time.perf_counter()
+            if a.reuse and (cfg.output_dir / "metrics.json").is_file():
+                runs.append(rescore(cfg, d))
+                continue
             r = run_finetune(cfg)
             print(
                 f"finetune {init} {f} draw {d}: test AUC {r.test_metric:.3f} ({time.perf_counter() - t0:.0f} s)",
@@ -187,6 +202,32 @@ def finetune_arm(a: argparse.Namespace, data: DataConfig, cache: PatchCache, ini
                          "p": r.test_probabilities.tolist()})  # fmt: skip
         out[str(f)] = runs
     return out
+
+
+def rescore(cfg: FinetuneConfig, draw: int) -> dict[str, Any]:
+    """A finished fine-tuning run of an interrupted benchmark: its best.pt scored on test."""
+    from mhub_fmcib_train.data.datasets import LabelledDataset
+    from mhub_fmcib_train.finetune import EVAL_BATCH, FinetuneModel, _predict
+    from mhub_fmcib_train.models import ClassifierHead
+    from torch.utils.data import DataLoader
+
+    metrics = json.loads((cfg.output_dir / "metrics.json").read_text())
+    state = torch.load(cfg.output_dir / "best.pt", map_location="cpu", weights_only=True)
+    enc = EncoderConfig(widen_factor=state["encoder"]["widen_factor"], layers=tuple(state["encoder"]["layers"]))
+    model = FinetuneModel(build_encoder(enc), ClassifierHead(enc.n_features, (enc.n_features // 2,), 1))
+    model.trunk.load_state_dict(state["trunk_state_dict"])
+    model.head.load_state_dict(state["head_state_dict"])
+    cache = build_cache(cfg.data)
+    test = [r.index for r in cache.table.select("test")]
+    ds = LabelledDataset(cache, test, [0.0] * len(test), None, 0, True)
+    p = _predict(model, DataLoader(ds, batch_sampler=[[(0, i) for i in range(len(test))][k : k + EVAL_BATCH]
+                                                      for k in range(0, len(test), EVAL_BATCH)]),
+                 torch.device("cpu"), True)  # fmt: skip
+    y = labels_of(cache, test)
+    if abs(auc_roc(y, p) - metrics["test"]) > 1e-4:
+        raise RuntimeError(f"{cfg.output_dir}: re-scored test AUC {auc_roc(y, p)} != recorded {metrics['test']}")
+    return {"draw": draw, "best_epoch": metrics["best_epoch"], "tune_auc": metrics["tune"],
+            "test_auc": metrics["test"], "seconds": None, "p": p.tolist(), "reused": True}  # fmt: skip
 
 
 def paired_permutation_over_draws(
@@ -260,7 +301,8 @@ def main() -> None:
     lab_images = {str(r.image_path) for r in lab_cache.table.records}
 
     t = time.time()
-    run_pretrain(pretrain_config(a, pre_data, "background_infonce", 4, out / "calibrate"))
+    if not (a.reuse and (out / "calibrate" / "log.csv").is_file()):
+        run_pretrain(pretrain_config(a, pre_data, "background_infonce", 4, out / "calibrate"))
     s_step = seconds_per_step(out / "calibrate" / "log.csv")
     steps = int(max(2, min(a.max_steps, a.pretrain_minutes * 60 / s_step)))
     timings["calibration"] = time.time() - t
@@ -269,7 +311,17 @@ def main() -> None:
     pre: dict[str, Any] = {}
     for loss in ("background_infonce", "ntxent+background"):
         t = time.time()
-        res = run_pretrain(pretrain_config(a, pre_data, loss, steps, out / f"pretrain_{loss.replace('+', '_')}"))
+        folder = out / f"pretrain_{loss.replace('+', '_')}"
+        if a.reuse and (folder / "summary.json").is_file():
+            sm = json.loads((folder / "summary.json").read_text())
+            with open(folder / "log.csv", newline="") as f:
+                secs = sum(float(r["data_s"]) + float(r["compute_s"]) for r in csv.DictReader(f))
+            pre[loss] = {"encoder": folder / "encoder.pt", "first_loss": sm["first_loss"], "last_loss": sm["last_loss"],
+                         "steps": sm["end_step"], "seconds": round(secs, 1),
+                         "data_fraction": round(sm["data_fraction"], 3), "reused": True}  # fmt: skip
+            print(f"pretrain {loss}: reused {pre[loss]}", flush=True)
+            continue
+        res = run_pretrain(pretrain_config(a, pre_data, loss, steps, folder))
         pre[loss] = {"encoder": res.encoder_path, "first_loss": res.first_loss, "last_loss": res.last_loss,
                      "steps": res.end_step, "seconds": round(time.time() - t, 1),
                      "data_fraction": round(res.data_fraction, 3)}  # fmt: skip
@@ -293,7 +345,7 @@ def main() -> None:
     s_view = s_step / (4 * a.batch)
     n_train_total = 2 * a.draws * sum(max(2, int(np.ceil(f * len(full["train"])))) for f in FRACTIONS)
     per_epoch = s_view * 1.6 * n_train_total  # forward + backward, plus tune evaluation and overhead
-    epochs = int(max(1, min(a.max_epochs, remaining / max(per_epoch, 1e-9))))
+    epochs = a.finetune_epochs or int(max(1, min(a.max_epochs, remaining / max(per_epoch, 1e-9))))
     print(f"fine-tuning: {epochs} epochs per run", flush=True)
     t = time.time()
     ft = {"pretrained (authors' loss)": finetune_arm(a, lab_data, lab_cache, "foundation",
