@@ -28,11 +28,12 @@ from fmcib_testlib.dicom_builders import copy_ct, make_seg, read_ct_datasets, sp
 from fmcib_testlib.reference_pipeline import reference_patch  # noqa: E402
 
 from mhub_fmcib.config import RunConfig  # noqa: E402
-from mhub_fmcib.encoder import FeatureExtractor, read_weights, write_random_weights  # noqa: E402
 from mhub_fmcib.image_io import read_image  # noqa: E402
+from mhub_fmcib.model.extractor import FeatureExtractor  # noqa: E402
+from mhub_fmcib.model.weights import read_weights, write_random_weights  # noqa: E402
 from mhub_fmcib.patch import extract_patch  # noqa: E402
 from mhub_fmcib.pipeline import run  # noqa: E402
-from mhub_fmcib.types import SeedPoint  # noqa: E402
+from mhub_fmcib.records import SeedPoint  # noqa: E402
 
 GFLOP_PER_PATCH = 25.7  # shared/fmcib-reference.md
 

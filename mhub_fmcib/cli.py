@@ -1,4 +1,5 @@
-"""Command line: ``mhub-fmcib run|version|workflows``.
+"""Command line: ``mhub-fmcib run|version|workflows|index|container|merge``: argparse to a
+:class:`~mhub_fmcib.config.RunConfig` (:meth:`RunConfig.from_args`) and the exit code; nothing else.
 
 Exit codes: 0 every lesion succeeded; 1 some lesion or case failed (results for the others
 are written); 2 usage or configuration error; 3 input missing or empty; 4 output folder
@@ -13,28 +14,33 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
-from .cases import infer_input_kind
+from .batch.merge import merge_outputs
+from .batch.progress import make_progress
 from .config import InputKind, RunConfig
+from .dicom.index import InstanceKind, iter_files
+from .dicom.index_db import index_folder_cached
 from .errors import ConfigError, FmcibError, WeightsError
-from .pipeline import StopFlag
+from .export.atomic import atomic_write_json
+from .model.device import resolve_device
+from .model.extractor import FeatureExtractor
+from .model.weights import read_weights, resolve_weights, sha256_file
+from .pipeline import StopFlag, load_extractor, run
+from .provenance import collect_provenance
+from .workflows import Workflow, list_workflows, load_workflow
 
 log = logging.getLogger("mhub_fmcib")
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INPUT, EXIT_OUTPUT, EXIT_WEIGHTS = 0, 1, 2, 3, 4, 5
 
 
-def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", type=Path, help="DICOM folder, image file (with --mask) or seeds CSV (with --seeds)")
-    p.add_argument("output", type=Path, nargs="?", help="output folder (created if needed)")
+def _add_settings_args(p: argparse.ArgumentParser) -> None:
+    """The settings ``run`` and ``container`` share (each becomes a :class:`RunConfig` field
+    in :meth:`RunConfig.from_args`, or a DICOMweb setting): a new flag is added here only."""
     p.add_argument("--mask", type=Path, help="label mask for an image-file INPUT (each non-zero label is a lesion)")
-    p.add_argument(
-        "--seeds",
-        action="store_true",
-        help="INPUT is a seeds CSV: image_path,coordX,coordY,coordZ in LPS mm (+ passthrough columns)",
-    )
     p.add_argument(
         "--segments",
         action="append",
@@ -47,7 +53,6 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--head", action="append", type=Path, default=[], help="linear head file from mhub-fmcib-train probe"
     )
-    p.add_argument("--workflow", help="named workflow (see `mhub-fmcib workflows`)")
     p.add_argument("--no-sr", action="store_true", help="do not write DICOM SR")
     p.add_argument("--no-seg", action="store_true", help="do not write the patch-region DICOM SEG")
     p.add_argument("--no-qc", action="store_true", help="do not write QC pictures")
@@ -90,7 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="measure every lesion of INPUT into OUTPUT")
-    _add_run_args(run_p)
+    run_p.add_argument("input", type=Path, help="DICOM folder, image file (with --mask) or seeds CSV (with --seeds)")
+    run_p.add_argument("output", type=Path, nargs="?", help="output folder (created if needed)")
+    run_p.add_argument(
+        "--seeds",
+        action="store_true",
+        help="INPUT is a seeds CSV: image_path,coordX,coordY,coordZ in LPS mm (+ passthrough columns)",
+    )
+    run_p.add_argument("--workflow", help="named workflow (see `mhub-fmcib workflows`)")
+    _add_settings_args(run_p)
     ver = sub.add_parser("version", help="print versions of the software and the weights' sha256")
     ver.add_argument("--weights", type=Path)
     sub.add_parser("workflows", help="list the named workflows")
@@ -102,89 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--workflow", default="default", help="named workflow (default: default)")
     ct.add_argument("--input", type=Path, default=Path("/app/data/input_data"))
     ct.add_argument("--output", type=Path, default=Path("/app/data/output_data"))
-    ct.add_argument("--mask", type=Path)
-    ct.add_argument("--segments", action="append", default=[])
-    ct.add_argument("--weights", type=Path)
-    ct.add_argument("--device", default="auto")
-    ct.add_argument("--batch-size", type=int, default=8)
-    ct.add_argument("--head", action="append", type=Path, default=[])
-    ct.add_argument("--no-qc", action="store_true")
-    ct.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"])
-    for flag, kw in (
-        ("--dicomweb", {}),
-        ("--studies", {"type": Path}),
-        ("--credentials", {"type": Path}),
-        ("--token-file", {"type": Path}),
-        ("--ca-bundle", {"type": Path}),
-    ):
-        ct.add_argument(flag, **kw)  # type: ignore[arg-type]
-    ct.add_argument("--shard", help="i/N: process only shard i of N")
-    ct.add_argument("--sr-max-lesions", type=int, default=50)
-    ct.add_argument("--optimize-cpu", action="store_true")
-    ct.add_argument("--no-resume", action="store_true")
-    ct.add_argument("--workers", type=int, default=1)
-    ct.add_argument("--study", action="append", default=[])
-    ct.add_argument("--query", action="append", default=[])
-    ct.add_argument("--store", action="store_true")
-    ct.add_argument("--cache-limit-mb", type=int, default=20_000)
+    ct.set_defaults(seeds=False)  # the workflow decides (cmd_container)
+    _add_settings_args(ct)
     mg = sub.add_parser("merge", help="join the outputs of shards into one features.csv and run.json")
     mg.add_argument("shards", type=Path, nargs="+", help="output folders of the shards")
     mg.add_argument("--output", type=Path, required=True, help="merged output folder")
     return parser
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """``"i/N"`` -> (i, N)."""
-    if not text:
-        return None
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError as e:
-        raise ConfigError(f"--shard must look like 0/4 (shard index / number of shards), got {text!r}") from e
-    return i, n
-
-
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """The run's one configuration object, from parsed arguments (and a workflow file)."""
-    segments = tuple(s.strip() for item in args.segments for s in item.split(",") if s.strip())
-    if args.output is None:
-        raise ConfigError("missing OUTPUT folder: mhub-fmcib run INPUT OUTPUT")
-    kind = infer_input_kind(args.input, args.seeds)
-    common: dict[str, object] = dict(
-        mask=args.mask,
-        segments=segments,
-        weights=args.weights,
-        device=args.device,
-        batch_size=args.batch_size,
-        heads=tuple(args.head),
-        shard=parse_shard(args.shard),
-        resume=not args.no_resume,
-        index_workers=args.workers,
-        sr_max_lesions=args.sr_max_lesions,
-        optimize_cpu=getattr(args, "optimize_cpu", False),
-    )
-    if args.workflow:
-        from .workflows import load_workflow, make_run_config
-
-        wf = load_workflow(args.workflow)
-        if wf.input_kind is not kind:
-            raise ConfigError(
-                f"workflow {wf.name} reads {wf.input_kind.value} input, but {args.input} is "
-                f"{kind.value}; pick the matching workflow (`mhub-fmcib workflows`)"
-            )
-        for flag, key in ((args.no_sr, "export_sr"), (args.no_seg, "export_seg"), (args.no_qc, "export_qc")):
-            if flag:
-                common[key] = False
-        return make_run_config(wf, args.input, args.output, **common)
-    return RunConfig(
-        input=args.input,
-        output=args.output,
-        input_kind=kind,
-        export_sr=not args.no_sr,
-        export_seg=not args.no_seg,
-        export_qc=not args.no_qc,
-        **common,  # type: ignore[arg-type]
-    )
 
 
 def unwritable(folder: Path) -> OSError | None:
@@ -228,19 +164,11 @@ def install_stop_handlers(stop: StopFlag) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from .pipeline import StopFlag, run
-    from .progress import make_progress
-
-    if args.dicomweb:
-        return cmd_run_dicomweb(args, env)
-    config = config_from_args(args)
-    code = check_paths(config)
-    if code:
-        return code
+def _run_reported(config: RunConfig, env: Mapping[str, str], progress: str, extractor: FeatureExtractor | None) -> int:
+    """Run with stop handlers and the chosen progress display; log the summary."""
     stop = StopFlag()
     install_stop_handlers(stop)
-    report = run(config, env, progress=make_progress(args.progress, sys.stderr.isatty()), stop=stop)
+    report = run(config, env, extractor=extractor, progress=make_progress(progress, sys.stderr.isatty()), stop=stop)
     log.info(
         "%d lesion(s) measured, %d failed; results in %s",
         report.n_ok,
@@ -250,10 +178,19 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return report.exit_code
 
 
+def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    if args.dicomweb:  # the positional is then OUTPUT
+        if args.output is not None:
+            raise ConfigError("with --dicomweb give only OUTPUT (the studies come from the server)")
+        return run_dicomweb_studies(RunConfig.from_args(args, output=args.input), args, env)
+    config = RunConfig.from_args(args)
+    code = check_paths(config)
+    if code:
+        return code
+    return _run_reported(config, env, args.progress, None)
+
+
 def cmd_version(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from .encoder import sha256_file
-    from .provenance import collect_provenance
-    from .weights import resolve_weights
 
     try:
         loc = resolve_weights(args.weights, env, allow_download=False)
@@ -265,7 +202,6 @@ def cmd_version(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_workflows(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from .workflows import list_workflows
 
     for wf in list_workflows():
         print(f"{wf.name:18s} {wf.description}")
@@ -312,7 +248,6 @@ BANNER = (
 
 
 def _has_file_for(path: Path, kind: InputKind) -> bool:
-    from .dicom.index import iter_files
 
     if kind is InputKind.DICOM_FOLDER:
         for p in iter_files(path):
@@ -329,47 +264,57 @@ def _has_file_for(path: Path, kind: InputKind) -> bool:
     return path.is_file()
 
 
-def cmd_container(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """The image's entrypoint (see docs/container.md): banner, mount checks before the model
-    is loaded (exit 3 input, 4 output, 5 weights), then the workflow's run."""
-    from .encoder import FeatureExtractor, read_weights
-    from .pipeline import StopFlag, run
-    from .progress import make_progress
-    from .weights import resolve_weights
-    from .workflows import load_workflow
+def container_input(inp: Path, kind: InputKind) -> Path:
+    """The mounted input: for a seeds workflow, the one CSV of a mounted folder."""
+    if kind is InputKind.SEEDS_CSV and inp.is_dir():
+        csvs = sorted(inp.glob("*.csv"))
+        return csvs[0] if len(csvs) == 1 else inp
+    return inp
 
-    print(BANNER.format(version=__version__), file=sys.stderr)
-    wf = load_workflow(args.workflow)
-    inp: Path = args.input
-    if args.dicomweb is None:
-        if wf.input_kind is InputKind.SEEDS_CSV and inp.is_dir():
-            csvs = sorted(inp.glob("*.csv"))
-            inp = csvs[0] if len(csvs) == 1 else inp
-        if not inp.exists() or (inp.is_dir() and not any(inp.iterdir())) or not _has_file_for(inp, wf.input_kind):
-            what = {
-                InputKind.DICOM_FOLDER: "no DICOM file",
-                InputKind.SEEDS_CSV: "no seeds CSV",
-                InputKind.IMAGE_FILE: "no image file (pass --input IMAGE --mask MASK)",
-            }[wf.input_kind]
-            log.error(
-                "input %s: missing, empty or %s for workflow %s. Mount your data with "
-                "-v /path/to/data:/app/data/input_data:ro",
-                inp,
-                what,
-                wf.name,
-            )
-            return EXIT_INPUT
-    e = unwritable(args.output)
+
+def check_mounts(inp: Path | None, output: Path, wf: Workflow) -> int:
+    """Exit code 3 (input) or 4 (output) with a message on how to mount, else 0.
+    ``inp`` is ``None`` for DICOMweb runs (no input mount)."""
+    if inp is not None and (
+        not inp.exists() or (inp.is_dir() and not any(inp.iterdir())) or not _has_file_for(inp, wf.input_kind)
+    ):
+        what = {
+            InputKind.DICOM_FOLDER: "no DICOM file",
+            InputKind.SEEDS_CSV: "no seeds CSV",
+            InputKind.IMAGE_FILE: "no image file (pass --input IMAGE --mask MASK)",
+        }[wf.input_kind]
+        log.error(
+            "input %s: missing, empty or %s for workflow %s. Mount your data with "
+            "-v /path/to/data:/app/data/input_data:ro",
+            inp,
+            what,
+            wf.name,
+        )
+        return EXIT_INPUT
+    e = unwritable(output)
     if e is not None:
         log.error(
             "output %s is not writable by uid %d gid %d (%s). Mount a writable folder at "
             '/app/data/output_data and run with --user "$(id -u):$(id -g)"',
-            args.output,
+            output,
             os.getuid(),
             os.getgid(),
             e,
         )
         return EXIT_OUTPUT
+    return EXIT_OK
+
+
+def cmd_container(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """The image's entrypoint (see docs/container.md): banner, mount checks before the model
+    is loaded (exit 3 input, 4 output, 2 device, 5 weights), then the workflow's run."""
+    print(BANNER.format(version=__version__), file=sys.stderr)
+    wf = load_workflow(args.workflow)
+    inp = None if args.dicomweb else container_input(args.input, wf.input_kind)
+    code = check_mounts(inp, args.output, wf)
+    if code:
+        return code
+    resolve_device(args.device)
     try:
         loc = resolve_weights(args.weights, env, allow_download=False)
         weights = read_weights(loc.path)
@@ -377,55 +322,18 @@ def cmd_container(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         log.error("%s. Pass another weights file with -v FILE:/weights/w.torch:ro -e FMCIB_WEIGHTS=/weights/w.torch", e)
         return EXIT_WEIGHTS
     print(f"workflow {wf.name}; device {args.device}; weights {loc.path} sha256 {weights.sha256}", file=sys.stderr)
-    run_args = argparse.Namespace(
-        input=inp,
-        output=args.output,
-        mask=args.mask,
-        seeds=wf.input_kind is InputKind.SEEDS_CSV,
-        segments=args.segments,
-        weights=loc.path,
-        device=args.device,
-        batch_size=args.batch_size,
-        head=args.head,
-        workflow=wf.name,
-        no_sr=False,
-        no_seg=False,
-        no_qc=args.no_qc,
-        shard=args.shard,
-        no_resume=args.no_resume,
-        sr_max_lesions=args.sr_max_lesions,
-        optimize_cpu=args.optimize_cpu,
-        workers=args.workers,
-        progress=args.progress,
-        dicomweb=args.dicomweb,
-        study=args.study,
-        studies=args.studies,
-        query=args.query,
-        store=args.store,
-        credentials=args.credentials,
-        token_file=args.token_file,
-        ca_bundle=args.ca_bundle,
-        cache_limit_mb=args.cache_limit_mb,
-    )
-    if args.dicomweb:
-        run_args.input, run_args.output = args.output, None
-        return cmd_run_dicomweb(run_args, env)
-    config = config_from_args(run_args)
-    stop = StopFlag()
-    install_stop_handlers(stop)
+    seeds = wf.input_kind is InputKind.SEEDS_CSV
+    if inp is None:
+        base = RunConfig.from_args(args, input=args.output, seeds=seeds)
+        return run_dicomweb_studies(replace(base, weights=loc.path), args, env)
+    config = replace(RunConfig.from_args(args, input=inp, seeds=seeds), weights=loc.path)
     extractor = FeatureExtractor(
         weights, device=config.device, batch_size=config.batch_size, optimize=config.optimize_cpu
     )
-    report = run(
-        config, env, extractor=extractor, progress=make_progress(args.progress, sys.stderr.isatty()), stop=stop
-    )
-    log.info("%d lesion(s) measured, %d failed; results in %s", report.n_ok, report.n_failed, config.output)
-    return report.exit_code
+    return _run_reported(config, env, args.progress, extractor)
 
 
 def cmd_index(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from .dicom.index import InstanceKind
-    from .index_cache import index_folder_cached
 
     if not args.input.exists():
         log.error("input %s does not exist", args.input)
@@ -451,21 +359,39 @@ def cmd_index(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_merge(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from .merge import merge_outputs
 
     report = merge_outputs(args.shards, args.output)
     print(f"merged {len(args.shards)} output(s): {report.n_ok} lesion(s) in {args.output / 'features.csv'}")
     return report.exit_code
 
 
-def cmd_run_dicomweb(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """``run --dicomweb URL --study UID OUTPUT``: INPUT is absent, the positional is OUTPUT."""
+class StudyRunner:
+    """``process_folder`` of :func:`mhub_fmcib.dicomweb.run.run_dicomweb`: the pipeline on one
+    pulled study folder, with ``base`` re-targeted by :func:`dataclasses.replace`; the model
+    is loaded once, for the first study."""
+
+    def __init__(self, base: RunConfig, env: Mapping[str, str]) -> None:
+        self.base = base
+        self.env = env
+        self.extractor: FeatureExtractor | None = None
+
+    def __call__(self, folder: Path, out: Path) -> list[Path]:
+        config = replace(self.base, input=folder, output=out)
+        if self.extractor is None:
+            self.extractor = load_extractor(config, self.env)
+        report = run(config, self.env, extractor=self.extractor)
+        if report.n_failed:
+            log.warning("study folder %s: %d failure(s), see %s", folder, report.n_failed, out / "run.json")
+        return [Path(p) for p in report.outputs if p.endswith(".dcm")]
+
+
+def run_dicomweb_studies(base: RunConfig, args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """``--dicomweb URL``: pull each study into ``base.output``, run on it, optionally store."""
+    # imported here: the DICOMweb client is an optional extra (pip install mhub-fmcib[dicomweb])
     from .dicomweb.run import run_dicomweb
     from .dicomweb.settings import DicomWebSettings, credentials_from
 
-    output = args.output or args.input
-    if args.output is not None:
-        raise ConfigError("with --dicomweb give only OUTPUT (the studies come from the server)")
+    output = base.output
     creds = credentials_from(env, args.credentials, args.token_file)
     settings = DicomWebSettings.with_credentials(
         args.dicomweb,
@@ -474,34 +400,18 @@ def cmd_run_dicomweb(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         cache_dir=output / ".dicomweb-cache",
         cache_limit_bytes=args.cache_limit_mb * 1_000_000,
     )
-    extractor_holder: list[object] = []
-
-    def process_folder(folder: Path, out: Path) -> list[Path]:
-        from .pipeline import load_extractor, run
-
-        args_copy = argparse.Namespace(**{**vars(args), "input": folder, "output": out, "dicomweb": None})
-        config = config_from_args(args_copy)
-        if not extractor_holder:
-            extractor_holder.append(load_extractor(config, env))
-        report = run(config, env, extractor=extractor_holder[0])  # type: ignore[arg-type]
-        if report.n_failed:
-            log.warning("study folder %s: %d failure(s), see %s", folder, report.n_failed, out / "run.json")
-        return [Path(p) for p in report.outputs if p.endswith(".dcm")]
-
     output.mkdir(parents=True, exist_ok=True)
     rep = run_dicomweb(
         settings,
         args.study,
         output,
-        process_folder,
+        StudyRunner(base, env),
         args.store,
         studies_file=args.studies,
         queries=args.query,
-        include_unsegmented=args.seeds,
+        include_unsegmented=base.input_kind is InputKind.SEEDS_CSV,
     )
-    from .output import write_json
-
-    write_json(output / "dicomweb.json", rep.to_json())
+    atomic_write_json(output / "dicomweb.json", rep.to_json())
     for st in rep.studies:
         print(f"{st.study_uid}: {st.status.value}{(' (' + str(st.error) + ')') if st.error else ''}")
     return 0 if rep.ok else EXIT_FAILURES

@@ -1,17 +1,24 @@
 """The one typed object through which every setting of a run enters.
 
-The CLI, workflow files and tests build a :class:`RunConfig`; nothing below reads
-environment variables except :func:`mhub_fmcib.weights.resolve_weights`, which is given
-the environment explicitly.
+The CLI (:meth:`RunConfig.from_args`), workflow files and tests build a :class:`RunConfig`;
+the container and DICOMweb paths derive theirs with :func:`dataclasses.replace`. ``run.json``
+stores it (:meth:`RunConfig.to_dict`) and ``merge`` reads it back (:meth:`RunConfig.from_dict`).
+Nothing below reads environment variables except
+:func:`mhub_fmcib.model.weights.resolve_weights`, which is given the environment explicitly.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
+from .image_io import is_image_file
 
 
 class InputKind(str, Enum):
@@ -90,3 +97,119 @@ class RunConfig:
             raise ConfigError(f"unknown segmentation source(s) {bad}; use SEG and/or RTSTRUCT")
         if self.input_kind is not InputKind.IMAGE_FILE and self.mask is not None:
             raise ConfigError("--mask only applies when INPUT is an image file (NIfTI, NRRD, MHA)")
+
+    def to_dict(self) -> dict[str, object]:
+        """Every setting, JSON-ready (paths as strings, tuples as lists): ``run.json``'s ``inputs``."""
+        out: dict[str, object] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Enum):
+                v = v.value
+            elif isinstance(v, Path):
+                v = str(v)
+            elif isinstance(v, tuple):
+                v = [str(x) if isinstance(x, Path) else x for x in v]
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
+        """The inverse of :meth:`to_dict`; settings absent from ``d`` take their defaults.
+
+        Raises:
+            ConfigError: a setting is unknown or invalid.
+        """
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown run setting(s) {unknown}")
+        missing = [k for k in ("input", "output") if d.get(k) is None]
+        if missing:
+            raise ConfigError(f"run settings lack {missing}")
+        kw: dict[str, Any] = dict(d)
+        for key in ("input", "output"):
+            kw[key] = Path(kw[key])
+        for key in ("mask", "weights"):
+            if kw.get(key) is not None:
+                kw[key] = Path(kw[key])
+        if "input_kind" in kw:
+            kw["input_kind"] = InputKind(kw["input_kind"])
+        if "heads" in kw:
+            kw["heads"] = tuple(Path(h) for h in kw["heads"])
+        for key in ("segments", "segmentation_sources"):
+            if key in kw:
+                kw[key] = tuple(str(x) for x in kw[key])
+        if kw.get("shard") is not None:
+            kw["shard"] = (int(kw["shard"][0]), int(kw["shard"][1]))
+        return cls(**kw)
+
+    @classmethod
+    def from_args(
+        cls,
+        args: argparse.Namespace,
+        *,
+        input: Path | None = None,
+        output: Path | None = None,
+        seeds: bool | None = None,
+    ) -> RunConfig:
+        """The run's configuration from parsed command-line arguments (and ``--workflow``).
+
+        ``input``/``output``/``seeds`` replace ``args.input``/``args.output``/``args.seeds``
+        (the container's mounts and workflow).
+
+        Raises:
+            ConfigError: a setting is missing, invalid, or contradicts the workflow.
+        """
+        input = input if input is not None else args.input
+        output = output if output is not None else args.output
+        if output is None:
+            raise ConfigError("missing OUTPUT folder: mhub-fmcib run INPUT OUTPUT")
+        kind = infer_input_kind(input, args.seeds if seeds is None else seeds)
+        common: dict[str, Any] = dict(
+            mask=args.mask,
+            segments=tuple(s.strip() for item in args.segments for s in item.split(",") if s.strip()),
+            weights=args.weights,
+            device=args.device,
+            batch_size=args.batch_size,
+            heads=tuple(args.head),
+            shard=parse_shard(args.shard),
+            resume=not args.no_resume,
+            index_workers=args.workers,
+            sr_max_lesions=args.sr_max_lesions,
+            optimize_cpu=args.optimize_cpu,
+        )
+        off = {key: False for flag, key in _EXPORT_FLAGS if getattr(args, flag)}
+        if not args.workflow:
+            return cls(input=input, output=output, input_kind=kind, **{**common, **off})
+        from .workflows import load_workflow, make_run_config  # workflows/ builds on this module
+
+        wf = load_workflow(args.workflow)
+        if wf.input_kind is not kind:
+            raise ConfigError(
+                f"workflow {wf.name} reads {wf.input_kind.value} input, but {input} is "
+                f"{kind.value}; pick the matching workflow (`mhub-fmcib workflows`)"
+            )
+        return make_run_config(wf, input, output, **common, **off)
+
+
+#: ``--no-*`` flags and the export settings they turn off.
+_EXPORT_FLAGS = (("no_sr", "export_sr"), ("no_seg", "export_seg"), ("no_qc", "export_qc"))
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/N"`` -> (i, N)."""
+    if not text:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError as e:
+        raise ConfigError(f"--shard must look like 0/4 (shard index / number of shards), got {text!r}") from e
+    return i, n
+
+
+def infer_input_kind(path: Path, seeds: bool) -> InputKind:
+    """INPUT's kind from the command line: ``--seeds`` → seeds CSV; an image file; else DICOM."""
+    if seeds:
+        return InputKind.SEEDS_CSV
+    if path.is_file() and is_image_file(path):
+        return InputKind.IMAGE_FILE
+    return InputKind.DICOM_FOLDER

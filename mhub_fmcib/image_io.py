@@ -1,4 +1,4 @@
-"""Image files (NIfTI, NRRD, MHA, …) to and from :class:`~mhub_fmcib.types.Volume`.
+"""Image files (NIfTI, NRRD, MHA, …) to and from :class:`~mhub_fmcib.records.Volume`.
 
 SimpleITK reads every format ITK knows, in ITK's LPS convention, which is what the
 reference (MONAI's ``ITKReader``) sees.
@@ -13,7 +13,7 @@ import numpy.typing as npt
 import SimpleITK as sitk
 
 from .errors import SegmentationError
-from .types import Volume
+from .records import Volume
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 

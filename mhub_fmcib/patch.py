@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import SeedError
-from .types import LPS_TO_RAS, PATCH_SIZE, Patch, SeedPoint, Volume
+from .records import LPS_TO_RAS, PATCH_SIZE, Patch, SeedPoint, Volume
 
 #: MONAI's tolerance for "this spacing is already the target spacing" (``AFFINE_TOL``).
 SPACING_TOL = 1e-3

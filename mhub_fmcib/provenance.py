@@ -53,7 +53,7 @@ class Provenance:
         if len(sha) != 64 or not set(sha) <= _SHA256_HEX:
             raise ValueError(
                 f"weights_sha256 must be 64 lower-case hex digits, got {sha!r}; pass "
-                "LoadedWeights.sha256 from mhub_fmcib.encoder.read_weights"
+                "LoadedWeights.sha256 from mhub_fmcib.model.weights.read_weights"
             )
         if not self.weights_path_name or "/" in self.weights_path_name:
             raise ValueError(f"weights_path_name must be a bare file name, got {self.weights_path_name!r}")

@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 
 from mhub_fmcib.cli import main as cli_main
-from mhub_fmcib.encoder import write_random_weights
 from mhub_fmcib.errors import WeightsError
-from mhub_fmcib.weights import resolve_weights
+from mhub_fmcib.model.weights import resolve_weights, write_random_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mhub_fmcib.encoder import FeatureExtractor, read_weights, write_random_weights
+from mhub_fmcib.model.extractor import FeatureExtractor
+from mhub_fmcib.model.weights import read_weights, write_random_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"

@@ -21,7 +21,7 @@ import pytest
 import torch
 from jsonschema.validators import validator_for
 
-from mhub_fmcib.types import N_FEATURES
+from mhub_fmcib.records import N_FEATURES
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT.parent / "shared" / "mhub" / "meta.schema.json"
@@ -134,7 +134,7 @@ def test_architecture_matches_the_encoder(meta: dict) -> None:
     of MONAI's resnet50 in the reference configuration, and of the reference notes."""
     from monai.networks.nets import resnet50
 
-    from mhub_fmcib.encoder import FmcibResNet
+    from mhub_fmcib.model.network import FmcibResNet
 
     # On the meta device: shapes and counts without allocating or computing anything.
     with torch.device("meta"):

@@ -5,7 +5,7 @@ end-to-end throughput on 20 studies.
    files (zero bytes, random bytes behind ``DICM``, random bytes) = 10,000 files. Measured:
    a raw read of every file (``Path.read_bytes``), a plain header read
    (``pydicom.dcmread(stop_before_pixels=True)``), and
-   :func:`mhub_fmcib.index_cache.index_folder_cached` with 1 and 2 workers (fresh database),
+   :func:`mhub_fmcib.dicom.index_db.index_folder_cached` with 1 and 2 workers (fresh database),
    then again on the unchanged tree (every row reused). The page cache is warm for all of
    them (each is run once before timing), so the numbers compare CPU cost, not disk.
 2. **End to end**: ``make_export`` with 20 studies (20 slices of 512 x 512 JPEG-LS each and a
@@ -45,11 +45,12 @@ from fmcib_testlib.dicom_builders import ct_files  # noqa: E402
 from fmcib_testlib.export_builder import make_export  # noqa: E402
 from fmcib_testlib.faults import junk_files  # noqa: E402
 
-from mhub_fmcib import exports  # noqa: E402
 from mhub_fmcib.config import RunConfig  # noqa: E402
 from mhub_fmcib.dicom.index import iter_files  # noqa: E402
-from mhub_fmcib.encoder import FeatureExtractor, read_weights, write_random_weights  # noqa: E402
-from mhub_fmcib.index_cache import index_folder_cached  # noqa: E402
+from mhub_fmcib.dicom.index_db import index_folder_cached  # noqa: E402
+from mhub_fmcib.export import hooks as exports  # noqa: E402
+from mhub_fmcib.model.extractor import FeatureExtractor  # noqa: E402
+from mhub_fmcib.model.weights import read_weights, write_random_weights  # noqa: E402
 from mhub_fmcib.pipeline import run  # noqa: E402
 
 N_SERIES, N_SLICES, SIZE, N_JUNK = 196, 50, 64, 200

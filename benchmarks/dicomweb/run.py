@@ -89,7 +89,8 @@ def _rest(base: str, method: str, path: str, body: bytes | None = None) -> bytes
 def pipeline_process(weights: Path | None, workdir: Path) -> Callable[[Path, Path], list[Path]]:
     """``process_folder`` backed by :func:`mhub_fmcib.pipeline.run` (model loaded once)."""
     from mhub_fmcib.config import RunConfig
-    from mhub_fmcib.encoder import FeatureExtractor, read_weights, write_random_weights
+    from mhub_fmcib.model.extractor import FeatureExtractor
+    from mhub_fmcib.model.weights import read_weights, write_random_weights
     from mhub_fmcib.pipeline import run
 
     if weights is None:

@@ -1,4 +1,4 @@
-"""Assemble a CT series (one file per slice) into a :class:`~mhub_fmcib.types.Volume` in HU.
+"""Assemble a CT series (one file per slice) into a :class:`~mhub_fmcib.records.Volume` in HU.
 
 Slices are sorted by their position along the slice normal. A series that would give wrong
 geometry is refused with a :class:`~mhub_fmcib.errors.GeometryError` naming the series:
@@ -19,7 +19,7 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import JPEGLSLossless, JPEGLSNearLossless
 
 from ..errors import DicomImportError, GeometryError
-from ..types import Volume
+from ..records import Volume
 from .index import InstanceRecord
 from .uids import DECODE_ERRORS, READ_ERRORS, plausible_uid
 
@@ -168,6 +168,93 @@ def _check_uids(records: Sequence[InstanceRecord]) -> None:
                 )
 
 
+@dataclass(frozen=True, eq=False)
+class _Plane:
+    """The in-plane geometry every slice of a series must share."""
+
+    iop: npt.NDArray[np.float64]
+    rows: int
+    cols: int
+    spacing: npt.NDArray[np.float64]
+
+    @property
+    def row_dir(self) -> npt.NDArray[np.float64]:
+        return self.iop[:3]
+
+    @property
+    def col_dir(self) -> npt.NDArray[np.float64]:
+        return self.iop[3:]
+
+    @property
+    def normal(self) -> npt.NDArray[np.float64]:
+        n: npt.NDArray[np.float64] = np.cross(self.row_dir, self.col_dir)
+        return n
+
+
+def _plane_of(first: pydicom.Dataset, path: str, n_slices: int, series: str) -> _Plane:
+    """Orientation, size and pixel spacing of the first slice, checked."""
+    iop = _floats(first, "ImageOrientationPatient", 6, series, path)
+    row_dir, col_dir = iop[:3], iop[3:]
+    if (
+        abs(np.linalg.norm(row_dir) - 1) > 1e-3
+        or abs(np.linalg.norm(col_dir) - 1) > 1e-3
+        or abs(float(row_dir @ col_dir)) > 1e-3
+    ):
+        raise GeometryError(f"series {series}: ImageOrientationPatient {iop.tolist()} is not orthonormal")
+    rows, cols = int(first.get("Rows", 0) or 0), int(first.get("Columns", 0) or 0)
+    if rows < 1 or cols < 1:
+        raise GeometryError(f"series {series}: {path} has Rows/Columns {rows}x{cols}")
+    if rows * cols * n_slices > MAX_VOXELS:
+        raise DicomImportError(f"series {series}: {cols}x{rows}x{n_slices} voxels is beyond the supported size")
+    spacing = _floats(first, "PixelSpacing", 2, series, path)
+    if np.any(spacing <= 0):
+        raise GeometryError(f"series {series}: PixelSpacing {spacing.tolist()} is not positive")
+    return _Plane(iop, rows, cols, spacing)
+
+
+def _slice_position(
+    ds: pydicom.Dataset, path: str, plane: _Plane, first_path: str, series: str
+) -> npt.NDArray[np.float64]:
+    """ImagePositionPatient of one slice, after checking it shares ``plane``."""
+    o = _floats(ds, "ImageOrientationPatient", 6, series, path)
+    if not np.allclose(o, plane.iop, atol=ORIENTATION_ATOL):
+        raise GeometryError(
+            f"series {series}: mixed orientations ({path} has {o.tolist()}, "
+            f"{first_path} has {plane.iop.tolist()}); split the series or remove stray files."
+        )
+    if int(ds.get("Rows", 0) or 0) != plane.rows or int(ds.get("Columns", 0) or 0) != plane.cols:
+        raise GeometryError(
+            f"series {series}: {path} is {ds.get('Columns')}x{ds.get('Rows')}, others {plane.cols}x{plane.rows}"
+        )
+    if not np.allclose(_floats(ds, "PixelSpacing", 2, series, path), plane.spacing, rtol=1e-4):
+        raise GeometryError(f"series {series}: {path} has a different PixelSpacing")
+    return _floats(ds, "ImagePositionPatient", 3, series, path)
+
+
+def _check_slice_steps(along: npt.NDArray[np.float64], recs: Sequence[InstanceRecord], series: str) -> None:
+    """Refuse duplicate slices, gaps and non-uniform spacing (``along``: sorted positions
+    along the normal, mm)."""
+    steps = np.diff(along)
+    dup = np.flatnonzero(steps < 1e-3)
+    if dup.size:
+        i = int(dup[0])
+        raise GeometryError(
+            f"series {series}: duplicate slice position {along[i]:.3f} mm along the normal "
+            f"({recs[i].path} and {recs[i + 1].path}); remove the duplicate."
+        )
+    med = float(np.median(steps))
+    bad = np.flatnonzero(np.abs(steps - med) > SPACING_RTOL * med)
+    if bad.size:
+        i = int(bad[0])
+        ratio = steps[i] / med
+        kind = "missing slice(s)" if ratio > 1.5 and abs(ratio - round(ratio)) < 0.1 else "non-uniform spacing"
+        raise GeometryError(
+            f"series {series}: {kind}: slice spacing {steps[i]:.3f} mm between "
+            f"{recs[i].path.name} and {recs[i + 1].path.name}, expected {med:.3f} mm "
+            f"(tolerance {SPACING_RTOL:.0%}). Check the export is complete."
+        )
+
+
 def assemble_ct(records: Sequence[InstanceRecord], *, decode: bool = True) -> CtSeries:
     """Read and assemble one single-frame CT series.
 
@@ -190,77 +277,28 @@ def assemble_ct(records: Sequence[InstanceRecord], *, decode: bool = True) -> Ct
         return _assemble_multiframe(records)
     recs, dropped = _deduplicate(records, series)
     dss = [_read(r) for r in recs]
-    first = dss[0]
-    iop = _floats(first, "ImageOrientationPatient", 6, series, str(recs[0].path))
-    row_dir, col_dir = iop[:3], iop[3:]
-    if (
-        abs(np.linalg.norm(row_dir) - 1) > 1e-3
-        or abs(np.linalg.norm(col_dir) - 1) > 1e-3
-        or abs(float(row_dir @ col_dir)) > 1e-3
-    ):
-        raise GeometryError(f"series {series}: ImageOrientationPatient {iop.tolist()} is not orthonormal")
-    normal = np.cross(row_dir, col_dir)
-    rows, cols = int(first.get("Rows", 0) or 0), int(first.get("Columns", 0) or 0)
-    if rows < 1 or cols < 1:
-        raise GeometryError(f"series {series}: {recs[0].path} has Rows/Columns {rows}x{cols}")
-    if rows * cols * len(dss) > MAX_VOXELS:
-        raise DicomImportError(f"series {series}: {cols}x{rows}x{len(dss)} voxels is beyond the supported size")
-    spacing = _floats(first, "PixelSpacing", 2, series, str(recs[0].path))
-    if np.any(spacing <= 0):
-        raise GeometryError(f"series {series}: PixelSpacing {spacing.tolist()} is not positive")
-    positions = []
-    for r, ds in zip(recs, dss, strict=True):
-        o = _floats(ds, "ImageOrientationPatient", 6, series, str(r.path))
-        if not np.allclose(o, iop, atol=ORIENTATION_ATOL):
-            raise GeometryError(
-                f"series {series}: mixed orientations ({r.path} has {o.tolist()}, "
-                f"{recs[0].path} has {iop.tolist()}); split the series or remove stray files."
-            )
-        if int(ds.get("Rows", 0) or 0) != rows or int(ds.get("Columns", 0) or 0) != cols:
-            raise GeometryError(
-                f"series {series}: {r.path} is {ds.get('Columns')}x{ds.get('Rows')}, others {cols}x{rows}"
-            )
-        if not np.allclose(_floats(ds, "PixelSpacing", 2, series, str(r.path)), spacing, rtol=1e-4):
-            raise GeometryError(f"series {series}: {r.path} has a different PixelSpacing")
-        positions.append(_floats(ds, "ImagePositionPatient", 3, series, str(r.path)))
-    pos = np.asarray(positions)
-    along = pos @ normal
+    plane = _plane_of(dss[0], str(recs[0].path), len(dss), series)
+    pos = np.asarray(
+        [_slice_position(ds, str(r.path), plane, str(recs[0].path), series) for r, ds in zip(recs, dss, strict=True)]
+    )
+    along = pos @ plane.normal
     order = np.argsort(along, kind="stable")
     pos, along = pos[order], along[order]
     dss = [dss[i] for i in order]
     recs = [recs[i] for i in order]
     if len(dss) > 1:
-        steps = np.diff(along)
-        dup = np.flatnonzero(steps < 1e-3)
-        if dup.size:
-            i = int(dup[0])
-            raise GeometryError(
-                f"series {series}: duplicate slice position {along[i]:.3f} mm along the normal "
-                f"({recs[i].path} and {recs[i + 1].path}); remove the duplicate."
-            )
-        med = float(np.median(steps))
-        bad = np.flatnonzero(np.abs(steps - med) > SPACING_RTOL * med)
-        if bad.size:
-            i = int(bad[0])
-            ratio = steps[i] / med
-            kind = "missing slice(s)" if ratio > 1.5 and abs(ratio - round(ratio)) < 0.1 else "non-uniform spacing"
-            raise GeometryError(
-                f"series {series}: {kind}: slice spacing {steps[i]:.3f} mm between "
-                f"{recs[i].path.name} and {recs[i + 1].path.name}, expected {med:.3f} mm "
-                f"(tolerance {SPACING_RTOL:.0%}). Check the export is complete."
-            )
-        k_vec = _step_along_normal(pos, normal, f"series {series}: slice origins", "slice")
+        _check_slice_steps(along, recs, series)
+        k_vec = _step_along_normal(pos, plane.normal, f"series {series}: slice origins", "slice")
     else:
-        thickness = float(first.get("SliceThickness", 1.0) or 1.0)
-        k_vec = normal * thickness
+        k_vec = plane.normal * float(dss[0].get("SliceThickness", 1.0) or 1.0)
     affine = np.eye(4)
-    affine[:3, 0] = row_dir * spacing[1]
-    affine[:3, 1] = col_dir * spacing[0]
+    affine[:3, 0] = plane.row_dir * plane.spacing[1]
+    affine[:3, 1] = plane.col_dir * plane.spacing[0]
     affine[:3, 2] = k_vec
     affine[:3, 3] = pos[0]
     for r, ds in zip(recs, dss, strict=True):
         _check_native_length(ds, series, str(r.path))
-    placeholder = np.broadcast_to(np.float32(np.nan), (cols, rows, len(dss)))
+    placeholder = np.broadcast_to(np.float32(np.nan), (plane.cols, plane.rows, len(dss)))
     ct = CtSeries(
         volume=Volume(array=placeholder, affine=affine),
         datasets=tuple(dss),

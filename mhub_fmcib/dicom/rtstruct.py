@@ -38,7 +38,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from ..errors import SegmentationError
-from ..types import SeedPoint
+from ..records import SeedPoint
 from .ct import CtSeries
 from .uids import RT_STRUCTURE_SET_STORAGE
 
@@ -167,15 +167,8 @@ def _parse_contours(item: pydicom.Dataset, where: str) -> tuple[Contour, ...]:
     return tuple(out)
 
 
-def read_rtstruct(path: Path) -> RtStruct:
-    """Read an RTSTRUCT file (header and contours; it has no pixel data).
-
-    Raises:
-        SegmentationError: the file is unreadable, not an RT Structure Set, or lacks the
-            ROI sequences. Malformed contours of one ROI are recorded on that ROI instead
-            (see :class:`Roi`).
-    """
-    path = Path(path)
+def _open_rtstruct(path: Path) -> pydicom.Dataset:
+    """The file read and checked to be an RT Structure Set with ROIs."""
     try:
         ds = pydicom.dcmread(path)
     except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, AttributeError) as e:
@@ -188,6 +181,12 @@ def read_rtstruct(path: Path) -> RtStruct:
         )
     if "StructureSetROISequence" not in ds:
         raise SegmentationError(f"RTSTRUCT {path} has no StructureSetROISequence; it defines no ROI")
+    return ds
+
+
+def _references(ds: pydicom.Dataset) -> tuple[str, list[str]]:
+    """The structure set's Frame of Reference (top level, else the one referenced) and the
+    referenced series UIDs."""
     ref_fors: list[str] = []
     series: list[str] = []
     for ref_for in ds.get("ReferencedFrameOfReferenceSequence", []) or []:
@@ -198,14 +197,27 @@ def read_rtstruct(path: Path) -> RtStruct:
                 if s.get("SeriesInstanceUID"):
                     series.append(_text(s.SeriesInstanceUID))
     top_for = _text(ds.get("FrameOfReferenceUID")) or (ref_fors[0] if len(set(ref_fors)) == 1 else "")
-    interpreted: dict[int, str] = {}
-    for obs in ds.get("RTROIObservationsSequence", []) or []:
-        if obs.get("ReferencedROINumber") is not None and _text(obs.get("RTROIInterpretedType")):
-            interpreted.setdefault(int(obs.ReferencedROINumber), _text(obs.RTROIInterpretedType))
-    contour_items: dict[int, pydicom.Dataset] = {}
-    for item in ds.get("ROIContourSequence", []) or []:
+    return top_for, series
+
+
+def _by_roi_number(items: Sequence[pydicom.Dataset]) -> dict[int, pydicom.Dataset]:
+    """Items of a sequence keyed by their ReferencedROINumber (the first one per number)."""
+    out: dict[int, pydicom.Dataset] = {}
+    for item in items:
         if item.get("ReferencedROINumber") is not None:
-            contour_items.setdefault(int(item.ReferencedROINumber), item)
+            out.setdefault(int(item.ReferencedROINumber), item)
+    return out
+
+
+def _parse_rois(ds: pydicom.Dataset, path: Path, top_for: str) -> list[Roi]:
+    """Every ROI of StructureSetROISequence with its observation type and contours."""
+    interpreted = {
+        n: _text(obs.RTROIInterpretedType)
+        for n, obs in _by_roi_number(
+            [o for o in ds.get("RTROIObservationsSequence", []) or [] if _text(o.get("RTROIInterpretedType"))]
+        ).items()
+    }
+    contour_items = _by_roi_number(ds.get("ROIContourSequence", []) or [])
     rois: list[Roi] = []
     seen: set[int] = set()
     for item in ds.StructureSetROISequence:
@@ -228,6 +240,20 @@ def read_rtstruct(path: Path) -> RtStruct:
             rois.append(Roi(info=info, contours=contours))
         except SegmentationError as e:
             rois.append(Roi(info=info, contours=(), problem=str(e)))
+    return rois
+
+
+def read_rtstruct(path: Path) -> RtStruct:
+    """Read an RTSTRUCT file (header and contours; it has no pixel data).
+
+    Raises:
+        SegmentationError: the file is unreadable, not an RT Structure Set, or lacks the
+            ROI sequences. Malformed contours of one ROI are recorded on that ROI instead
+            (see :class:`Roi`).
+    """
+    path = Path(path)
+    ds = _open_rtstruct(path)
+    top_for, series = _references(ds)
     return RtStruct(
         path=path,
         sop_instance_uid=_text(ds.get("SOPInstanceUID")),
@@ -235,7 +261,7 @@ def read_rtstruct(path: Path) -> RtStruct:
         series_instance_uid=_text(ds.get("SeriesInstanceUID")),
         frame_of_reference_uid=top_for or None,
         referenced_series_uids=tuple(dict.fromkeys(series)),
-        rois=tuple(rois),
+        rois=tuple(_parse_rois(ds, path, top_for)),
     )
 
 

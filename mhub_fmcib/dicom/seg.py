@@ -15,7 +15,7 @@ import pydicom
 from pydicom.uid import UID
 
 from ..errors import SegmentationError
-from ..types import CodeTuple
+from ..records import CodeTuple
 from .ct import MAX_VOXELS, CtSeries
 from .uids import plausible_uid
 

@@ -8,15 +8,14 @@ input can make us write outside ``OUTPUT``.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 import uuid
 from pathlib import Path
 
 import pydicom
 
 from ..errors import ExportError
+from .atomic import atomic_write
 
 #: DICOM UID grammar (PS3.5 9.1): dot-separated numeric components, no leading zeros
 #: (except a lone "0"), at most 64 characters.
@@ -77,29 +76,6 @@ def safe_file_stem(name: str, max_len: int = 80) -> str:
 
 
 def atomic_write_dataset(ds: pydicom.Dataset, path: Path) -> Path:
-    """Write ``ds`` as a DICOM file at ``path`` atomically and return ``path``.
-
-    The file is written to a temporary file in the same folder, flushed and fsync'ed, then
-    renamed over ``path``: a reader never sees a partial file, and a crash leaves either
-    the old file or none. Parent folders are created.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            ds.save_as(fh, enforce_file_format=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
+    """Write ``ds`` as a DICOM file at ``path`` through the one atomic writer
+    (:func:`mhub_fmcib.export.atomic.atomic_write`) and return ``path``."""
+    return atomic_write(path, lambda fh: ds.save_as(fh, enforce_file_format=True))

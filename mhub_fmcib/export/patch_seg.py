@@ -21,7 +21,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 
 from ..provenance import Provenance
-from ..types import LesionResult, LesionStatus, Volume
+from ..records import LesionResult, LesionStatus, Volume
 from .layout import SEG_FILE_NAME, ExportError, atomic_write_dataset, derive_uid, dicom_output_dir
 from .sr import ALGORITHM_NAME, MANUFACTURER, MODEL_NAME, header_copy, series_identity
 

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw
 
-from ..types import LesionResult, LesionStatus, Patch
+from ..records import LesionResult, LesionStatus, Patch
 from .layout import safe_file_stem
 
 #: Lung window in HU.

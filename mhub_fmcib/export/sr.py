@@ -43,7 +43,7 @@ from pydicom.tag import Tag
 from pydicom.uid import SegmentationStorage
 
 from ..provenance import Provenance
-from ..types import N_FEATURES, CodeTuple, LesionResult, LesionStatus, SeedSource
+from ..records import N_FEATURES, CodeTuple, LesionResult, LesionStatus, SeedSource
 from .layout import (
     SR_FILE_NAME,
     ExportError,

@@ -9,7 +9,7 @@ import pytest
 
 from mhub_fmcib import __version__
 from mhub_fmcib.cli import main
-from mhub_fmcib.encoder import sha256_file
+from mhub_fmcib.model.weights import sha256_file
 
 
 def test_version_prints_provenance(weights_file: Path, capsys: pytest.CaptureFixture[str]) -> None:

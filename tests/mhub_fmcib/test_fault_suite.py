@@ -59,11 +59,12 @@ import numpy as np
 import pytest
 from fmcib_testlib.export_builder import make_export
 from fmcib_testlib.faults import HOSTILE_TEXT, BadInput, Outcome, add_faults
+from fmcib_testlib.runs import RunOutput, WatchedRun
 
 from mhub_fmcib.config import RunConfig
-from mhub_fmcib.encoder import FeatureExtractor
-from mhub_fmcib.output import read_features_csv
-from mhub_fmcib.pipeline import RunReport, run
+from mhub_fmcib.export.tables import read_features_csv
+from mhub_fmcib.model.extractor import FeatureExtractor
+from mhub_fmcib.pipeline import run
 
 ROOT = Path(__file__).resolve().parents[2]
 GiB = 1 << 30
@@ -160,14 +161,14 @@ def outcomes(b: BadInput, output: Path) -> set[Outcome]:
 
 
 @pytest.fixture(scope="module")
-def clean(env: FaultEnv, extractor: FeatureExtractor) -> tuple[RunReport, Path]:
+def clean(env: FaultEnv, extractor: FeatureExtractor) -> RunOutput:
     out = env.base / "clean_out"
     cfg = in_process_config(env.good, out)
-    return run(cfg, {}, extractor=extractor), out
+    return RunOutput(run(cfg, {}, extractor=extractor), out)
 
 
 @pytest.fixture(scope="module")
-def mixed(env: FaultEnv, clean: tuple[RunReport, Path], extractor: FeatureExtractor):  # type: ignore[no-untyped-def]
+def mixed(env: FaultEnv, clean: RunOutput, extractor: FeatureExtractor) -> WatchedRun:
     """The in-process run on the mixed export, with the tree snapshots and RSS around it."""
     out = env.base / "mixed_out"
     before = snapshot(env.base)
@@ -175,7 +176,7 @@ def mixed(env: FaultEnv, clean: tuple[RunReport, Path], extractor: FeatureExtrac
     report = run(in_process_config(env.mixed, out), {}, extractor=extractor)
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     after = snapshot(env.base, exclude=(out,))
-    return report, out, before, after, rss1 - rss0
+    return WatchedRun(report, out, before, after, rss1 - rss0)
 
 
 def test_enough_bad_inputs_of_every_category(env: FaultEnv) -> None:
@@ -187,14 +188,14 @@ def test_enough_bad_inputs_of_every_category(env: FaultEnv) -> None:
     assert len(all_paths) == len(set(all_paths))
 
 
-def test_clean_run(clean: tuple[RunReport, Path]) -> None:
-    report, _ = clean
+def test_clean_run(clean: RunOutput) -> None:
+    report = clean.report
     assert report.exit_code == 0 and report.n_ok == 3 and not report.failures
 
 
-def test_valid_cases_identical_to_clean_run(clean, mixed) -> None:  # type: ignore[no-untyped-def]
-    clean_report, clean_out = clean
-    report, out, *_ = mixed
+def test_valid_cases_identical_to_clean_run(clean: RunOutput, mixed: WatchedRun) -> None:
+    clean_report, clean_out = clean.report, clean.out
+    report, out = mixed.report, mixed.out
     assert report.exit_code == 1
     got = {r.lesion.lesion_id: r for r in report.results}
     for r in clean_report.results:
@@ -206,9 +207,9 @@ def test_valid_cases_identical_to_clean_run(clean, mixed) -> None:  # type: igno
     assert len(clean_lines) == 4 and set(clean_lines[1:]) <= mixed_lines
 
 
-def test_no_failure_blames_a_good_series(clean, mixed) -> None:  # type: ignore[no-untyped-def]
-    clean_report, _ = clean
-    _, out, *_ = mixed
+def test_no_failure_blames_a_good_series(clean: RunOutput, mixed: WatchedRun) -> None:
+    clean_report = clean.report
+    out = mixed.out
     good_uids = {str(r.lesion.series_instance_uid) for r in clean_report.results}
     good_uids |= {str(r.lesion.seg_sop_instance_uid) for r in clean_report.results}
     text = (out / "failures.csv").read_text(encoding="utf-8")
@@ -217,8 +218,8 @@ def test_no_failure_blames_a_good_series(clean, mixed) -> None:  # type: ignore[
     assert "/good/" not in text and "study0" not in text and "study1" not in text
 
 
-def test_every_bad_input_is_accounted_for(env: FaultEnv, mixed) -> None:  # type: ignore[no-untyped-def]
-    _, out, *_ = mixed
+def test_every_bad_input_is_accounted_for(env: FaultEnv, mixed: WatchedRun) -> None:
+    out = mixed.out
     wrong = []
     for b in env.bad:
         got = outcomes(b, out)
@@ -230,8 +231,8 @@ def test_every_bad_input_is_accounted_for(env: FaultEnv, mixed) -> None:  # type
     assert not wrong, "\n".join(wrong)
 
 
-def test_failures_are_actionable(mixed) -> None:  # type: ignore[no-untyped-def]
-    _, out, *_ = mixed
+def test_failures_are_actionable(mixed: WatchedRun) -> None:
+    out = mixed.out
     rows = _rows(out / "failures.csv")
     assert len(rows) >= 100
     for r in rows:
@@ -242,8 +243,8 @@ def test_failures_are_actionable(mixed) -> None:  # type: ignore[no-untyped-def]
     assert doc["summary"]["exit_code"] == 1
 
 
-def test_symlinked_outside_series_is_never_used(env: FaultEnv, mixed) -> None:  # type: ignore[no-untyped-def]
-    _, out, *_ = mixed
+def test_symlinked_outside_series_is_never_used(env: FaultEnv, mixed: WatchedRun) -> None:
+    out = mixed.out
     outside_series = {
         str(__import__("pydicom").dcmread(p, stop_before_pixels=True).SeriesInstanceUID)
         for p in (env.outside / "series").glob("IM*")
@@ -257,8 +258,8 @@ def test_symlinked_outside_series_is_never_used(env: FaultEnv, mixed) -> None:  
     assert not any(str(env.outside) in p for p in _indexed_paths(out))
 
 
-def test_nothing_written_outside_output_and_input_unchanged(env: FaultEnv, mixed) -> None:  # type: ignore[no-untyped-def]
-    _, _, before, after, _ = mixed
+def test_nothing_written_outside_output_and_input_unchanged(env: FaultEnv, mixed: WatchedRun) -> None:
+    before, after = mixed.before, mixed.after
     assert after == before
     assert snapshot(env.mixed) == {k[len("mixed/") :]: v for k, v in before.items() if k.startswith("mixed/")}
 
@@ -276,14 +277,14 @@ def check_output_names(out: Path) -> None:
         assert (out / rel).resolve().is_relative_to(out.resolve())
 
 
-def test_output_names_come_from_uids_and_hashes(mixed) -> None:  # type: ignore[no-untyped-def]
-    _, out, *_ = mixed
+def test_output_names_come_from_uids_and_hashes(mixed: WatchedRun) -> None:
+    out = mixed.out
     check_output_names(out)
     assert len(list((out / "qc").glob("*.png"))) == sum(r.status.value == "ok" for r in mixed[0].results)
 
 
-def test_memory_stays_bounded(mixed) -> None:  # type: ignore[no-untyped-def]
-    *_, growth = mixed
+def test_memory_stays_bounded(mixed: WatchedRun) -> None:
+    growth = mixed.rss_growth
     assert growth < MAX_RSS_GROWTH, f"peak RSS grew by {growth / GiB:.2f} GiB"
 
 
@@ -305,10 +306,10 @@ def _peak_rss_kib_until_exit(proc: subprocess.Popen[bytes]) -> int:
 
 
 @pytest.mark.slow
-def test_cli_on_mixed_export(env: FaultEnv, clean, mixed, weights_file: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_on_mixed_export(env: FaultEnv, clean: RunOutput, mixed: WatchedRun, weights_file: Path) -> None:
     """The real command line: exit 1, no traceback, same features as in-process, bounded
     peak memory, nothing written outside OUTPUT (its cwd included)."""
-    _, inproc_out, *_ = mixed
+    inproc_out = mixed.out
     out = env.base / "cli_out"
     cwd = env.base / "cwd"
     cwd.mkdir()

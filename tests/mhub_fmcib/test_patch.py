@@ -14,7 +14,7 @@ from fmcib_testlib.reference_pipeline import reference_patch
 from mhub_fmcib.errors import SeedError
 from mhub_fmcib.image_io import read_image
 from mhub_fmcib.patch import extract_patch, normalise_hu, read_window, reference_grid
-from mhub_fmcib.types import SeedPoint, Volume
+from mhub_fmcib.records import SeedPoint, Volume
 
 TOL = 1e-5
 

@@ -14,14 +14,15 @@ import pytest
 import torch
 from fmcib_testlib.dicom_builders import SAMPLE, SAMPLE_SEG, copy_ct, make_seg, read_ct_datasets, sphere
 from fmcib_testlib.reference_pipeline import reference_patch
+from fmcib_testlib.runs import RunOutput
 from monai.networks.nets import resnet50
 
 from mhub_fmcib.config import InputKind, RunConfig
-from mhub_fmcib.encoder import FeatureExtractor
+from mhub_fmcib.export.tables import read_features_csv
 from mhub_fmcib.image_io import read_image
-from mhub_fmcib.output import read_features_csv
+from mhub_fmcib.model.extractor import FeatureExtractor
 from mhub_fmcib.pipeline import run
-from mhub_fmcib.types import LesionStatus, SeedPoint
+from mhub_fmcib.records import LesionStatus, SeedPoint
 
 NO_EXPORT = dict(export_sr=False, export_seg=False, export_qc=False)
 
@@ -32,13 +33,13 @@ def _run(extractor: FeatureExtractor, **kw: object):  # type: ignore[no-untyped-
 
 
 @pytest.fixture(scope="module")
-def dicom_run(tmp_path_factory: pytest.TempPathFactory, extractor: FeatureExtractor):  # type: ignore[no-untyped-def]
+def dicom_run(tmp_path_factory: pytest.TempPathFactory, extractor: FeatureExtractor) -> RunOutput:
     out = tmp_path_factory.mktemp("dicom_out")
-    return _run(extractor, input=SAMPLE / "dicom", output=out), out
+    return RunOutput(_run(extractor, input=SAMPLE / "dicom", output=out), out)
 
 
-def test_dicom_route_matches_reference_oracle(dicom_run, extractor: FeatureExtractor) -> None:  # type: ignore[no-untyped-def]
-    report, out = dicom_run
+def test_dicom_route_matches_reference_oracle(dicom_run: RunOutput, extractor: FeatureExtractor) -> None:
+    report, out = dicom_run.report, dicom_run.out
     assert report.exit_code == 0 and report.n_ok == 1
     meta, feats = read_features_csv(out / "features.csv")
     row = meta[0]
@@ -77,8 +78,8 @@ def test_dicom_route_matches_reference_oracle(dicom_run, extractor: FeatureExtra
     assert doc["software"]["weights_sha256"] == extractor.weights.sha256
 
 
-def test_image_mask_and_seeds_routes_agree(dicom_run, tmp_path: Path, extractor: FeatureExtractor) -> None:  # type: ignore[no-untyped-def]
-    report, _ = dicom_run
+def test_image_mask_and_seeds_routes_agree(dicom_run: RunOutput, tmp_path: Path, extractor: FeatureExtractor) -> None:
+    report = dicom_run.report
     ref = report.results[0].features
     r2 = _run(
         extractor,
@@ -155,12 +156,12 @@ def test_seed_rows_outside_or_ras(tmp_path: Path, extractor: FeatureExtractor) -
     assert any("row 5" in r and "numbers" in r for r in reasons)
 
 
-def test_rtstruct_route_equals_seg_route(dicom_run, tmp_path: Path, extractor: FeatureExtractor) -> None:  # type: ignore[no-untyped-def]
+def test_rtstruct_route_equals_seg_route(dicom_run: RunOutput, tmp_path: Path, extractor: FeatureExtractor) -> None:
     """The from_rtstruct workflow: the nodule drawn as RTSTRUCT contours gives the SEG's seed
     and features; a POINT ROI is used as the seed as given."""
     from fmcib_testlib.rtstruct_builders import RoiSpec, make_rtstruct, mask_to_contours
 
-    report, _ = dicom_run
+    report = dicom_run.report
     inp = tmp_path / "in"
     paths = copy_ct(inp / "ct")
     ct = read_ct_datasets(paths)
@@ -219,7 +220,7 @@ def test_nan_voxels_in_the_patch_fail_the_lesion_only(extractor: FeatureExtracto
     """NaN voxels where a patch reads (a float image with holes) fail that lesion with a
     clear reason; a lesion elsewhere in the same image is measured."""
     from mhub_fmcib.pipeline import measure
-    from mhub_fmcib.types import Lesion, SeedSource, Volume
+    from mhub_fmcib.records import Lesion, SeedSource, Volume
 
     arr = np.full((120, 120, 60), -500.0, dtype=np.float32)
     arr[10:20, 10:20, 5:10] = np.nan

@@ -15,7 +15,7 @@ from mhub_fmcib_train.transforms import FinetuneAugment, SimCLRView, centre_crop
 from mhub_fmcib.errors import ConfigError
 from mhub_fmcib.image_io import read_image
 from mhub_fmcib.patch import extract_patch, normalise_hu
-from mhub_fmcib.types import SeedPoint
+from mhub_fmcib.records import SeedPoint
 
 from .conftest import TinyCohort
 

@@ -9,8 +9,9 @@ import torch
 from mhub_fmcib_train.config import EncoderConfig
 from mhub_fmcib_train.models import ProjectionHead, ResNetEncoder, SimCLRModel, build_encoder, export_trunk, load_trunk
 
-from mhub_fmcib.encoder import FmcibResNet, read_weights
 from mhub_fmcib.errors import WeightsError
+from mhub_fmcib.model.network import FmcibResNet
+from mhub_fmcib.model.weights import read_weights
 
 
 def test_full_size_trunk_export_loads_strictly(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from mhub_fmcib_train.probe import run_probe
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from mhub_fmcib.heads import LinearHead
+from mhub_fmcib.model.heads import LinearHead
 
 from .conftest import TinyCohort
 

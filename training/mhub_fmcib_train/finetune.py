@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mhub_fmcib.encoder import resolve_device
+from mhub_fmcib.model.device import resolve_device
 
 from .config import FinetuneConfig, to_toml
 from .data.cache import build_cache

@@ -22,8 +22,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from mhub_fmcib.encoder import resolve_device
 from mhub_fmcib.errors import ConfigError
+from mhub_fmcib.model.device import resolve_device
 
 from .config import PretrainConfig, to_toml
 from .data.cache import build_cache

@@ -23,8 +23,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from mhub_fmcib.encoder import resolve_device, sha256_file
-from mhub_fmcib.heads import LinearHead
+from mhub_fmcib.model.device import resolve_device
+from mhub_fmcib.model.heads import LinearHead
+from mhub_fmcib.model.weights import sha256_file
 
 from .config import ProbeConfig, to_toml
 from .data.cache import build_cache

@@ -14,7 +14,7 @@ import torch
 from monai import transforms as mt
 from monai.data import MetaTensor
 
-from mhub_fmcib.types import LPS_TO_RAS, SeedPoint, Volume
+from mhub_fmcib.records import LPS_TO_RAS, SeedPoint, Volume
 
 
 def reference_patch(volume: Volume, seed: SeedPoint, size: int = 50) -> np.ndarray:

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from mhub_fmcib.cli import main
-from mhub_fmcib.output import read_features_csv
+from mhub_fmcib.export.tables import read_features_csv
 
 pytestmark = pytest.mark.orthanc
 

@@ -18,13 +18,16 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from mhub_fmcib.image_io import read_image
 from mhub_fmcib.patch import extract_patch
 from mhub_fmcib.provenance import Provenance, collect_provenance
-from mhub_fmcib.types import (
+from mhub_fmcib.records import (
     N_FEATURES,
+    DicomOrigin,
+    FileOrigin,
     Lesion,
     LesionResult,
     LesionStatus,
     SeedPoint,
     SeedSource,
+    SeriesRef,
     Volume,
 )
 
@@ -120,18 +123,20 @@ def make_result(
     predictions: tuple[tuple[str, float], ...] = (),
 ) -> LesionResult:
     """An OK result with the real patch of ``seed`` and random features (any numbers do)."""
+    series = SeriesRef(str(ct.StudyInstanceUID), str(ct.SeriesInstanceUID), str(ct.FrameOfReferenceUID))
+    origin: DicomOrigin | FileOrigin = (
+        DicomOrigin(
+            series, "SEG", str(seg.SOPInstanceUID), 1, "Nodule", finding_type=("27925004", "SCT", "Nodule"),
+            finding_site=("39607008", "SCT", "Lung"),
+        )
+        if seg is not None
+        else FileOrigin(image_path="ct series folder", series=series, row=1)
+    )  # fmt: skip
     lesion = Lesion(
         lesion_id=lesion_id,
         seed=seed,
         seed_source=SeedSource.SEGMENT_CENTROID if seg is not None else SeedSource.USER,
-        study_instance_uid=str(ct.StudyInstanceUID),
-        series_instance_uid=str(ct.SeriesInstanceUID),
-        frame_of_reference_uid=str(ct.FrameOfReferenceUID),
-        seg_sop_instance_uid=str(seg.SOPInstanceUID) if seg is not None else None,
-        segment_number=1 if seg is not None else None,
-        segment_label="Nodule" if seg is not None else None,
-        finding_type=("27925004", "SCT", "Nodule") if seg is not None else None,
-        finding_site=("39607008", "SCT", "Lung") if seg is not None else None,
+        origin=origin,
     )
     feats = (rng.standard_normal(N_FEATURES) * 10.0 ** rng.integers(-6, 3, N_FEATURES)).astype(np.float32)
     return LesionResult(
@@ -148,7 +153,11 @@ def failed_result(ct: pydicom.Dataset, lesion_id: str, seed: SeedPoint, error: s
         lesion_id=lesion_id,
         seed=seed,
         seed_source=SeedSource.USER,
-        series_instance_uid=str(ct.SeriesInstanceUID),
+        origin=FileOrigin(
+            image_path="ct series folder",
+            series=SeriesRef(str(ct.StudyInstanceUID), str(ct.SeriesInstanceUID), str(ct.FrameOfReferenceUID)),
+            row=1,
+        ),
     )
     return LesionResult(lesion=lesion, status=LesionStatus.FAILED, error=error)
 

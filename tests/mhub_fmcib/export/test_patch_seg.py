@@ -12,7 +12,7 @@ import pydicom
 import pytest
 
 from mhub_fmcib.export import ExportError, build_patch_region_seg, write_seg
-from mhub_fmcib.types import Lesion, LesionResult, LesionStatus, Patch, SeedPoint, SeedSource
+from mhub_fmcib.records import Lesion, LesionResult, LesionStatus, Patch, SeedPoint, SeedSource
 
 NODULE = SeedPoint(-21.858572, -120.535814, -611.496416)
 

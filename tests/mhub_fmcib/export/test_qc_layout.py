@@ -22,7 +22,7 @@ from mhub_fmcib.export import (
 )
 from mhub_fmcib.export.qc import SCALE, qc_file_name, seed_voxel
 from mhub_fmcib.provenance import Provenance, collect_provenance
-from mhub_fmcib.types import SeedPoint
+from mhub_fmcib.records import SeedPoint
 
 
 def test_qc_pictures_and_index(tmp_path: Path, ct_factory, result_factory, failed_factory) -> None:  # type: ignore[no-untyped-def]

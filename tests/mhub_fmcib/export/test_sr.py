@@ -17,7 +17,7 @@ from mhub_fmcib.export import ExportError, build_feature_sr, write_sr
 from mhub_fmcib.export.patch_seg import build_patch_region_seg, write_seg
 from mhub_fmcib.export.sr import FMCIB_SCHEME, lesion_tracking_uid, prediction_concept
 from mhub_fmcib.provenance import Provenance
-from mhub_fmcib.types import LesionResult, SeedPoint
+from mhub_fmcib.records import LesionResult, SeedPoint
 
 NODULE = SeedPoint(-21.858572, -120.535814, -611.496416)  # sample_data/README.md
 

@@ -21,7 +21,7 @@ from mhub_fmcib.export.sr_encoding import (
     template_from_item,
 )
 from mhub_fmcib.provenance import Provenance
-from mhub_fmcib.types import SeedPoint
+from mhub_fmcib.records import SeedPoint
 
 NODULE = SeedPoint(-21.858572, -120.535814, -611.496416)  # sample_data/README.md
 

@@ -18,7 +18,7 @@ from monai.visualize import GuidedBackpropSmoothGrad
 from monai.visualize.gradient_based import _GradReLU
 from sklearn.manifold import TSNE
 
-from mhub_fmcib.encoder import FmcibResNet
+from mhub_fmcib.model.network import FmcibResNet
 
 
 def _model() -> FineTunedClassifier:

@@ -19,9 +19,11 @@ from mhub_fmcib_train.evaluation.stability import (
 )
 from scipy.stats import pearsonr, spearmanr
 
-from mhub_fmcib.encoder import FeatureExtractor, FmcibResNet, LoadedWeights
+from mhub_fmcib.model.extractor import FeatureExtractor
+from mhub_fmcib.model.network import FmcibResNet
+from mhub_fmcib.model.weights import LoadedWeights
 from mhub_fmcib.patch import extract_patch
-from mhub_fmcib.types import SeedPoint, Volume
+from mhub_fmcib.records import SeedPoint, Volume
 
 # Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges
 SF_TABLE2 = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]], dtype=float)

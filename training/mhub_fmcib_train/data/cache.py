@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from mhub_fmcib.image_io import read_image
 from mhub_fmcib.patch import extract_patch
-from mhub_fmcib.types import PATCH_SIZE, SeedPoint, Volume
+from mhub_fmcib.records import PATCH_SIZE, SeedPoint, Volume
 
 from ..config import DataConfig
 from ..utils import dist as udist

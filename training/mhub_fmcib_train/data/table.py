@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 
 from mhub_fmcib.errors import ConfigError
-from mhub_fmcib.types import SeedPoint
+from mhub_fmcib.records import SeedPoint
 
 Split = Literal["train", "tune", "test"]
 SPLITS: tuple[Split, ...] = ("train", "tune", "test")

@@ -77,14 +77,12 @@ def dicom_radiomics_table(
     in a DICOM folder, with the masks placed on the CT grid exactly as ``mhub-fmcib run``
     places them. Rows are keyed by the same ``case_id`` as ``features.csv``'s
     ``lesion_id``; returns the table and the errors of lesions that could not be measured."""
-    from mhub_fmcib.cases import DicomSegCase, plan_dicom_folder
     from mhub_fmcib.dicom.ct import assemble_ct
-    from mhub_fmcib.dicom.index import InstanceKind
-    from mhub_fmcib.dicom.rtstruct import read_rtstruct, roi_mask_on_ct, select_rois
-    from mhub_fmcib.dicom.seg import read_seg, segment_mask_on_ct, select_segments
     from mhub_fmcib.errors import CaseError
     from mhub_fmcib.image_io import volume_to_sitk
-    from mhub_fmcib.types import Volume
+    from mhub_fmcib.plan import DicomSegCase, plan_dicom_folder
+    from mhub_fmcib.records import CaseFailure, Volume
+    from mhub_fmcib.seeds.from_dicom import iter_segments
 
     the_plan = plan_dicom_folder(Path(folder), sources=sources)
     errors = [f.reason for f in the_plan.failures]
@@ -98,28 +96,17 @@ def dicom_radiomics_table(
             errors.append(str(exc))
             continue
         image = volume_to_sitk(ct.volume)
-        for rec in case.segs:
-            is_rt = rec.kind is InstanceKind.RTSTRUCT
-            try:
-                obj: Any = read_rtstruct(rec.path) if is_rt else read_seg(rec.path)
-            except CaseError as exc:
-                errors.append(str(exc))
+        for segment in iter_segments(case.segs, ct, segments):  # the pipeline's own segment loop
+            if isinstance(segment, CaseFailure):
+                errors.append(segment.reason)
                 continue
-            chosen = (
-                [(r.number, r.name) for r in select_rois(obj, segments)]
-                if is_rt
-                else [(sg.number, sg.label) for sg in select_segments(obj, segments)]
-            )
-            for number, name in chosen:
-                lesion_id = f"{ct.series_instance_uid}/{obj.sop_instance_uid}/{number}"
-                try:
-                    on_ct = roi_mask_on_ct(obj, number, ct) if is_rt else segment_mask_on_ct(obj, number, ct)
-                    mask = volume_to_sitk(Volume(on_ct.astype(np.uint8), ct.volume.affine))
-                    feats = extract_radiomics_images(image, mask, params, 1, what=f"{rec.path} #{number} ({name})")
-                except CaseError as exc:
-                    errors.append(f"{lesion_id}: {exc}")
-                    continue
-                rows.append({"case_id": lesion_id, "segment_label": name, **feats})
+            try:
+                mask = volume_to_sitk(Volume(segment.mask(ct).astype(np.uint8), ct.volume.affine))
+                feats = extract_radiomics_images(image, mask, params, 1, what=segment.what)
+            except CaseError as exc:
+                errors.append(f"{segment.lesion_id}: {exc}")
+                continue
+            rows.append({"case_id": segment.lesion_id, "segment_label": segment.origin.segment_label, **feats})
     return pd.DataFrame(rows), errors
 
 

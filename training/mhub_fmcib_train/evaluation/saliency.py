@@ -20,7 +20,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from mhub_fmcib.types import N_FEATURES
+from mhub_fmcib.records import N_FEATURES
 
 FloatArray = npt.NDArray[np.float32]
 

@@ -33,7 +33,7 @@ import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 
 from mhub_fmcib.errors import CaseError, ConfigError
-from mhub_fmcib.types import Patch, SeedPoint, Volume
+from mhub_fmcib.records import Patch, SeedPoint, Volume
 
 from .metrics import auc_roc
 

@@ -1,9 +1,9 @@
 """The encoder: the FMCIB ResNet50 or a smaller variant with the same key names.
 
-The full-size configuration builds :class:`mhub_fmcib.encoder.FmcibResNet` itself, so the
-exported trunk is exactly what ``mhub_fmcib.encoder.read_weights`` checks. Smaller widths
-and depths (CPU smoke tests, benchmarks) use :class:`ResNetEncoder`, built from the same
-``Bottleneck`` blocks with the same MONAI module names.
+The full-size configuration builds :class:`mhub_fmcib.model.network.FmcibResNet` itself, so the
+exported trunk is exactly what ``mhub_fmcib.model.weights.read_weights`` checks. Smaller widths
+and depths (CPU smoke tests, benchmarks) use :class:`ResNetEncoder`, the same network class
+with other widths and depths (the one definition lives in :mod:`mhub_fmcib.model.network`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mhub_fmcib.encoder import Bottleneck, FmcibResNet, check_state_dict, load_state_dict_file
 from mhub_fmcib.errors import ConfigError
+from mhub_fmcib.export.atomic import atomic_write
+from mhub_fmcib.model.network import Bottleneck, FmcibResNet
+from mhub_fmcib.model.weights import check_state_dict, load_state_dict_file
 
 
 @dataclass(frozen=True)
@@ -52,39 +54,15 @@ class EncoderConfig:
         return int(512 * self.widen_factor) * Bottleneck.expansion
 
 
-class ResNetEncoder(nn.Module):
-    """3D bottleneck ResNet with MONAI's module names, any width and depth.
+class ResNetEncoder(FmcibResNet):
+    """:class:`mhub_fmcib.model.network.FmcibResNet` of any width and depth (MONAI's module
+    names), built from an :class:`EncoderConfig`.
 
     Input float32 (B, 1, D, H, W); output (B, ``config.n_features``).
     """
 
     def __init__(self, config: EncoderConfig) -> None:
-        super().__init__()
-        planes = [int(p * config.widen_factor) for p in (64, 128, 256, 512)]
-        self.in_planes = planes[0]
-        self.conv1 = nn.Conv3d(1, self.in_planes, 7, stride=config.conv1_t_stride, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm3d(self.in_planes)
-        self.act = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(planes[0], config.layers[0], 1)
-        self.layer2 = self._make_layer(planes[1], config.layers[1], 2)
-        self.layer3 = self._make_layer(planes[2], config.layers[2], 2)
-        self.layer4 = self._make_layer(planes[3], config.layers[3], 2)
-        self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
-
-    def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
-        return FmcibResNet._make_layer(self, planes, blocks, stride)  # type: ignore[arg-type]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.act(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return torch.flatten(self.avgpool(x), 1)
+        super().__init__(conv1_t_stride=config.conv1_t_stride, widen_factor=config.widen_factor, layers=config.layers)
 
 
 def build_encoder(config: EncoderConfig) -> nn.Module:
@@ -103,11 +81,7 @@ def export_trunk(encoder: nn.Module, config: EncoderConfig, path: Path) -> Path:
     sd = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
     enc = asdict(config)
     enc["layers"] = list(config.layers)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    torch.save({"trunk_state_dict": sd, "encoder": enc}, tmp)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda fh: torch.save({"trunk_state_dict": sd, "encoder": enc}, fh))
 
 
 def encoder_config_of(path: Path) -> EncoderConfig:

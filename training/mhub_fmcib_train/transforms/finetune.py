@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from mhub_fmcib.types import PATCH_SIZE
+from mhub_fmcib.records import PATCH_SIZE
 
 Array = npt.NDArray[np.float32]
 

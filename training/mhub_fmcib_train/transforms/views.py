@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from mhub_fmcib.types import PATCH_SIZE
+from mhub_fmcib.records import PATCH_SIZE
 
 from ..config import AugmentConfig
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mhub_fmcib.errors import WeightsError
-from mhub_fmcib.weights import ENV_WEIGHTS, WEIGHTS_FILENAME, WEIGHTS_URL, default_cache_dir, resolve_weights
+from mhub_fmcib.model.weights import ENV_WEIGHTS, WEIGHTS_FILENAME, WEIGHTS_URL, default_cache_dir, resolve_weights
 
 
 def test_order_explicit_env_cache(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from mhub_fmcib.workflows import (
     make_run_config,
 )
 
-WORKFLOW_DIR = Path(__file__).resolve().parents[2] / "mhub_fmcib" / "workflows"
+WORKFLOW_DIR = Path(__file__).resolve().parents[3] / "mhub_fmcib" / "workflows"
 EXPECTED = {
     # name: (input kind, segmentation sources, SR, SEG)
     "default": (InputKind.DICOM_FOLDER, ("SEG",), True, True),

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import InputKind, RunConfig
-from .errors import ConfigError
+from ..config import InputKind, RunConfig
+from ..errors import ConfigError
 
 SEGMENTATION_SOURCES: tuple[str, ...] = ("SEG", "RTSTRUCT")
 """DICOM objects a DICOM-folder workflow can take its lesions from."""
@@ -108,7 +108,7 @@ def _workflow_dir() -> Path:
     Found next to this module rather than through ``importlib.resources`` by package name,
     which a same-named test package on ``sys.path`` could shadow.
     """
-    return Path(__file__).resolve().parent / "workflows"
+    return Path(__file__).resolve().parent
 
 
 def parse_workflow(data: dict[str, Any], source: str) -> Workflow:

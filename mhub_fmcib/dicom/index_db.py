@@ -11,7 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .dicom.index import (
+from .index import (
     DicomIndex,
     FileStat,
     InstanceKind,

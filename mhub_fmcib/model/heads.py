@@ -14,6 +14,7 @@ equal to scikit-learn's ``StandardScaler`` + ``LogisticRegression.predict_proba`
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 HEAD_FORMAT = "mhub-fmcib-linear-head"
 
@@ -127,3 +128,17 @@ class LinearHead:
         e = np.exp(z)
         probs: npt.NDArray[np.float64] = e / e.sum(axis=1, keepdims=True)
         return probs
+
+
+def predictions(heads: Sequence[LinearHead], features: npt.NDArray[np.float32]) -> list[tuple[tuple[str, float], ...]]:
+    """Each head's output per row of ``features`` (N, 4096): binary heads give one value
+    named after the head, multi-class heads one value per class (``<head>__<class>``)."""
+    per_row: list[list[tuple[str, float]]] = [[] for _ in range(len(features))]
+    for head in heads:
+        p = head.predict(features)
+        for i in range(len(features)):
+            if p.ndim == 1:
+                per_row[i].append((head.name, float(p[i])))
+            else:
+                per_row[i] += [(f"{head.name}__{c}", float(v)) for c, v in zip(head.class_names, p[i], strict=True)]
+    return [tuple(r) for r in per_row]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from .config import InputKind, RunConfig
 from .dicom.index import DicomIndex, InstanceKind, InstanceRecord, index_folder
-from .image_io import is_image_file
-from .seeds import SeedRow, read_seeds_csv
-from .types import CaseFailure
+from .errors import SeedError, SegmentationError
+from .records import CaseFailure
+from .seeds.from_files import SeedRow, read_seeds_csv
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,18 @@ class DicomSegCase:
     ct: tuple[InstanceRecord, ...]
     segs: tuple[InstanceRecord, ...]
 
+    def input_files(self) -> list[Path]:
+        """The files the case reads (its fingerprint covers them)."""
+        return [r.path for r in (*self.ct, *self.segs)]
+
+    def failure_paths(self) -> list[str]:
+        """The paths named when the whole case fails (its first CT files)."""
+        return [str(r.path) for r in self.ct[:3]]
+
+    def settings(self) -> list[str]:
+        """Case-specific settings that change its results (none beyond the run's)."""
+        return []
+
 
 @dataclass(frozen=True)
 class ImageMaskCase:
@@ -38,6 +50,15 @@ class ImageMaskCase:
     image: Path
     mask: Path
 
+    def input_files(self) -> list[Path]:
+        return [self.image, self.mask]
+
+    def failure_paths(self) -> list[str]:
+        return [str(self.image)]
+
+    def settings(self) -> list[str]:
+        return []
+
 
 @dataclass(frozen=True)
 class SeedsCase:
@@ -46,6 +67,18 @@ class SeedsCase:
     case_id: str
     image: Path
     rows: tuple[SeedRow, ...]
+
+    def input_files(self) -> list[Path]:
+        if self.image.is_dir():
+            return sorted(p for p in self.image.rglob("*") if p.is_file())
+        return [self.image]
+
+    def failure_paths(self) -> list[str]:
+        return [str(self.image)]
+
+    def settings(self) -> list[str]:
+        """The seed rows (a changed seed re-runs the case)."""
+        return [f"row{r.row_number}={r.seed.x},{r.seed.y},{r.seed.z},{r.passthrough}" for r in self.rows]
 
 
 Case = DicomSegCase | ImageMaskCase | SeedsCase
@@ -81,15 +114,11 @@ def match_segs_to_ct(
             out[refs[0]].append(seg)
             continue
         if len(refs) > 1:
-            failures.append(
-                CaseFailure(
-                    case_id=f"{seg.kind.value} {seg.sop_instance_uid}",
-                    paths=(str(seg.path),),
-                    error_type="SegmentationError",
-                    reason=f"{seg.kind.value} {seg.path} references several CT series ({', '.join(refs)}); "
-                    "split it into one SEG per series.",
-                )
+            error = SegmentationError(
+                f"{seg.kind.value} {seg.path} references several CT series ({', '.join(refs)}); "
+                "split it into one SEG per series."
             )
+            failures.append(CaseFailure.of(f"{seg.kind.value} {seg.sop_instance_uid}", error, [str(seg.path)]))
             continue
         same_for = [
             uid
@@ -115,12 +144,7 @@ def match_segs_to_ct(
                 "add that series to the input folder."
             )
         failures.append(
-            CaseFailure(
-                case_id=f"{seg.kind.value} {seg.sop_instance_uid}",
-                reason=reason,
-                paths=(str(seg.path),),
-                error_type="SegmentationError",
-            )
+            CaseFailure.of(f"{seg.kind.value} {seg.sop_instance_uid}", SegmentationError(reason), [str(seg.path)])
         )
     return dict(out), failures
 
@@ -131,7 +155,7 @@ def plan_dicom_folder(
     """Index a DICOM folder (reusing ``index_db`` when given) and form one case per CT
     series that has a segmentation of the kinds in ``sources`` ("SEG", "RTSTRUCT")."""
     if index_db is not None:
-        from .index_cache import index_folder_cached
+        from .dicom.index_db import index_folder_cached
 
         index, _ = index_folder_cached(root, index_db, workers=workers)
     else:
@@ -161,12 +185,7 @@ def plan_seeds_csv(path: Path) -> Plan:
     by_image: dict[Path, list[SeedRow]] = defaultdict(list)
     for r in rows:
         by_image[r.image].append(r)
-    failures = [
-        CaseFailure(
-            case_id=f"{path.name} row {b.row_number}", reason=b.reason, paths=(str(path),), error_type="SeedError"
-        )
-        for b in bad
-    ]
+    failures = [CaseFailure.of(f"{path.name} row {b.row_number}", SeedError(b.reason), [str(path)]) for b in bad]
     cases = [SeedsCase(case_id=str(img), image=img, rows=tuple(rs)) for img, rs in by_image.items()]
     return Plan(cases=tuple(cases), failures=tuple(failures))
 
@@ -180,12 +199,3 @@ def plan(config: RunConfig, workers: int = 1, index_db: Path | None = None) -> P
             return Plan(cases=())
         return Plan(cases=(ImageMaskCase(case_id=str(config.input), image=config.input, mask=config.mask),))
     return plan_dicom_folder(config.input, workers=workers, index_db=index_db, sources=config.segmentation_sources)
-
-
-def infer_input_kind(path: Path, seeds: bool) -> InputKind:
-    """INPUT's kind from the command line: ``--seeds`` → seeds CSV; an image file; else DICOM."""
-    if seeds:
-        return InputKind.SEEDS_CSV
-    if path.is_file() and is_image_file(path):
-        return InputKind.IMAGE_FILE
-    return InputKind.DICOM_FOLDER

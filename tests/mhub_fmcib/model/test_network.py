@@ -10,16 +10,10 @@ import pytest
 import torch
 from monai.networks.nets import resnet50
 
-from mhub_fmcib.encoder import (
-    N_PARAMETERS,
-    N_STATE_TENSORS,
-    FeatureExtractor,
-    FmcibResNet,
-    read_weights,
-    sha256_file,
-    write_random_weights,
-)
 from mhub_fmcib.errors import WeightsError
+from mhub_fmcib.model.extractor import FeatureExtractor
+from mhub_fmcib.model.network import N_PARAMETERS, N_STATE_TENSORS, FmcibResNet
+from mhub_fmcib.model.weights import read_weights, sha256_file, write_random_weights
 
 
 def monai_reference() -> torch.nn.Module:

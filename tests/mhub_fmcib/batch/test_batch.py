@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 from fmcib_testlib.export_builder import make_export
+from fmcib_testlib.runs import RunOutput
 
+from mhub_fmcib.batch.merge import merge_outputs
 from mhub_fmcib.config import RunConfig
-from mhub_fmcib.encoder import FeatureExtractor
-from mhub_fmcib.index_cache import index_folder_cached
-from mhub_fmcib.merge import merge_outputs
+from mhub_fmcib.dicom.index_db import index_folder_cached
+from mhub_fmcib.model.extractor import FeatureExtractor
 from mhub_fmcib.pipeline import run
 
 NO_EXPORT = dict(export_sr=False, export_seg=False, export_qc=False)
@@ -34,20 +35,22 @@ def _run(extractor: FeatureExtractor, inp: Path, out: Path, **kw: object):  # ty
 
 
 @pytest.fixture(scope="module")
-def single(export: Path, tmp_path_factory: pytest.TempPathFactory, extractor: FeatureExtractor):  # type: ignore[no-untyped-def]
+def single(export: Path, tmp_path_factory: pytest.TempPathFactory, extractor: FeatureExtractor) -> RunOutput:
     out = tmp_path_factory.mktemp("single")
-    return _run(extractor, export, out), out
+    return RunOutput(_run(extractor, export, out), out)
 
 
-def test_single_run(single) -> None:  # type: ignore[no-untyped-def]
-    report, out = single
+def test_single_run(single: RunOutput) -> None:
+    report, out = single.report, single.out
     assert report.exit_code == 0
     assert report.n_ok == 4  # 3 nodules + 1 second lesion
     assert (out / "failures.csv").read_text().splitlines() == ["id,level,error_type,reason,paths"]
 
 
-def test_shards_merge_equal_single_run(export: Path, single, tmp_path: Path, extractor: FeatureExtractor) -> None:  # type: ignore[no-untyped-def]
-    _, single_out = single
+def test_shards_merge_equal_single_run(
+    export: Path, single: RunOutput, tmp_path: Path, extractor: FeatureExtractor
+) -> None:
+    single_out = single.out
     outs = []
     for i in range(3):
         out = tmp_path / f"shard{i}"
@@ -113,8 +116,8 @@ def _wait_for_records(out: Path, n: int, proc: subprocess.Popen[str], timeout: f
 
 
 @pytest.mark.slow
-def test_kill_and_sigterm(export: Path, tmp_path: Path, weights_file: Path, single) -> None:  # type: ignore[no-untyped-def]
-    _, single_out = single
+def test_kill_and_sigterm(export: Path, tmp_path: Path, weights_file: Path, single: RunOutput) -> None:
+    single_out = single.out
     out = tmp_path / "out"
     base = ["run", str(export), str(out), "--weights", str(weights_file), "--no-qc", "--no-sr", "--no-seg"]
     # kill -9 after the first case is recorded: nothing half-written is left

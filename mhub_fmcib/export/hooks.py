@@ -3,20 +3,40 @@ and QC pictures. Each returns the files it wrote; a failure is recorded for its 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
+from PIL import Image
 
-from .cases import Case, DicomSegCase
-from .config import RunConfig
-from .export.layout import ExportError
-from .export.patch_seg import build_patch_region_seg, write_seg
-from .export.qc import qc_file_name, render_patch_image
-from .export.sr import build_feature_sr, write_sr
-from .pipeline import CaseHook, CaseOutcome
-from .provenance import Provenance
-from .types import LesionStatus
+from ..config import RunConfig
+from ..dicom.ct import CtSeries
+from ..plan import Case, DicomSegCase
+from ..provenance import Provenance
+from ..records import CaseFailure, LesionResult, LesionStatus, Volume
+from .atomic import atomic_write
+from .layout import ExportError
+from .patch_seg import build_patch_region_seg, write_seg
+from .qc import qc_file_name, render_patch_image
+from .sr import build_feature_sr, write_sr
+
+
+@dataclass(frozen=True, eq=False)
+class CaseOutcome:
+    """What one case produced (the input of every hook)."""
+
+    case: Case
+    results: tuple[LesionResult, ...]
+    failures: tuple[CaseFailure, ...]
+    ct: CtSeries | None = None
+    volume: Volume | None = None
+    seconds: float = 0.0
+
+
+#: Called after each case with its outcome; returns the files it wrote (exporters hook in
+#: here). A raised FmcibError is recorded as a failure of that case.
+CaseHook = Callable[[Case, CaseOutcome], Sequence[Path]]
 
 #: What highdicom and pydicom raise when an input header holds a value they refuse to copy
 #: into an output (a PatientName that is no person name, a UID that is a path, ...).
@@ -80,11 +100,9 @@ def export_patch_seg(outcome: CaseOutcome, output: Path, provenance: Provenance)
 def export_qc(outcome: CaseOutcome, output: Path) -> Sequence[Path]:
     """A PNG per measured lesion (three central slices of its patch, seed marked)."""
     qc_dir = output / "qc"
-    written = []
-    for r in outcome.results:
-        if r.patch is not None:
-            qc_dir.mkdir(parents=True, exist_ok=True)
-            path = qc_dir / qc_file_name(r)
-            render_patch_image(r).save(path, format="PNG")
-            written.append(path)
-    return written
+    return [write_png(qc_dir / qc_file_name(r), render_patch_image(r)) for r in outcome.results if r.patch is not None]
+
+
+def write_png(path: Path, image: Image.Image) -> Path:
+    """A picture as PNG, through the one atomic writer."""
+    return atomic_write(path, lambda fh: image.save(fh, format="PNG"))

@@ -1,59 +1,54 @@
-"""Seed points: centres of mass of segments, or points given by the user (LPS mm)."""
+"""Seeds of file inputs: one per non-zero label of a mask file, or one per row of a
+reference-format seeds CSV (``image_path, coordX, coordY, coordZ`` in LPS mm)."""
 
 from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-import numpy.typing as npt
 
-from .errors import ConfigError, SeedError, SegmentationError
-from .patch import _outside_message
-from .types import SeedPoint, Volume
+from ..dicom.ct import CtSeries
+from ..errors import CaseError, ConfigError, SegmentationError
+from ..image_io import read_mask
+from ..records import CaseFailure, FileOrigin, Lesion, SeedPoint, SeedSource, SeriesRef, Volume, make_lesion_id
+from .geometry import centre_of_mass_lps, seed_inside_mask
 
 SEED_COLUMNS = ("image_path", "coordX", "coordY", "coordZ")
 
 
-def centre_of_mass_lps(mask: npt.NDArray[np.bool_], volume: Volume, what: str = "segment") -> SeedPoint:
-    """The centre of mass of a binary mask on ``volume``'s grid, in LPS mm.
-
-    Args:
-        mask: bool, shape ``volume.shape`` in (i, j, k) order.
-
-    Raises:
-        SegmentationError: the mask is empty or not on the volume's grid.
-    """
-    if mask.shape != volume.shape:
-        raise SegmentationError(f"{what}: mask shape {mask.shape} differs from the image {volume.shape}")
-    # Index coordinates of the set voxels, read in the mask's memory order (a flat scan is
-    # several times faster than np.argwhere on a whole CT grid). The mean of these integers is
-    # exact whatever their order, so it equals np.argwhere(mask).mean(axis=0).
-    order: Literal["C", "F"] = "F" if mask.flags.f_contiguous and not mask.flags.c_contiguous else "C"
-    flat = np.flatnonzero(mask.ravel(order=order))
-    if flat.size == 0:
-        raise SegmentationError(f"{what} is empty (no voxel set); there is no lesion to measure")
-    idx = np.stack(np.unravel_index(flat, mask.shape, order=order), axis=1)
-    centre = idx.mean(axis=0)
-    x, y, z = volume.index_to_lps(centre)
-    return SeedPoint(float(x), float(y), float(z))
+def series_ref(ct: CtSeries) -> SeriesRef:
+    """The identity of a DICOM CT series."""
+    return SeriesRef(ct.study_instance_uid, ct.series_instance_uid, ct.frame_of_reference_uid)
 
 
-def seed_inside_mask(seed: SeedPoint, mask: npt.NDArray[np.bool_], volume: Volume) -> bool:
-    """Whether the voxel nearest to ``seed`` belongs to ``mask`` (a non-convex lesion's
-    centre of mass may lie outside it)."""
-    ijk = np.rint(volume.lps_to_index(seed.as_array())).astype(int)
-    if np.any(ijk < 0) or np.any(ijk >= np.asarray(volume.shape)):
-        return False
-    return bool(mask[tuple(ijk)])
-
-
-def check_seed_in_volume(seed: SeedPoint, volume: Volume) -> None:
-    """Raise :class:`SeedError` (explaining a likely RAS/LPS mix-up) if the seed is outside."""
-    if not volume.contains_lps(seed):
-        raise SeedError(_outside_message(volume, seed))
+def lesions_from_mask(
+    case_id: str, image: Path, mask_path: Path, volume: Volume
+) -> tuple[list[Lesion], list[CaseFailure]]:
+    """One lesion per non-zero label of a mask file on ``volume``'s grid."""
+    try:
+        labels = read_mask(mask_path, like=volume)
+    except (CaseError, ValueError, FileNotFoundError) as e:
+        return [], [CaseFailure.of(case_id, e, [str(mask_path)])]
+    lesions = []
+    for value in (int(v) for v in np.unique(labels) if v != 0):
+        mask = labels == value
+        seed = centre_of_mass_lps(mask, volume, f"{mask_path} label {value}")
+        origin = FileOrigin(image_path=str(image), mask_path=str(mask_path), mask_label=value)
+        lesions.append(
+            Lesion(
+                lesion_id=make_lesion_id(origin),
+                seed=seed,
+                seed_source=SeedSource.MASK_CENTROID,
+                seed_inside_mask=seed_inside_mask(seed, mask, volume),
+                origin=origin,
+            )
+        )
+    if not lesions:
+        error = SegmentationError(f"mask {mask_path} has no non-zero label: nothing to measure")
+        return [], [CaseFailure.of(case_id, error, [str(mask_path)])]
+    return lesions, []
 
 
 @dataclass(frozen=True)
@@ -119,3 +114,21 @@ def read_seeds_csv(path: Path) -> tuple[list[SeedRow], list[BadSeedRow]]:
             extra = tuple((k, v) for k, v in rec.items() if k not in SEED_COLUMNS)
             rows.append(SeedRow(row_number=n, image=image, seed=seed, passthrough=extra))
     return rows, bad
+
+
+def lesions_from_rows(image: Path, rows: tuple[SeedRow, ...], ct: CtSeries | None) -> list[Lesion]:
+    """One lesion per seed row of an image (``ct`` when the image is a DICOM series folder)."""
+    series = series_ref(ct) if ct is not None else None
+    lesions = []
+    for row in rows:
+        origin = FileOrigin(image_path=str(image), series=series, row=row.row_number)
+        lesions.append(
+            Lesion(
+                lesion_id=make_lesion_id(origin),
+                seed=row.seed,
+                seed_source=SeedSource.USER,
+                origin=origin,
+                passthrough=row.passthrough,
+            )
+        )
+    return lesions

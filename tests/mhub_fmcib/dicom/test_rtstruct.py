@@ -34,8 +34,8 @@ from mhub_fmcib.dicom.rtstruct import (
 from mhub_fmcib.dicom.seg import read_seg, segment_mask_on_ct
 from mhub_fmcib.errors import SegmentationError
 from mhub_fmcib.image_io import read_image
-from mhub_fmcib.seeds import centre_of_mass_lps
-from mhub_fmcib.types import SeedPoint, Volume
+from mhub_fmcib.records import SeedPoint, Volume
+from mhub_fmcib.seeds.geometry import centre_of_mass_lps
 
 DCIODVFY = shutil.which("dciodvfy") or str(Path(sys.executable).parent / "dciodvfy")
 

@@ -12,21 +12,21 @@ import pytest
 import SimpleITK as sitk
 from fmcib_testlib.dicom_builders import SAMPLE, SAMPLE_SEG, copy_ct, ct_files, make_seg, read_ct_datasets
 
-from mhub_fmcib.cases import plan_dicom_folder
-from mhub_fmcib.dicom.ct import assemble_ct
+from mhub_fmcib.dicom.ct import CtSeries, assemble_ct
 from mhub_fmcib.dicom.index import InstanceKind, SkipReason, index_folder
 from mhub_fmcib.dicom.seg import read_seg, segment_mask_on_ct
 from mhub_fmcib.errors import GeometryError, SegmentationError
 from mhub_fmcib.image_io import read_image, sitk_to_volume
+from mhub_fmcib.plan import plan_dicom_folder
 
 
 @pytest.fixture(scope="module")
-def sample_ct():  # type: ignore[no-untyped-def]
+def sample_ct() -> CtSeries:
     idx = index_folder(SAMPLE / "dicom" / "ct")
     return assemble_ct(idx.of_kind(InstanceKind.CT))
 
 
-def test_ct_matches_simpleitk_gdcm(sample_ct) -> None:  # type: ignore[no-untyped-def]
+def test_ct_matches_simpleitk_gdcm(sample_ct: CtSeries) -> None:
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(SAMPLE / "dicom" / "ct")))
     ref = sitk_to_volume(reader.Execute())
@@ -150,7 +150,7 @@ def test_rescale_slope_intercept_applied(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.asarray(ct.volume.array)[:, :, 0], (raw * 2 - 2048).T.astype(np.float32))
 
 
-def test_seg_on_ct_grid_equals_label(sample_ct) -> None:  # type: ignore[no-untyped-def]
+def test_seg_on_ct_grid_equals_label(sample_ct: CtSeries) -> None:
     seg = read_seg(SAMPLE_SEG)
     assert [(s.number, s.label) for s in seg.segments] == [(1, "Nodule")]
     assert seg.segments[0].property_type == ("27925004", "SCT", "Nodule")
@@ -160,20 +160,20 @@ def test_seg_on_ct_grid_equals_label(sample_ct) -> None:  # type: ignore[no-unty
     np.testing.assert_array_equal(mask, label)
 
 
-def test_seg_with_other_frame_of_reference_refused(tmp_path: Path, sample_ct) -> None:  # type: ignore[no-untyped-def]
+def test_seg_with_other_frame_of_reference_refused(tmp_path: Path, sample_ct: CtSeries) -> None:
     label = np.asarray(read_image(SAMPLE / "nrrd" / "lung1_label.nrrd").array) == 1
     p = make_seg(read_ct_datasets(), {"n": label}, tmp_path / "seg.dcm", frame_of_reference_uid="1.2.3.4")
     with pytest.raises(SegmentationError, match=r"not in the\s+Frame of Reference|Frame of Reference"):
         segment_mask_on_ct(read_seg(p), 1, sample_ct)
 
 
-def test_only_the_slices_the_patch_reads_are_decoded(sample_ct) -> None:  # type: ignore[no-untyped-def]
+def test_only_the_slices_the_patch_reads_are_decoded(sample_ct: CtSeries) -> None:
     """The pipeline's lazy path: geometry first (a NaN placeholder, no memory), then only the
     slices the patch reads; the patch equals the one from the fully decoded series."""
     from mhub_fmcib.dicom.ct import decode_slices
     from mhub_fmcib.patch import extract_patch
     from mhub_fmcib.pipeline import slices_needed
-    from mhub_fmcib.types import SeedPoint
+    from mhub_fmcib.records import SeedPoint
 
     records = index_folder(SAMPLE / "dicom" / "ct").of_kind(InstanceKind.CT)
     lazy = assemble_ct(records, decode=False)
@@ -264,7 +264,7 @@ def test_corrupt_compressed_slice_fails_only_if_a_patch_reads_it(tmp_path: Path)
     from mhub_fmcib.errors import DicomImportError
     from mhub_fmcib.patch import extract_patch
     from mhub_fmcib.pipeline import slices_needed
-    from mhub_fmcib.types import SeedPoint
+    from mhub_fmcib.records import SeedPoint
 
     nodule = SeedPoint(-21.858572, -120.535814, -611.496416)  # sample_data/README.md
     intact = assemble_ct(index_folder(SAMPLE / "dicom" / "ct").of_kind(InstanceKind.CT))

@@ -7,8 +7,8 @@ import pytest
 from scipy import ndimage
 
 from mhub_fmcib.errors import SegmentationError
-from mhub_fmcib.seeds import centre_of_mass_lps
-from mhub_fmcib.types import Volume
+from mhub_fmcib.records import Volume
+from mhub_fmcib.seeds.geometry import centre_of_mass_lps
 
 
 @pytest.mark.parametrize("layout", ["C", "F", "strided"])

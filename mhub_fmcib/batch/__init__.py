@@ -1,0 +1,1 @@
+"""Batches: the per-case store (resume, shards), the merge of shard outputs, progress reports."""

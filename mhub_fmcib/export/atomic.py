@@ -1,0 +1,121 @@
+"""The one atomic writer: every output file and case record is written through here.
+
+A file is written to a temporary name in its destination folder, flushed and fsync'ed, then
+renamed over the destination (and the folder fsync'ed): a reader sees the old file or the
+whole new one, never a part, and a crash leaves either the old file or none. Temporary
+files are created with mode 0666 and folders with 0777, less the process umask, exactly like
+``open()`` and ``mkdir`` (so 0644 / 0755 under the usual umask 022) — never the owner-only
+0600 of :func:`tempfile.mkstemp`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+FILE_MODE = 0o666
+DIR_MODE = 0o777
+#: Prefix of the temporary names (``.<name>.<random>.part``); a run removes leftovers.
+TMP_SUFFIX = ".part"
+
+
+def _temp_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Call ``write(binary_file)`` on a temporary file, then rename it to ``path``.
+
+    Parent folders are created. Returns ``path``. On any error the temporary file is removed
+    and the old ``path`` (if any) is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_sibling(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return atomic_write(path, lambda fh: fh.write(data))
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any, indent: int = 2) -> Path:
+    """Write ``obj`` as JSON (UTF-8, keys in insertion order, newline at the end) atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False, default=str) + "\n")
+
+
+@contextmanager
+def atomic_directory(dest: Path) -> Iterator[Path]:
+    """Fill a temporary folder next to ``dest``, then swap it in place of ``dest``.
+
+    Yields the temporary folder; when the block ends without error it replaces ``dest``
+    (an old ``dest`` is renamed to ``<dest>.old`` first and removed after), so ``dest`` is
+    always either the whole old folder or the whole new one. On error the temporary folder
+    is removed. Files inside are written with :func:`write_file`.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".tmp-{dest.name}-{secrets.token_hex(6)}")
+    os.mkdir(tmp, DIR_MODE)
+    try:
+        yield tmp
+        if dest.exists():
+            old = dest.with_name(dest.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            dest.rename(old)
+            tmp.rename(dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(dest.parent)
+
+
+def write_file(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Write a file inside an :func:`atomic_directory` (created with the same mode rules,
+    fsync'ed; not renamed: the folder's swap makes it visible)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return path
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file or folder name is a leftover of an interrupted atomic write."""
+    return (name.startswith(".") and name.endswith(TMP_SUFFIX)) or name.startswith(".tmp-") or name.endswith(".old")

@@ -1,0 +1,206 @@
+"""The tables of a run: ``features.csv``, ``failures.csv`` and ``run.json``, each written
+through the one atomic writer (:mod:`mhub_fmcib.export.atomic`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..config import RunConfig
+from ..provenance import collect_provenance
+from ..records import LESION_ID_COLUMNS, N_FEATURES, CaseFailure, LesionResult, LesionStatus
+from .atomic import atomic_write_json, atomic_write_text
+
+FEATURE_COLUMNS = tuple(f"feature_{i}" for i in range(N_FEATURES))
+ID_COLUMNS = LESION_ID_COLUMNS
+SEED_COLUMNS = ("seed_x_lps_mm", "seed_y_lps_mm", "seed_z_lps_mm", "seed_source", "seed_inside_mask")
+PROVENANCE_COLUMNS = ("weights_sha256", "software_version")
+
+
+def format_float32(v: float) -> str:
+    """A float32 as text that reads back to the identical float32 (9 significant digits)."""
+    return f"{float(v):.9g}"
+
+
+def _opt(v: object) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def feature_table_columns(results: Sequence[LesionResult]) -> list[str]:
+    """Header of ``features.csv`` for these results (passthrough and prediction columns
+    are the union over rows, in order of first appearance)."""
+    passthrough: dict[str, None] = {}
+    preds: dict[str, None] = {}
+    for r in results:
+        for k, _ in r.lesion.passthrough:
+            passthrough.setdefault(k, None)
+        for k, _ in r.predictions:
+            preds.setdefault(f"prediction_{k}", None)
+    return [*ID_COLUMNS, *passthrough, *SEED_COLUMNS, *PROVENANCE_COLUMNS, *preds, *FEATURE_COLUMNS]
+
+
+def feature_rows(
+    results: Iterable[LesionResult], columns: Sequence[str], weights_sha256: str, version: str
+) -> Iterable[list[str]]:
+    """One text row per OK result, in ``columns`` order."""
+    for r in results:
+        if r.status is not LesionStatus.OK or r.features is None:
+            continue
+        les = r.lesion
+        values: dict[str, str] = {k: _opt(v) for k, v in les.id_columns().items()}
+        values.update(
+            {
+                "seed_x_lps_mm": repr(les.seed.x),
+                "seed_y_lps_mm": repr(les.seed.y),
+                "seed_z_lps_mm": repr(les.seed.z),
+                "seed_source": les.seed_source.value,
+                "seed_inside_mask": _opt(les.seed_inside_mask),
+                "weights_sha256": weights_sha256,
+                "software_version": version,
+            }
+        )
+        values.update(dict(les.passthrough))
+        values.update({f"prediction_{k}": format_float32(v) for k, v in r.predictions})
+        head = [values.get(c, "") for c in columns[: len(columns) - N_FEATURES]]
+        yield head + [format_float32(v) for v in np.asarray(r.features, dtype=np.float32)]
+
+
+def write_features_csv(path: Path, results: Sequence[LesionResult], weights_sha256: str, version: str) -> int:
+    """Write ``features.csv`` atomically; returns the number of rows written."""
+    cols = feature_table_columns(results)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    n = 0
+    for row in feature_rows(results, cols, weights_sha256, version):
+        w.writerow(row)
+        n += 1
+    atomic_write_text(path, buf.getvalue())
+    return n
+
+
+def read_features_csv(path: Path) -> tuple[list[dict[str, str]], np.ndarray]:
+    """Read ``features.csv``: the non-feature columns per row, and features (N, 4096) float32."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        first_feature = header.index("feature_0")
+        meta: list[dict[str, str]] = []
+        feats: list[list[float]] = []
+        for row in reader:
+            meta.append(dict(zip(header[:first_feature], row[:first_feature], strict=True)))
+            feats.append([float(v) for v in row[first_feature:]])
+    return meta, np.asarray(feats, dtype=np.float32).reshape(len(feats), N_FEATURES)
+
+
+def write_failures_csv(path: Path, results: Sequence[LesionResult], failures: Sequence[CaseFailure]) -> int:
+    """``failures.csv``: one row per failed case, file or lesion, with an actionable reason."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "level", "error_type", "reason", "paths"])
+    n = 0
+    for f in failures:
+        w.writerow([f.case_id, f.kind, f.error_type, f.reason, ";".join(f.paths)])
+        n += 1
+    for r in results:
+        if r.status is LesionStatus.FAILED:
+            w.writerow([r.lesion.lesion_id, "lesion", "LesionError", r.error or "", r.lesion.image_path or ""])
+            n += 1
+    atomic_write_text(path, buf.getvalue())
+    return n
+
+
+@dataclass(eq=False)
+class RunReport:
+    """Everything a run produced (the content of ``run.json``)."""
+
+    config: RunConfig
+    weights_sha256: str = ""
+    weights_name: str = ""
+    results: list[LesionResult] = field(default_factory=list)
+    failures: list[CaseFailure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    skipped_files: list[dict[str, str]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    case_seconds: dict[str, float] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    cases_skipped: int = 0
+    interrupted: str = ""
+
+    @property
+    def n_ok(self) -> int:
+        return sum(r.status is LesionStatus.OK for r in self.results)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(r.status is LesionStatus.FAILED for r in self.results) + sum(f.kind == "case" for f in self.failures)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every lesion and case succeeded, 1 when any failed, 130 when interrupted."""
+        if self.interrupted:
+            return 130
+        return 1 if self.n_failed else 0
+
+
+def write_run_outputs(report: RunReport, started: str, t_start: float) -> None:
+    """``features.csv``, ``failures.csv`` and ``run.json`` of a report (each atomic)."""
+    out = report.config.output
+    n = write_features_csv(out / "features.csv", report.results, report.weights_sha256, __version__)
+    write_failures_csv(out / "failures.csv", report.results, report.failures)
+    report.outputs = [str(out / "features.csv"), str(out / "failures.csv"), *report.outputs]
+    report.timings["total_s"] = time.perf_counter() - t_start
+    atomic_write_json(out / "run.json", run_json(report, started, n))
+
+
+def _lesion_entry(r: LesionResult) -> dict[str, object]:
+    les = r.lesion
+    ids = les.id_columns()
+    return {
+        "lesion_id": les.lesion_id,
+        "status": r.status.value,
+        "error": r.error,
+        "seed_lps_mm": les.seed.to_dict(),
+        "seed_source": les.seed_source.value,
+        "seed_inside_mask": les.seed_inside_mask,
+        **{k: v for k, v in ids.items() if k != "lesion_id"},
+        "predictions": dict(r.predictions),
+    }
+
+
+def run_json(report: RunReport, started: str, n_rows: int) -> dict[str, object]:
+    """The ``run.json`` document; ``inputs`` is the whole :class:`RunConfig` (``to_dict``)."""
+    return {
+        "software": collect_provenance(report.weights_sha256, report.weights_name).as_dict(),
+        "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "inputs": report.config.to_dict(),
+        "summary": {
+            "lesions_ok": report.n_ok,
+            "lesions_failed": sum(r.status is LesionStatus.FAILED for r in report.results),
+            "case_or_file_failures": len(report.failures),
+            "features_rows": n_rows,
+            "skipped_files": len(report.skipped_files),
+            "cases_reused_from_earlier_run": report.cases_skipped,
+            "interrupted": report.interrupted,
+            "exit_code": report.exit_code,
+        },
+        "lesions": [_lesion_entry(r) for r in report.results],
+        "errors": [f.to_dict() for f in report.failures],
+        "notes": report.notes,
+        "skipped_files": report.skipped_files,
+        "timings_s": report.timings,
+        "case_seconds": report.case_seconds,
+        "outputs": report.outputs,
+    }

@@ -1,0 +1,75 @@
+"""The one atomic writer: whole files or none, and modes as the umask allows (never 0600)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from mhub_fmcib.export.atomic import atomic_directory, atomic_write, atomic_write_json, is_temporary, write_file
+
+
+@pytest.fixture(params=[0o022, 0o027, 0o002])
+def umask(request: pytest.FixtureRequest) -> Iterator[int]:
+    old = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(old)
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def test_files_and_folders_get_the_umask_modes(tmp_path: Path, umask: int) -> None:
+    f = atomic_write_json(tmp_path / "a" / "run.json", {"x": 1})
+    assert f.read_text() == '{\n  "x": 1\n}\n'
+    assert _mode(f) == 0o666 & ~umask
+    with atomic_directory(tmp_path / "rec") as tmp:
+        write_file(tmp / "case.json", lambda fh: fh.write(b"{}"))
+    assert _mode(tmp_path / "rec") == 0o777 & ~umask
+    assert _mode(tmp_path / "rec" / "case.json") == 0o666 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "rec"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = atomic_write(tmp_path / "f.csv", lambda fh: fh.write(b"old"))
+
+    def broken(fh: IO[bytes]) -> None:
+        fh.write(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, broken)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.csv"]
+
+
+def test_a_failed_directory_keeps_the_old_one(tmp_path: Path) -> None:
+    dest = tmp_path / "rec"
+    with atomic_directory(dest) as tmp:
+        write_file(tmp / "a", lambda fh: fh.write(b"1"))
+
+    def killed_half_way() -> None:
+        with atomic_directory(dest) as tmp:
+            write_file(tmp / "a", lambda fh: fh.write(b"2"))
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        killed_half_way()
+    assert (dest / "a").read_bytes() == b"1"
+    assert [p.name for p in tmp_path.iterdir()] == ["rec"]
+    with atomic_directory(dest) as tmp:  # replacing swaps the whole folder
+        write_file(tmp / "b", lambda fh: fh.write(b"3"))
+    assert sorted(p.name for p in dest.iterdir()) == ["b"]
+
+
+def test_temporary_names_are_recognised() -> None:
+    assert is_temporary(".features.csv.0a1b2c3d4e5f.part")
+    assert is_temporary(".tmp-abc-0a1b2c") and is_temporary("abc.old")
+    assert not is_temporary("features.csv") and not is_temporary(".hidden")
