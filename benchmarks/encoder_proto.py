@@ -25,7 +25,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mhub_fmcib.encoder import FmcibResNet, load_state_dict_file, write_random_weights  # noqa: E402
+from mhub_fmcib.model.network import FmcibResNet  # noqa: E402
+from mhub_fmcib.model.weights import load_state_dict_file, write_random_weights  # noqa: E402
 from mhub_fmcib.image_io import read_image  # noqa: E402
 from mhub_fmcib.patch import extract_patch  # noqa: E402
 from mhub_fmcib.types import SeedPoint  # noqa: E402

@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mhub_fmcib.encoder import FmcibResNet  # noqa: E402
+from mhub_fmcib.model.network import FmcibResNet  # noqa: E402
 
 
 def main() -> None:

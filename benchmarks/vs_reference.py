@@ -82,7 +82,7 @@ def main() -> None:
     if a.ref_python is None or not Path(a.ref_python).exists():
         print("vs_reference: no --ref-python (a venv with the authors' fmcib, see benchmarks/reference/README.md): skipped")
         return
-    from mhub_fmcib.encoder import write_random_weights  # noqa: PLC0415
+    from mhub_fmcib.model.weights import write_random_weights
 
     image = ROOT / "sample_data" / "nrrd" / "lung1_image.nrrd"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "")}
