@@ -25,11 +25,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mhub_fmcib.types import SeedPoint  # noqa: E402
+
+from mhub_fmcib.image_io import read_image  # noqa: E402
 from mhub_fmcib.model.network import FmcibResNet  # noqa: E402
 from mhub_fmcib.model.weights import load_state_dict_file, write_random_weights  # noqa: E402
-from mhub_fmcib.image_io import read_image  # noqa: E402
 from mhub_fmcib.patch import extract_patch  # noqa: E402
-from mhub_fmcib.types import SeedPoint  # noqa: E402
 
 GFLOP_PER_PATCH = 25.7
 
@@ -132,9 +133,7 @@ def main() -> None:
     for k in runners:
         t = statistics.median(times[k])
         d = np.abs(feats[k] - ref)
-        cos = float(
-            np.min((feats[k] * ref).sum(1) / np.linalg.norm(feats[k], axis=1) / np.linalg.norm(ref, axis=1))
-        )
+        cos = float(np.min((feats[k] * ref).sum(1) / np.linalg.norm(feats[k], axis=1) / np.linalg.norm(ref, axis=1)))
         res[k] = {
             "median_s": t,
             "patches_per_s": bs / t,

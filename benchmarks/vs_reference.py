@@ -80,7 +80,10 @@ def main() -> None:
     ap.add_argument("--ours-args", default="", help="extra arguments for mhub-fmcib run")
     a = ap.parse_args()
     if a.ref_python is None or not Path(a.ref_python).exists():
-        print("vs_reference: no --ref-python (a venv with the authors' fmcib, see benchmarks/reference/README.md): skipped")
+        print(
+            "vs_reference: no --ref-python (a venv with the authors' fmcib, "
+            "see benchmarks/reference/README.md): skipped"
+        )
         return
     from mhub_fmcib.model.weights import write_random_weights
 
@@ -103,7 +106,14 @@ def main() -> None:
                 seeds = tmp / f"seeds_{n}.csv"
                 ref_out = tmp / f"ref_{n}_{rep}.csv"
                 r = timed_run(
-                    [str(a.ref_python), str(driver), str(ROOT / "benchmarks" / "reference" / "shim.py"), str(seeds), str(w), str(ref_out)],
+                    [
+                        str(a.ref_python),
+                        str(driver),
+                        str(ROOT / "benchmarks" / "reference" / "shim.py"),
+                        str(seeds),
+                        str(w),
+                        str(ref_out),
+                    ],
                     env,
                 )
                 runs.setdefault(f"reference_{n}", []).append(r)
@@ -114,7 +124,11 @@ def main() -> None:
                 runs.setdefault(f"ours_{n}", []).append(o)
                 print(f"rep {rep} n={n}: reference {r['wall_s']:.1f} s, ours {o['wall_s']:.1f} s", flush=True)
                 if rep == 0:
-                    diffs[str(n)] = float(np.abs(read_features(ref_out, "pred_0") - read_features(out / "features.csv", "feature_0")).max())
+                    diffs[str(n)] = float(
+                        np.abs(
+                            read_features(ref_out, "pred_0") - read_features(out / "features.csv", "feature_0")
+                        ).max()
+                    )
     for k, rs in runs.items():
         res[k] = {m: statistics.median(r[m] for r in rs) for m in rs[0]} | {"all": rs}
     for n in counts:
@@ -127,7 +141,8 @@ def main() -> None:
     (out_dir / "vs_reference.json").write_text(json.dumps(res, indent=1))
     print(json.dumps({k: v for k, v in res.items() if not k.startswith(("reference_", "ours_"))}, indent=1))
     for n in counts:
-        print(f"| {n} seeds | reference {res[f'reference_{n}']['wall_s']:.1f} s | ours {res[f'ours_{n}']['wall_s']:.1f} s | {res[f'speedup_{n}']['wall_s']:.1f}x |")  # type: ignore[index]
+        ref, ours, sp = res[f"reference_{n}"], res[f"ours_{n}"], res[f"speedup_{n}"]
+        print(f"| {n} seeds | reference {ref['wall_s']:.1f} s | ours {ours['wall_s']:.1f} s | {sp['wall_s']:.1f}x |")  # type: ignore[index]
 
 
 if __name__ == "__main__":

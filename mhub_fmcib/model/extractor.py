@@ -115,6 +115,11 @@ class FeatureExtractor:
             # each): pad every batch to batch_size so that one graph serves all
             self.fixed_batch = isinstance(self.model, torch.jit.ScriptModule)
         self._pin = self.device.type == "cuda"
+        if self._pin and self.precision is Precision.FP32:
+            # cuDNN's default TF32 convolutions would cut float32 to a 10-bit mantissa
+            # (features ~1e-3 off): fp32 means float32 (a process-wide torch setting)
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
 
     def _autocast(self) -> AbstractContextManager[object]:
         if self.precision is Precision.FP32:

@@ -1,19 +1,28 @@
-"""Prototype (issue 18, point 1): ways to get from a weights file to a ready encoder, each in
-a fresh process, interleaved, medians. Phase times are measured inside the child after
-``import torch`` (imports are the same for all variants and reported separately).
+"""Start-up (issue 18, point 1): from a fresh process to an encoder that has run its first
+forward pass, each variant in its own fresh process, interleaved repeats, medians; wall and
+CPU seconds (the machine is shared: CPU seconds are the steadier measure).
 
-Run: ``nice -n 10 .venv/bin/python benchmarks/startup_proto.py [--reps 5]``
+Variants: ``before`` (the path before issue 18: the network built twice with full
+initialisation, ``torch.load`` into memory, a copying ``load_state_dict``, sha256 of the
+file); ``meta`` (network built on the meta device, weights assigned); ``now_cold`` and
+``now_cached`` (``read_weights`` + ``FeatureExtractor`` as the CLI runs them: skip-init,
+mmap + assign, dtype/finite checks, sha256 computed resp. taken from the cache).
+
+Run: ``nice -n 10 .venv/bin/python benchmarks/startup.py [--reps 3]``; writes
+``benchmarks/out/startup.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,9 +34,11 @@ CHILD = textwrap.dedent(
     import torch
     from torch import nn
     sys.path.insert(0, ROOT)
-    from mhub_fmcib.encoder import FmcibResNet, load_state_dict_file, check_state_dict, sha256_file
+    from mhub_fmcib.model.network import FmcibResNet
+    from mhub_fmcib.model.weights import check_state_dict, sha256_file, read_weights
+    from mhub_fmcib.model.extractor import FeatureExtractor
     t_imp = time.perf_counter() - t0
-    variant, path = sys.argv[1], sys.argv[2]
+    variant, path, cache = sys.argv[1], sys.argv[2], sys.argv[3]
     T = {"import_s": t_imp}
 
     @contextlib.contextmanager
@@ -50,8 +61,14 @@ CHILD = textwrap.dedent(
                 cls.reset_parameters = f
 
     t = time.perf_counter()
-    if variant == "today":
-        sd = load_state_dict_file(path); T["load_s"] = time.perf_counter() - t; t = time.perf_counter()
+    if variant.startswith("now"):
+        w = read_weights(path, hash_cache_dir=None if variant == "now_cold" else cache)
+        T["load_s"] = time.perf_counter() - t; t = time.perf_counter()
+        m = FeatureExtractor(w, device="cpu", batch_size=2).model
+        T["build_s"] = time.perf_counter() - t
+    elif variant == "before":
+        sd = torch.load(path, map_location="cpu", weights_only=True)["trunk_state_dict"]
+        T["load_s"] = time.perf_counter() - t; t = time.perf_counter()
         check_state_dict(FmcibResNet(), sd, path)
         m = FmcibResNet(); m.load_state_dict(sd, strict=True); m.eval()
         T["build_s"] = time.perf_counter() - t; t = time.perf_counter()
@@ -78,9 +95,12 @@ CHILD = textwrap.dedent(
         T["build_s"] = T["construct_s"] + T["assign_s"]
     t = time.perf_counter()
     with torch.inference_mode():
-        y = m(torch.zeros(1, 1, 50, 50, 50))
+        y = m(torch.zeros(2, 1, 50, 50, 50))
     T["first_forward_s"] = time.perf_counter() - t
     T["total_s"] = time.perf_counter() - t0
+    T["to_ready_s"] = T["total_s"] - T["first_forward_s"]
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    T["cpu_s"] = ru.ru_utime + ru.ru_stime
     T["maxrss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     print(json.dumps(T))
     """
@@ -91,22 +111,40 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--weights", type=Path)
+    ap.add_argument("--variants", default="before,meta,now_cold,now_cached")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         w = a.weights
         if w is None:
             sys.path.insert(0, str(ROOT))
-            from mhub_fmcib.encoder import write_random_weights
+            from mhub_fmcib.model.weights import write_random_weights
 
             w = write_random_weights(Path(tmp) / "w.torch")
+            old = time.time() - 10  # a file written seconds ago is never remembered
+            os.utime(w, (old, old))
         code = f"ROOT = {str(ROOT)!r}\n" + CHILD
+        cache = Path(tmp) / "cache"
+        subprocess.run([sys.executable, "-c", code, "now_cached", str(w), str(cache)], capture_output=True, check=True)
         res: dict[str, list[dict[str, float]]] = {}
         for _ in range(a.reps):
-            for v in ("today", "meta", "skipinit"):
-                out = subprocess.run([sys.executable, "-c", code, v, str(w)], capture_output=True, text=True, check=True)
+            for v in a.variants.split(","):
+                out = subprocess.run(
+                    [sys.executable, "-c", code, v, str(w), str(cache)], capture_output=True, text=True
+                )
+                if out.returncode:
+                    raise SystemExit(out.stderr)
                 res.setdefault(v, []).append(json.loads(out.stdout.strip().splitlines()[-1]))
     med = {v: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for v, rs in res.items()}
+    doc = {"load_average": os.getloadavg(), "reps": a.reps, "median": med, "all": res}
+    out_dir = ROOT / "benchmarks" / "out"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "startup.json").write_text(json.dumps(doc, indent=1))
     print(json.dumps(med, indent=1))
+    for v, m in med.items():
+        print(
+            f"| {v} | {m['import_s']:.2f} | {m['load_s']:.2f} | {m['build_s']:.2f} | {m['to_ready_s']:.2f} | "
+            f"{m['first_forward_s']:.2f} | {m['cpu_s']:.1f} | {m['maxrss_gb']:.2f} |"
+        )
 
 
 if __name__ == "__main__":
