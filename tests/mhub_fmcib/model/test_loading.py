@@ -236,7 +236,8 @@ def test_non_finite_features_fail_the_lesion_with_a_reason(extractor: FeatureExt
 def test_fp16_on_cpu_is_a_usage_error(extractor: FeatureExtractor, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
         FeatureExtractor(extractor.weights, device="cpu", precision=Precision.FP16)
-    args = ["run", str(SAMPLE / "seeds.csv"), str(tmp_path / "out"), "--seeds", "--device", "cpu", "--precision", "fp16"]
+    args = ["run", str(SAMPLE / "seeds.csv"), str(tmp_path / "out"), "--seeds", "--device", "cpu"]
+    args += ["--precision", "fp16"]
     assert main(args, env={}) == 2
 
 
