@@ -35,6 +35,7 @@ from .workflows import Workflow, list_workflows, load_workflow
 log = logging.getLogger("mhub_fmcib")
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INPUT, EXIT_OUTPUT, EXIT_WEIGHTS = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130
 
 
 def _add_settings_args(p: argparse.ArgumentParser) -> None:
@@ -94,6 +95,28 @@ def _add_settings_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--token-file", type=Path, help="file holding a bearer token")
     g.add_argument("--ca-bundle", type=Path, help="CA bundle to verify the server's TLS certificate")
     g.add_argument("--cache-limit-mb", type=int, default=20_000, help="size limit of the pull cache (MB)")
+    g.add_argument(
+        "--dicomweb-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="deadline for the transfers of one study (pull, and again store); a study that takes longer "
+        "fails and the run goes on (default 600, DicomWebSettings.study_timeout_s)",
+    )
+
+
+CONTAINER_DESCRIPTION = """\
+Measure every lesion of the mounted input with FMCIB (the image's ENTRYPOINT).
+
+Defaults are MHub's layout: mount your data read-only at /app/data/input_data and a
+writable folder at /app/data/output_data, e.g.
+  docker run --rm --network none --user "$(id -u):$(id -g)" \\
+    -v /data/study:/app/data/input_data:ro -v /data/results:/app/data/output_data IMAGE
+Options after the image name replace its default command (--workflow default --input
+/app/data/input_data --output /app/data/output_data). The mounts and the weights are
+checked before the model is loaded.
+
+Exit codes: 0 all measured; 1 some lesions or series failed (see run.json); 2 usage;
+3 input missing or empty; 4 output not writable; 5 weights missing or invalid."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,11 +142,35 @@ def build_parser() -> argparse.ArgumentParser:
     idx.add_argument("input", type=Path)
     idx.add_argument("output", type=Path)
     idx.add_argument("--workers", type=int, default=1)
-    ct = sub.add_parser("container", help="the container entrypoint: MHub paths, banner, checked mounts")
-    ct.add_argument("--workflow", default="default", help="named workflow (default: default)")
-    ct.add_argument("--input", type=Path, default=Path("/app/data/input_data"))
-    ct.add_argument("--output", type=Path, default=Path("/app/data/output_data"))
-    ct.set_defaults(seeds=False)  # the workflow decides (cmd_container)
+    ct = sub.add_parser(
+        "container",
+        help="the container entrypoint: MHub paths, banner, checked mounts",
+        description=CONTAINER_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ct.add_argument(
+        "--workflow",
+        help="named workflow: default, from_rtstruct, from_nifti_mask, from_seeds "
+        "(default: default, or from_seeds with --seeds)",
+    )
+    ct.add_argument(
+        "--input",
+        type=Path,
+        default=Path("/app/data/input_data"),
+        help="the mounted input: DICOM folder, image file (with --mask), seeds CSV or a folder "
+        "holding one CSV (default /app/data/input_data)",
+    )
+    ct.add_argument(
+        "--output",
+        type=Path,
+        default=Path("/app/data/output_data"),
+        help="the mounted output folder, writable by the container's user (default /app/data/output_data)",
+    )
+    ct.add_argument(
+        "--seeds",
+        action="store_true",
+        help="the input is a seeds CSV (image_path,coordX,coordY,coordZ in LPS mm): the from_seeds workflow",
+    )
     _add_settings_args(ct)
     mg = sub.add_parser("merge", help="join the outputs of shards into one features.csv and run.json")
     mg.add_argument("shards", type=Path, nargs="+", help="output folders of the shards")
@@ -246,7 +293,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return EXIT_FAILURES
     except KeyboardInterrupt:
         log.error("aborted")
-        return 130
+        return EXIT_INTERRUPTED
 
 
 BANNER = (
@@ -313,11 +360,28 @@ def check_mounts(inp: Path | None, output: Path, wf: Workflow) -> int:
     return EXIT_OK
 
 
+def container_workflow(args: argparse.Namespace) -> Workflow:
+    """The entrypoint's workflow: ``--workflow``, else ``from_seeds`` with ``--seeds``, else
+    ``default``.
+
+    Raises:
+        ConfigError: ``--seeds`` with a workflow that does not read a seeds CSV.
+    """
+    wf = load_workflow(args.workflow or ("from_seeds" if args.seeds else "default"))
+    if args.seeds and wf.input_kind is not InputKind.SEEDS_CSV:
+        raise ConfigError(
+            f"--seeds reads a seeds CSV, but workflow {wf.name} reads {wf.input_kind.value} input; "
+            "use --workflow from_seeds or leave --workflow out"
+        )
+    return wf
+
+
 def cmd_container(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """The image's entrypoint (see docs/container.md): banner, mount checks before the model
     is loaded (exit 3 input, 4 output, 2 device, 5 weights), then the workflow's run."""
     print(BANNER.format(version=__version__), file=sys.stderr)
-    wf = load_workflow(args.workflow)
+    wf = container_workflow(args)
+    args = argparse.Namespace(**{**vars(args), "workflow": wf.name})
     inp = None if args.dicomweb else container_input(args.input, wf.input_kind)
     code = check_mounts(inp, args.output, wf)
     if code:
@@ -374,18 +438,20 @@ def cmd_merge(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 class StudyRunner:
     """``process_folder`` of :func:`mhub_fmcib.dicomweb.run.run_dicomweb`: the pipeline on one
     pulled study folder, with ``base`` re-targeted by :func:`dataclasses.replace`; the model
-    is loaded once, for the first study."""
+    is loaded once, for the first study. ``stop`` (SIGINT/SIGTERM) ends a study's run after
+    the case in flight, as in ``run``."""
 
-    def __init__(self, base: RunConfig, env: Mapping[str, str]) -> None:
+    def __init__(self, base: RunConfig, env: Mapping[str, str], stop: StopFlag) -> None:
         self.base = base
         self.env = env
+        self.stop = stop
         self.extractor: FeatureExtractor | None = None
 
     def __call__(self, folder: Path, out: Path) -> list[Path]:
         config = replace(self.base, input=folder, output=out)
         if self.extractor is None:
             self.extractor = load_extractor(config, self.env)
-        report = run(config, self.env, extractor=self.extractor)
+        report = run(config, self.env, extractor=self.extractor, stop=self.stop)
         if report.n_failed:
             log.warning("study folder %s: %d failure(s), see %s", folder, report.n_failed, out / "run.json")
         return [Path(p) for p in report.outputs if p.endswith(".dcm")]
@@ -405,21 +471,33 @@ def run_dicomweb_studies(base: RunConfig, args: argparse.Namespace, env: Mapping
         ca_bundle=args.ca_bundle,
         cache_dir=output / ".dicomweb-cache",
         cache_limit_bytes=args.cache_limit_mb * 1_000_000,
+        **({} if args.dicomweb_timeout is None else {"study_timeout_s": args.dicomweb_timeout}),
     )
     output.mkdir(parents=True, exist_ok=True)
+    stop = StopFlag()
+    install_stop_handlers(stop)
     rep = run_dicomweb(
         settings,
         args.study,
         output,
-        StudyRunner(base, env),
+        StudyRunner(base, env, stop),
         args.store,
         studies_file=args.studies,
         queries=args.query,
         include_unsegmented=base.input_kind is InputKind.SEEDS_CSV,
+        should_stop=lambda: stop.requested,
     )
     atomic_write_json(output / "dicomweb.json", rep.to_json())
     for st in rep.studies:
         print(f"{st.study_uid}: {st.status.value}{(' (' + str(st.error) + ')') if st.error else ''}")
+    if rep.interrupted:
+        log.warning(
+            "%s: stopped; %d studies not started, listed in %s",
+            stop.signal_name or "stop requested",
+            len(rep.not_started),
+            output / "dicomweb.json",
+        )
+        return EXIT_INTERRUPTED
     return 0 if rep.ok else EXIT_FAILURES
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .batch.manifest import RunManifest, input_fingerprint, run_settings
 from .batch.progress import NoProgress, Progress
 from .batch.store import CaseRecord, CaseStore, fingerprint, shard_of
 from .config import RunConfig
@@ -271,6 +272,19 @@ def plan_cases(report: RunReport) -> list[Case]:
                 {"path": str(s.path), "reason": s.reason.value, "detail": s.detail} for s in the_plan.index.skipped
             ]
     report.notes.extend(the_plan.notes)
+    skipped = (
+        [{"path": str(s.path), "reason": s.reason.value} for s in the_plan.index.skipped]
+        if the_plan.index is not None
+        else []
+    )
+    report.manifest = RunManifest(  # the records of this run are added when it ends
+        shard=config.shard,
+        input_fingerprint=input_fingerprint(
+            ((c.case_id, c.input_files(), c.settings()) for c in the_plan.cases), the_plan.failures, skipped
+        ),
+        settings=tuple(sorted(run_settings(config, report.weights_sha256, __version__).items())),
+        cases=(),
+    )
     if not cases and not the_plan.failures:
         report.notes.append(f"no case to process in {config.input}")
         log.warning("no case to process in %s (no CT series with a SEG, no seeds)", config.input)
@@ -338,7 +352,10 @@ def run_cases(
 
 
 def collect(report: RunReport, records: Sequence[CaseRecord]) -> None:
-    """Add the case records' results, failures, timings and outputs to the report."""
+    """Add the case records' results, failures, timings and outputs to the report (and the
+    records' ids and fingerprints to its manifest: ``merge`` takes exactly these)."""
+    if report.manifest is not None:
+        report.manifest = replace(report.manifest, cases=tuple(sorted((r.case_id, r.fingerprint) for r in records)))
     for rec in records:
         report.results.extend(rec.results)
         report.failures.extend(rec.failures)
