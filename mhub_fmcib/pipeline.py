@@ -28,10 +28,10 @@ from .errors import CaseError, DicomImportError, FmcibError, SeedError
 from .export.hooks import CaseHook, CaseOutcome, make_hooks
 from .export.qc import write_qc_index
 from .export.tables import RunReport, write_run_outputs
-from .model.device import resolve_device
-from .model.extractor import FeatureExtractor
+from .model.device import check_precision, resolve_device
+from .model.extractor import FeatureExtractor, extractor_for, nonfinite_reason
 from .model.heads import LinearHead, predictions
-from .model.weights import read_weights, resolve_weights, sha256_file
+from .model.weights import default_cache_dir, read_weights, resolve_weights, sha256_file
 from .patch import extract_patch, read_window
 from .plan import Case, DicomSegCase, ImageMaskCase, SeedsCase, plan
 from .provenance import collect_provenance
@@ -144,6 +144,11 @@ def measure(
         feats = extractor.extract(np.stack([p.array for _, p in todo]))
         preds = predictions(heads, feats)
         for (i, patch), f, pr in zip(todo, feats, preds, strict=True):
+            reason = nonfinite_reason(f)
+            if reason is not None:
+                log.error("%s: %s", lesions[i].lesion_id, reason)
+                results[i] = LesionResult(lesion=lesions[i], status=LesionStatus.FAILED, error=reason)
+                continue
             results[i] = LesionResult(
                 lesion=lesions[i], status=LesionStatus.OK, features=f, patch=patch, predictions=pr
             )
@@ -178,14 +183,15 @@ def load_extractor(config: RunConfig, env: Mapping[str, str]) -> FeatureExtracto
     """Check the device, then resolve, check and load the weights once for the run.
 
     Raises:
-        ConfigError: the device is unknown or absent (before any weights are read).
+        ConfigError: the device is unknown or absent, or cannot run the precision (before
+            any weights are read).
         WeightsError: the weights are missing or invalid.
     """
-    resolve_device(config.device)
+    check_precision(config.precision, resolve_device(config.device))
     loc = resolve_weights(config.weights, env)
-    weights = read_weights(loc.path)
+    weights = read_weights(loc.path, hash_cache_dir=default_cache_dir(env))
     log.info("weights %s (%s), sha256 %s", loc.path, loc.found_by, weights.sha256)
-    return FeatureExtractor(weights, device=config.device, batch_size=config.batch_size, optimize=config.optimize_cpu)
+    return extractor_for(config, weights)
 
 
 # ---- the run: plan → per case (import → seeds → patch → model → export) → tables
@@ -209,6 +215,7 @@ def case_settings(case: Case, config: RunConfig) -> list[str]:
         f"segments={','.join(config.segments)}",
         f"sources={','.join(config.segmentation_sources)}",
         f"exports={config.export_sr},{config.export_seg},{config.export_qc}",
+        f"precision={config.precision.value}",
     ]
     out += [f"head={h}:{sha256_file(h) if Path(h).is_file() else 'missing'}" for h in config.heads]
     return out + case.settings()

@@ -7,8 +7,8 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import highdicom as hd
 import numpy as np
 import numpy.typing as npt
 import pydicom
@@ -18,6 +18,9 @@ from ..errors import SegmentationError
 from ..records import CodeTuple
 from .ct import MAX_VOXELS, CtSeries
 from .uids import plausible_uid
+
+if TYPE_CHECKING:  # highdicom (~1 s to import) is loaded only when a SEG is read
+    import highdicom as hd
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ def read_seg(path: Path) -> SegObject:
         # follows NumberOfFrames (2**31 claimed frames would take tens of GB)
         header = pydicom.dcmread(path, stop_before_pixels=True)
         _check_pixel_data_size(header, Path(path), Path(path).stat().st_size)
+        import highdicom as hd  # lazily: see the TYPE_CHECKING import
+
         seg = hd.seg.segread(str(path))
     except errors as e:
         raise SegmentationError(f"SEG {path} cannot be read: {type(e).__name__}: {e}") from e

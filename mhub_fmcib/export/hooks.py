@@ -17,9 +17,10 @@ from ..provenance import Provenance
 from ..records import CaseFailure, LesionResult, LesionStatus, Volume
 from .atomic import atomic_write
 from .layout import ExportError
-from .patch_seg import build_patch_region_seg, write_seg
 from .qc import qc_file_name, render_patch_image
-from .sr import build_feature_sr, write_sr
+
+# The SR and SEG builders (highdicom, ~1 s to import) are imported by the hooks that use
+# them, so a run without DICOM outputs never loads them.
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,6 +74,8 @@ def export_sr(
     """One TID 1500 SR for the case's CT series (when it has an OK lesion)."""
     if not _ok(outcome) or outcome.ct is None:
         return []
+    from .sr import build_feature_sr, write_sr
+
     segs: dict[str, pydicom.Dataset] = {}
     if isinstance(case, DicomSegCase):
         for rec in case.segs:
@@ -88,6 +91,8 @@ def export_patch_seg(outcome: CaseOutcome, output: Path, provenance: Provenance)
     """The "what the model saw" SEG: one 50 mm cube per OK lesion on the CT grid."""
     if not _ok(outcome) or outcome.ct is None:
         return []
+    from .patch_seg import build_patch_region_seg, write_seg
+
     try:
         built = build_patch_region_seg(outcome.ct.datasets, outcome.ct.volume, outcome.results, provenance)
         if built.dataset is None:

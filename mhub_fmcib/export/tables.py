@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import __version__
-from ..config import RunConfig
+from ..config import Precision, RunConfig
 from ..provenance import collect_provenance
 from ..records import LESION_ID_COLUMNS, N_FEATURES, CaseFailure, LesionResult, LesionStatus
 from .atomic import atomic_write_json, atomic_write_text
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 FEATURE_COLUMNS = tuple(f"feature_{i}" for i in range(N_FEATURES))
 ID_COLUMNS = LESION_ID_COLUMNS
 SEED_COLUMNS = ("seed_x_lps_mm", "seed_y_lps_mm", "seed_z_lps_mm", "seed_source", "seed_inside_mask")
-PROVENANCE_COLUMNS = ("weights_sha256", "software_version")
+PROVENANCE_COLUMNS = ("weights_sha256", "software_version", "precision")
 
 
 def format_float32(v: float) -> str:
@@ -55,9 +55,14 @@ def feature_table_columns(results: Sequence[LesionResult]) -> list[str]:
 
 
 def feature_rows(
-    results: Iterable[LesionResult], columns: Sequence[str], weights_sha256: str, version: str
+    results: Iterable[LesionResult],
+    columns: Sequence[str],
+    weights_sha256: str,
+    version: str,
+    precision: Precision = Precision.FP32,
 ) -> Iterable[list[str]]:
-    """One text row per OK result, in ``columns`` order."""
+    """One text row per OK result, in ``columns`` order (``precision``: the encoder
+    arithmetic the features were computed with)."""
     for r in results:
         if r.status is not LesionStatus.OK or r.features is None:
             continue
@@ -72,6 +77,7 @@ def feature_rows(
                 "seed_inside_mask": _opt(les.seed_inside_mask),
                 "weights_sha256": weights_sha256,
                 "software_version": version,
+                "precision": precision.value,
             }
         )
         values.update(dict(les.passthrough))
@@ -80,14 +86,20 @@ def feature_rows(
         yield head + [format_float32(v) for v in np.asarray(r.features, dtype=np.float32)]
 
 
-def write_features_csv(path: Path, results: Sequence[LesionResult], weights_sha256: str, version: str) -> int:
+def write_features_csv(
+    path: Path,
+    results: Sequence[LesionResult],
+    weights_sha256: str,
+    version: str,
+    precision: Precision = Precision.FP32,
+) -> int:
     """Write ``features.csv`` atomically; returns the number of rows written."""
     cols = feature_table_columns(results)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     n = 0
-    for row in feature_rows(results, cols, weights_sha256, version):
+    for row in feature_rows(results, cols, weights_sha256, version, precision):
         w.writerow(row)
         n += 1
     atomic_write_text(path, buf.getvalue())
@@ -165,7 +177,9 @@ class RunReport:
 def write_run_outputs(report: RunReport, started: str, t_start: float) -> None:
     """``features.csv``, ``failures.csv`` and ``run.json`` of a report (each atomic)."""
     out = report.config.output
-    n = write_features_csv(out / "features.csv", report.results, report.weights_sha256, __version__)
+    n = write_features_csv(
+        out / "features.csv", report.results, report.weights_sha256, __version__, report.config.precision
+    )
     write_failures_csv(out / "failures.csv", report.results, report.failures)
     report.outputs = [str(out / "features.csv"), str(out / "failures.csv"), *report.outputs]
     report.timings["total_s"] = time.perf_counter() - t_start
