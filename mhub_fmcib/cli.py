@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mhub-fmcib", description="FMCIB foundation-model features from DICOM CT and segmentations."
     )
+    parser.add_argument("--version", action="version", version=f"mhub-fmcib {__version__}")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="measure every lesion of INPUT into OUTPUT")
@@ -385,11 +386,22 @@ class StudyRunner:
         return [Path(p) for p in report.outputs if p.endswith(".dcm")]
 
 
+#: The install line for the DICOMweb client (the ranges of pyproject.toml's base dependencies).
+DICOMWEB_PIP_LINE = "pip install 'dicomweb-client>=0.59' 'requests>=2.28'"
+
+
 def run_dicomweb_studies(base: RunConfig, args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """``--dicomweb URL``: pull each study into ``base.output``, run on it, optionally store."""
-    # imported here: the DICOMweb client is an optional extra (pip install mhub-fmcib[dicomweb])
-    from .dicomweb.run import run_dicomweb
-    from .dicomweb.settings import DicomWebSettings, credentials_from
+    # imported here (start-up time); dicomweb-client and requests are base dependencies, but an
+    # install made with --no-deps may lack them
+    try:
+        from .dicomweb.run import run_dicomweb
+        from .dicomweb.settings import DicomWebSettings, credentials_from
+    except ModuleNotFoundError as e:
+        raise ConfigError(
+            f"--dicomweb needs the Python package {e.name!r}, which is not installed; install it with: "
+            f"{DICOMWEB_PIP_LINE}"
+        ) from e
 
     output = base.output
     creds = credentials_from(env, args.credentials, args.token_file)
