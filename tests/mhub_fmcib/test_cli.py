@@ -91,7 +91,9 @@ def test_every_module_the_package_imports_is_a_base_dependency() -> None:
     providers = metadata.packages_distributions()
     imported = _third_party_imports(root / "mhub_fmcib")
     assert {"requests", "dicomweb_client"} <= imported
-    missing = {m: providers.get(m) for m in imported if not {canonicalize_name(d) for d in providers.get(m, [])} & closure}
+    missing = {
+        m: providers.get(m) for m in imported if not {canonicalize_name(d) for d in providers.get(m, [])} & closure
+    }
     assert not missing, f"imported by mhub_fmcib but not installed with the base package: {missing}"
 
 
