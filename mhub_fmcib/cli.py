@@ -23,6 +23,7 @@ from .batch.progress import make_progress
 from .config import InputKind, RunConfig
 from .dicom.index import InstanceKind, iter_files
 from .dicom.index_db import index_folder_cached
+from .dicom.read import looks_like_dicom
 from .errors import ConfigError, FmcibError, WeightsError
 from .export.atomic import atomic_write_json
 from .model.device import resolve_device
@@ -257,7 +258,7 @@ def _has_file_for(path: Path, kind: InputKind) -> bool:
                     head = f.read(132)
             except OSError:
                 continue
-            if head[128:132] == b"DICM":
+            if head[128:132] == b"DICM" or looks_like_dicom(p):  # also files without the preamble
                 return True
         return False
     if kind is InputKind.SEEDS_CSV:

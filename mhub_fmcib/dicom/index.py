@@ -20,6 +20,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 
+from .read import read_dataset
 from .uids import (
     CT_SOP_CLASSES,
     MEDIA_STORAGE_DIRECTORY,
@@ -217,7 +218,7 @@ def read_record(path: Path, known: FileStat | None = None) -> InstanceRecord | S
     mtime from the directory scan (else they are read with ``stat``)."""
     try:
         size, mtime_ns = (known.size, known.mtime_ns) if known is not None else _stat(path)
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = read_dataset(path, stop_before_pixels=True)
     except InvalidDicomError:
         return SkippedFile(path, SkipReason.NOT_DICOM)
     except READ_ERRORS as e:

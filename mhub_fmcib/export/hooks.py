@@ -12,6 +12,7 @@ from PIL import Image
 
 from ..config import RunConfig
 from ..dicom.ct import CtSeries
+from ..dicom.read import read_dataset
 from ..plan import Case, DicomSegCase
 from ..provenance import Provenance
 from ..records import CaseFailure, LesionResult, LesionStatus, Volume
@@ -76,7 +77,7 @@ def export_sr(
     segs: dict[str, pydicom.Dataset] = {}
     if isinstance(case, DicomSegCase):
         for rec in case.segs:
-            segs[rec.sop_instance_uid] = pydicom.dcmread(rec.path, stop_before_pixels=True)
+            segs[rec.sop_instance_uid] = read_dataset(rec.path, stop_before_pixels=True)
     try:
         sr = build_feature_sr(outcome.ct.datasets, outcome.results, provenance, segs, max_lesions=max_lesions)
         return [write_sr(sr, output)]
