@@ -24,7 +24,7 @@ from .config import InputKind, RunConfig
 from .dicom.index import InstanceKind, iter_files
 from .dicom.index_db import index_folder_cached
 from .dicom.read import looks_like_dicom
-from .errors import ConfigError, FmcibError, WeightsError
+from .errors import ConfigError, FmcibError, NothingToMeasureError, WeightsError
 from .export.atomic import atomic_write_json
 from .model.device import resolve_device
 from .model.extractor import FeatureExtractor
@@ -171,6 +171,8 @@ def _run_reported(config: RunConfig, env: Mapping[str, str], progress: str, extr
     stop = StopFlag()
     install_stop_handlers(stop)
     report = run(config, env, extractor=extractor, progress=make_progress(progress, sys.stderr.isatty()), stop=stop)
+    if report.nothing_to_measure:
+        log.error("%s", report.nothing_to_measure)
     log.info(
         "%d lesion(s) measured, %d failed; results in %s",
         report.n_ok,
@@ -229,6 +231,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     }
     try:
         return commands[args.command](args, env)
+    except NothingToMeasureError as e:
+        log.error("%s", e)
+        return EXIT_INPUT
     except WeightsError as e:
         log.error("%s", e)
         return EXIT_WEIGHTS
@@ -381,7 +386,11 @@ class StudyRunner:
         config = replace(self.base, input=folder, output=out)
         if self.extractor is None:
             self.extractor = load_extractor(config, self.env)
-        report = run(config, self.env, extractor=self.extractor)
+        try:
+            report = run(config, self.env, extractor=self.extractor)
+        except NothingToMeasureError as e:
+            log.warning("study folder %s: %s", folder, e)
+            return []
         if report.n_failed:
             log.warning("study folder %s: %d failure(s), see %s", folder, report.n_failed, out / "run.json")
         return [Path(p) for p in report.outputs if p.endswith(".dcm")]

@@ -190,6 +190,41 @@ def plan_seeds_csv(path: Path) -> Plan:
     return Plan(cases=tuple(cases), failures=tuple(failures))
 
 
+def _skipped_summary(index: DicomIndex) -> str:
+    """``"3 not a DICOM file, 1 CT localizer (scout) image"``: the index's skipped files by reason."""
+    counts: dict[str, int] = defaultdict(int)
+    for s in index.skipped:
+        counts[s.reason.value] += 1
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def nothing_to_measure(config: RunConfig, the_plan: Plan) -> str | None:
+    """The one line saying why a plan without cases or failures has nothing to measure, and
+    what to pass instead; ``None`` when there is work (or a failure to report)."""
+    if the_plan.cases or the_plan.failures:
+        return None
+    where = config.input
+    if config.input_kind is InputKind.SEEDS_CSV:
+        return f"nothing to measure: seeds CSV {where} has no rows; add rows image_path,coordX,coordY,coordZ (LPS mm)"
+    seeds_hint = "or pass seed points with --seeds SEEDS.csv (columns image_path,coordX,coordY,coordZ in LPS mm)"
+    index = the_plan.index
+    n_ct = len(index.by_series(InstanceKind.CT)) if index is not None else 0
+    if n_ct == 0:
+        skipped = f" ({_skipped_summary(index)})" if index is not None and index.skipped else ""
+        return (
+            f"nothing to measure: {where} holds no CT series{skipped}; pass a folder with a DICOM CT series and "
+            f"its SEG, an image file with --mask MASK, {seeds_hint}"
+        )
+    what = " or ".join(config.segmentation_sources)
+    rt_hint = ""
+    if index is not None and "RTSTRUCT" not in config.segmentation_sources and index.of_kind(InstanceKind.RTSTRUCT):
+        rt_hint = " (its RTSTRUCT is measured with --workflow from_rtstruct)"
+    return (
+        f"nothing to measure: {where} holds {n_ct} CT series but no {what} that belongs to one{rt_hint}; add the "
+        f"CT's segmentation, {seeds_hint}"
+    )
+
+
 def plan(config: RunConfig, workers: int = 1, index_db: Path | None = None) -> Plan:
     """The cases of a run, from its configuration."""
     if config.input_kind is InputKind.SEEDS_CSV:

@@ -137,6 +137,9 @@ class RunReport:
     outputs: list[str] = field(default_factory=list)
     cases_skipped: int = 0
     interrupted: str = ""
+    #: set when the run measured nothing because of its input (``--segments`` selecting no
+    #: segment): exit code 3, with this line
+    nothing_to_measure: str = ""
 
     @property
     def n_ok(self) -> int:
@@ -148,9 +151,12 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when every lesion and case succeeded, 1 when any failed, 130 when interrupted."""
+        """0 when every lesion and case succeeded, 1 when any failed, 3 when there was nothing
+        to measure, 130 when interrupted."""
         if self.interrupted:
             return 130
+        if self.nothing_to_measure:
+            return 3
         return 1 if self.n_failed else 0
 
 
