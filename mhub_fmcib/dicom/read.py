@@ -48,10 +48,14 @@ def read_dataset(path: Path, stop_before_pixels: bool = False) -> pydicom.Datase
     return ds
 
 
+#: What :func:`read_dataset` raises for a file that is not (readable) DICOM.
+NOT_PARSED: tuple[type[BaseException], ...] = (InvalidDicomError, *READ_ERRORS)
+
+
 def looks_like_dicom(path: Path) -> bool:
     """Whether ``path`` is a DICOM file by :func:`read_dataset`'s rule (headers only)."""
     try:
         read_dataset(path, stop_before_pixels=True)
-    except (InvalidDicomError, *READ_ERRORS):
+    except NOT_PARSED:
         return False
     return True
