@@ -34,7 +34,7 @@ from .model.weights import read_weights, resolve_weights, sha256_file
 from .patch import extract_patch, read_window
 from .plan import Case, DicomSegCase, ImageMaskCase, SeedsCase, nothing_to_measure, plan
 from .provenance import collect_provenance
-from .records import CaseFailure, Lesion, LesionResult, LesionStatus, Patch, SeedPoint, Volume
+from .records import CaseFailure, DicomOrigin, Lesion, LesionResult, LesionStatus, Patch, SeedPoint, Volume
 from .seeds.from_dicom import lesions_from_segments
 from .seeds.from_files import lesions_from_mask, lesions_from_rows
 from .seeds.geometry import check_seed_in_volume
@@ -62,12 +62,21 @@ def import_dicom_seg_case(case: DicomSegCase, config: RunConfig) -> Imported:
     the lesions' patches read are decoded."""
     ct = assemble_ct(case.ct, decode=False)
     lesions, failures = lesions_from_segments(case.segs, ct, config.segments)
+    lesions = [with_seg_match(les, case) for les in lesions]
     ct = decode_slices(ct, slices_needed(ct.volume, [les.seed for les in lesions]))
     failures += [
         CaseFailure.of(case.case_id, DicomImportError(f"{path}: {why}"), [path], kind="file")
         for path, why in ct.dropped
     ]
     return Imported(ct.volume, ct, lesions, failures)
+
+
+def with_seg_match(lesion: Lesion, case: DicomSegCase) -> Lesion:
+    """``lesion`` with its origin saying how its SEG/RTSTRUCT was matched to the case's CT."""
+    o = lesion.origin
+    if not isinstance(o, DicomOrigin):
+        return lesion
+    return replace(lesion, origin=replace(o, seg_match=case.seg_match(o.source_sop_instance_uid)))
 
 
 def import_image_mask_case(case: ImageMaskCase, config: RunConfig) -> Imported:
@@ -264,6 +273,7 @@ def plan_cases(report: RunReport) -> list[Case]:
                 {"path": str(s.path), "reason": s.reason.value, "detail": s.detail} for s in the_plan.index.skipped
             ]
     report.notes.extend(the_plan.notes)
+    report.warnings.extend(the_plan.warnings)
     why = nothing_to_measure(config, the_plan)
     if why is not None:
         raise NothingToMeasureError(why)

@@ -80,4 +80,5 @@ def _copy_shards(
                 report.failures.append(CaseFailure.from_dict(err))
         report.skipped_files += doc.get("skipped_files", [])
         report.notes += doc.get("notes", [])
+        report.warnings += [w for w in doc.get("warnings", []) if w not in report.warnings]
     return records

@@ -131,6 +131,9 @@ class RunReport:
     results: list[LesionResult] = field(default_factory=list)
     failures: list[CaseFailure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: what a person should look at although the run succeeded (a SEG placed by Frame of
+    #: Reference, an image that is not ORIGINAL/HU-calibrated, derived UIDs)
+    warnings: list[str] = field(default_factory=list)
     skipped_files: list[dict[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     case_seconds: dict[str, float] = field(default_factory=dict)
@@ -205,6 +208,7 @@ def run_json(report: RunReport, started: str, n_rows: int) -> dict[str, object]:
         "lesions": [_lesion_entry(r) for r in report.results],
         "errors": [f.to_dict() for f in report.failures],
         "notes": report.notes,
+        "warnings": report.warnings,
         "skipped_files": report.skipped_files,
         "timings_s": report.timings,
         "case_seconds": report.case_seconds,
