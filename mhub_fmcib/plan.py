@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from .config import InputKind, RunConfig
+from .dicom.calibration import calibration_warning
 from .dicom.index import DicomIndex, InstanceKind, InstanceRecord, index_folder
 from .errors import SeedError, SegmentationError
 from .records import CaseFailure
@@ -193,7 +194,8 @@ def plan_dicom_folder(
         )
         for uid in sorted(segs_by_ct)
     ]
-    warnings = [
+    warnings = [w for c in cases if (w := calibration_warning(c.ct[0].path, c.case_id)) is not None]
+    warnings += [
         f"{r.kind.value} {r.path} was placed on CT series {c.case_id} by Frame of Reference: the series it "
         f"references ({', '.join(r.referenced_series_uids) or 'none'}) is not in the input"
         for c in cases
