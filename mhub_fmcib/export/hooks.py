@@ -52,6 +52,16 @@ def _header_error(what: str, series_uid: str, e: Exception, flag: str) -> Export
     )
 
 
+def _check_frame_of_reference(what: str, ct: CtSeries, flag: str) -> None:
+    """A DICOM output placed on the CT needs its FrameOfReferenceUID (type 1 in SR and SEG)."""
+    if not ct.frame_of_reference_uid:
+        raise ExportError(
+            f"the {what} of CT series {ct.series_instance_uid} cannot be written: the CT has no "
+            f"FrameOfReferenceUID, which a DICOM {what} must name. Run with {flag} to skip it; the "
+            "features are in features.csv."
+        )
+
+
 def make_hooks(config: RunConfig, provenance: Provenance) -> list[CaseHook]:
     """The exporters ``config`` asks for (SR and SEG need a DICOM CT)."""
     hooks: list[CaseHook] = []
@@ -74,6 +84,7 @@ def export_sr(
     """One TID 1500 SR for the case's CT series (when it has an OK lesion)."""
     if not _ok(outcome) or outcome.ct is None:
         return []
+    _check_frame_of_reference("SR", outcome.ct, "--no-sr")
     segs: dict[str, pydicom.Dataset] = {}
     if isinstance(case, DicomSegCase):
         for rec in case.segs:
@@ -89,6 +100,7 @@ def export_patch_seg(outcome: CaseOutcome, output: Path, provenance: Provenance)
     """The "what the model saw" SEG: one 50 mm cube per OK lesion on the CT grid."""
     if not _ok(outcome) or outcome.ct is None:
         return []
+    _check_frame_of_reference("patch-region SEG", outcome.ct, "--no-seg")
     try:
         built = build_patch_region_seg(outcome.ct.datasets, outcome.ct.volume, outcome.results, provenance)
         if built.dataset is None:
