@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 DEMO_OUT ?= demo_output
 
-.PHONY: demo test install install-test system-deps lint typecheck bench train-smoke clean
+.PHONY: demo test install install-test system-deps lint typecheck bench train-smoke slurm-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,12 @@ bench: $(VENV)/.installed-test
 # the first and last loss. Also run by `make test`.
 train-smoke: $(VENV)/.installed-test
 	PYTHON=$(BIN)/python bash training/scripts/train_smoke.sh
+
+# A one-node Slurm cluster on loopback (private network namespace, as root) runs the
+# README's shard array and the merge after it, cancels and resubmits a task, and checks the
+# merge equals a single run (a few minutes; installs slurm-wlm and munge). See docs/hpc.md.
+slurm-test: $(VENV)/.installed
+	VENV=$(VENV) scripts/slurm-test.sh
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache

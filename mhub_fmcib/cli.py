@@ -36,6 +36,7 @@ from .workflows import Workflow, list_workflows, load_workflow
 log = logging.getLogger("mhub_fmcib")
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INPUT, EXIT_OUTPUT, EXIT_WEIGHTS = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130
 
 
 def _add_settings_args(p: argparse.ArgumentParser) -> None:
@@ -87,6 +88,13 @@ def _add_settings_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--token-file", type=Path, help="file holding a bearer token")
     g.add_argument("--ca-bundle", type=Path, help="CA bundle to verify the server's TLS certificate")
     g.add_argument("--cache-limit-mb", type=int, default=20_000, help="size limit of the pull cache (MB)")
+    g.add_argument(
+        "--dicomweb-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="deadline for the transfers of one study (pull, and again store); a study that takes longer "
+        "fails and the run goes on (default 600, DicomWebSettings.study_timeout_s)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,7 +253,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return EXIT_FAILURES
     except KeyboardInterrupt:
         log.error("aborted")
-        return 130
+        return EXIT_INTERRUPTED
 
 
 BANNER = (
@@ -375,11 +383,13 @@ def cmd_merge(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 class StudyRunner:
     """``process_folder`` of :func:`mhub_fmcib.dicomweb.run.run_dicomweb`: the pipeline on one
     pulled study folder, with ``base`` re-targeted by :func:`dataclasses.replace`; the model
-    is loaded once, for the first study."""
+    is loaded once, for the first study. ``stop`` (SIGINT/SIGTERM) ends a study's run after
+    the case in flight, as in ``run``."""
 
-    def __init__(self, base: RunConfig, env: Mapping[str, str]) -> None:
+    def __init__(self, base: RunConfig, env: Mapping[str, str], stop: StopFlag) -> None:
         self.base = base
         self.env = env
+        self.stop = stop
         self.extractor: FeatureExtractor | None = None
 
     def __call__(self, folder: Path, out: Path) -> list[Path]:
@@ -387,7 +397,7 @@ class StudyRunner:
         if self.extractor is None:
             self.extractor = load_extractor(config, self.env)
         try:
-            report = run(config, self.env, extractor=self.extractor)
+            report = run(config, self.env, extractor=self.extractor, stop=self.stop)
         except NothingToMeasureError as e:
             log.warning("study folder %s: %s", folder, e)
             return []
@@ -421,21 +431,33 @@ def run_dicomweb_studies(base: RunConfig, args: argparse.Namespace, env: Mapping
         ca_bundle=args.ca_bundle,
         cache_dir=output / ".dicomweb-cache",
         cache_limit_bytes=args.cache_limit_mb * 1_000_000,
+        **({} if args.dicomweb_timeout is None else {"study_timeout_s": args.dicomweb_timeout}),
     )
     output.mkdir(parents=True, exist_ok=True)
+    stop = StopFlag()
+    install_stop_handlers(stop)
     rep = run_dicomweb(
         settings,
         args.study,
         output,
-        StudyRunner(base, env),
+        StudyRunner(base, env, stop),
         args.store,
         studies_file=args.studies,
         queries=args.query,
         include_unsegmented=base.input_kind is InputKind.SEEDS_CSV,
+        should_stop=lambda: stop.requested,
     )
     atomic_write_json(output / "dicomweb.json", rep.to_json())
     for st in rep.studies:
         print(f"{st.study_uid}: {st.status.value}{(' (' + str(st.error) + ')') if st.error else ''}")
+    if rep.interrupted:
+        log.warning(
+            "%s: stopped; %d studies not started, listed in %s",
+            stop.signal_name or "stop requested",
+            len(rep.not_started),
+            output / "dicomweb.json",
+        )
+        return EXIT_INTERRUPTED
     return 0 if rep.ok else EXIT_FAILURES
 
 

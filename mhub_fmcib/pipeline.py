@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .batch.manifest import RunManifest, input_fingerprint, run_settings
 from .batch.progress import NoProgress, Progress
 from .batch.store import CaseRecord, CaseStore, fingerprint, shard_of
 from .config import RunConfig
@@ -273,6 +274,19 @@ def plan_cases(report: RunReport) -> list[Case]:
                 {"path": str(s.path), "reason": s.reason.value, "detail": s.detail} for s in the_plan.index.skipped
             ]
     report.notes.extend(the_plan.notes)
+    skipped = (
+        [{"path": str(s.path), "reason": s.reason.value} for s in the_plan.index.skipped]
+        if the_plan.index is not None
+        else []
+    )
+    report.manifest = RunManifest(  # the records of this run are added when it ends
+        shard=config.shard,
+        input_fingerprint=input_fingerprint(
+            ((c.case_id, c.input_files(), c.settings()) for c in the_plan.cases), the_plan.failures, skipped
+        ),
+        settings=(),  # set once the weights are read (run), after planning
+        cases=(),
+    )
     report.warnings.extend(the_plan.warnings)
     why = nothing_to_measure(config, the_plan)
     if why is not None:
@@ -343,7 +357,10 @@ def run_cases(
 
 
 def collect(report: RunReport, records: Sequence[CaseRecord]) -> None:
-    """Add the case records' results, failures, timings and outputs to the report."""
+    """Add the case records' results, failures, timings and outputs to the report (and the
+    records' ids and fingerprints to its manifest: ``merge`` takes exactly these)."""
+    if report.manifest is not None:
+        report.manifest = replace(report.manifest, cases=tuple(sorted((r.case_id, r.fingerprint) for r in records)))
     for rec in records:
         report.results.extend(rec.results)
         report.failures.extend(rec.failures)
@@ -391,6 +408,9 @@ def run(
     resolve_device(config.device)
     cases = plan_cases(report)
     model = load_model(report, env, extractor)
+    if report.manifest is not None:
+        settings = tuple(sorted(run_settings(config, report.weights_sha256, __version__).items()))
+        report.manifest = replace(report.manifest, settings=settings)
     if hooks is None:
         hooks = make_hooks(config, collect_provenance(report.weights_sha256, report.weights_name))
     stages = Stages(model, load_heads(report), tuple(hooks))

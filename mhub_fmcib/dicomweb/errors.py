@@ -7,7 +7,10 @@ Run-wide problems (bad credentials, bad options) subclass :class:`FmcibError` or
 :class:`ConfigError` and stop a run. Problems of one study subclass :class:`CaseError`;
 :func:`mhub_fmcib.dicomweb.run_dicomweb` records them and goes on with the next study. A
 server that cannot be reached (:class:`DicomWebConnectionError`) or answers with an
-error (:class:`DicomWebServerError`) is recorded per study too, as the server may recover.
+error or with something that is not DICOMweb (:class:`DicomWebServerError`) is recorded per
+study too, as the server may recover; so is a study whose transfers outlast the deadline
+(:class:`DicomWebDeadlineError`). A stop request (SIGINT/SIGTERM) ends the run after the study
+in flight (:class:`DicomWebInterruptedError`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ class DicomWebServerError(DicomWebError):
     """The server answered with an HTTP error, or with something that is not valid DICOMweb."""
 
 
+class DicomWebInterruptedError(DicomWebError):
+    """A stop was requested (SIGINT/SIGTERM) while a study was being transferred."""
+
+
 class DicomWebOptionError(ConfigError):
     """A DICOMweb option (URL, credentials, study UID, query) is invalid."""
 
@@ -49,6 +56,10 @@ class DicomWebNothingToProcessError(DicomWebStudyError):
 
 class DicomWebCacheLimitError(DicomWebStudyError):
     """Pulling the study would make the on-disk cache larger than its limit."""
+
+
+class DicomWebDeadlineError(DicomWebStudyError):
+    """The transfers of one study took longer than the deadline (``--dicomweb-timeout``)."""
 
 
 class DicomWebStoreError(DicomWebStudyError):

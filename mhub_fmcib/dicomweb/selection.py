@@ -55,6 +55,11 @@ _CONTOUR_SEQ = "30060040"
 DicomJson = dict[str, Any]
 
 
+def is_uid(text: str) -> bool:
+    """Whether ``text`` is a valid DICOM UID (digits and dots, no leading zeros, <= 64 chars)."""
+    return len(text) <= 64 and _UID_RE.match(text) is not None
+
+
 def check_uid(uid: str, what: str = "StudyInstanceUID") -> str:
     """``uid`` stripped, if it is a valid DICOM UID (digits and dots, at most 64 chars)."""
     uid = uid.strip()
@@ -93,6 +98,8 @@ def parse_query(query: str) -> tuple[str, str]:
 
 
 def _values(item: DicomJson, tag: str) -> list[Any]:
+    if not isinstance(item, dict):
+        return []
     element = item.get(tag)
     if not isinstance(element, dict):
         return []
@@ -112,6 +119,33 @@ def _required_str(item: DicomJson, tag: str, context: str) -> str:
     return value
 
 
+def _server_uid(item: DicomJson, tag: str, context: str) -> str:
+    """A UID the server sent; it becomes a file name, so it must be a valid DICOM UID."""
+    value = _required_str(item, tag, context)
+    if not is_uid(value):
+        raise DicomWebServerError(
+            f"The server's {context} answer holds {value[:80]!r} in ({tag[:4]},{tag[4:]}), "
+            "which is not a valid DICOM UID"
+        )
+    return value
+
+
+def _dicom_json_list(answer: object, server: str, action: str) -> list[DicomJson]:
+    """``answer`` if it is a list of DICOM JSON objects, else a DicomWebServerError saying what it is."""
+    if not isinstance(answer, list):
+        raise DicomWebServerError(
+            f"The DICOMweb server {server} answered {action} with JSON that is not a list of DICOM "
+            f"JSON objects (a {type(answer).__name__})"
+        )
+    for item in answer:
+        if not isinstance(item, dict) or not all(isinstance(v, dict) for v in item.values()):
+            raise DicomWebServerError(
+                f"The DICOMweb server {server} answered {action} with a list holding "
+                f"{str(item)[:80]!r}, which is not a DICOM JSON object"
+            )
+    return answer
+
+
 def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
@@ -120,8 +154,15 @@ def _unique(values: Iterable[str]) -> list[str]:
 QIDO_PAGE_SIZE = 1000
 
 
-def _search_all(search: Callable[..., list[DicomJson]], key_tag: str, **kwargs: Any) -> list[DicomJson]:
-    """Every result of a QIDO-RS search, page by page.
+def _search_all(
+    client: DicomWebClient,
+    search: Callable[..., list[DicomJson]],
+    action: str,
+    study_uid: str | None,
+    key_tag: str,
+    **kwargs: Any,
+) -> list[DicomJson]:
+    """Every result of a QIDO-RS search, page by page, checked to be DICOM JSON.
 
     Stops at a short page, or at a page with nothing new (a server that ignores
     ``offset``, such as Orthanc's plugin, repeats its first page).
@@ -130,7 +171,9 @@ def _search_all(search: Callable[..., list[DicomJson]], key_tag: str, **kwargs: 
     seen: set[str] = set()
     offset = 0
     while True:
-        page = search(limit=QIDO_PAGE_SIZE, offset=offset, **kwargs)
+        with translated_errors(client, action, study_uid):
+            answer = search(limit=QIDO_PAGE_SIZE, offset=offset, **kwargs)
+        page = _dicom_json_list(answer, client.settings.server, action)
         new = [item for item in page if _first_str(item, key_tag) not in seen]
         seen.update(str(_first_str(item, key_tag)) for item in new)
         results.extend(new)
@@ -162,14 +205,16 @@ def select_studies(
         uids.extend(read_studies_file(studies_file))
     if queries:
         filters = dict(parse_query(query) for query in queries)
-        with translated_errors(client.settings, "QIDO-RS search for studies"):
-            found = _search_all(
-                client.search_for_studies,
-                _STUDY_UID,
-                search_filters=filters,
-                fields=["StudyInstanceUID"],
-            )
-        matched = [_required_str(study, _STUDY_UID, "QIDO-RS study") for study in found]
+        found = _search_all(
+            client,
+            client.search_for_studies,
+            "QIDO-RS search for studies",
+            None,
+            _STUDY_UID,
+            search_filters=filters,
+            fields=["StudyInstanceUID"],
+        )
+        matched = [_server_uid(study, _STUDY_UID, "QIDO-RS study") for study in found]
         if not matched and not uids:
             raise DicomWebOptionError(f"The query {' AND '.join(queries)} matched no study on {client.settings.server}")
         uids.extend(matched)
@@ -284,64 +329,81 @@ def _rtstruct_references(instance: DicomJson, sop_to_series: dict[str, str]) -> 
     )
 
 
+def _ct_instances(client: DicomWebClient, study_uid: str, series_uid: str) -> tuple[str, ...]:
+    instances = _search_all(
+        client,
+        client.search_for_instances,
+        f"QIDO-RS search for the instances of series {series_uid}",
+        study_uid,
+        _SOP_UID,
+        study_instance_uid=study_uid,
+        series_instance_uid=series_uid,
+        fields=["SOPInstanceUID"],
+    )
+    return tuple(_unique(_server_uid(i, _SOP_UID, "QIDO-RS instance") for i in instances))
+
+
+def _segmentation_refs(
+    client: DicomWebClient, study_uid: str, series_uid: str, modality: str, sop_to_series: dict[str, str]
+) -> list[SegmentationRef]:
+    action = f"WADO-RS metadata of series {series_uid}"
+    with translated_errors(client, action, study_uid):
+        answer = client.retrieve_series_metadata(study_uid, series_uid)
+    find = _seg_references if modality == "SEG" else _rtstruct_references
+    return [
+        SegmentationRef(
+            modality=modality,
+            series_uid=series_uid,
+            sop_uid=_server_uid(instance, _SOP_UID, "WADO-RS metadata"),
+            referenced_series_uids=tuple(find(instance, sop_to_series)),
+        )
+        for instance in _dicom_json_list(answer, client.settings.server, action)
+    ]
+
+
 def plan_study(client: DicomWebClient, study_uid: str) -> StudyPlan:
     """Find the CT series of a study and the SEG/RTSTRUCT instances referencing them.
 
     Raises:
         DicomWebNotFoundError: the server has no such study.
-        DicomWebAuthError, DicomWebConnectionError, DicomWebServerError: see
+        DicomWebServerError: an answer is not valid DICOM JSON (or lacks a UID).
+        DicomWebAuthError, DicomWebConnectionError, DicomWebDeadlineError: see
             :func:`mhub_fmcib.dicomweb.session.translated_errors`.
     """
     study_uid = check_uid(study_uid)
-    settings = client.settings
-    with translated_errors(settings, "QIDO-RS search for series", study_uid):
-        series_list = _search_all(
-            client.search_for_series,
-            _SERIES_UID,
-            study_instance_uid=study_uid,
-            fields=["Modality", "SeriesDescription"],
-        )
+    series_list = _search_all(
+        client,
+        client.search_for_series,
+        "QIDO-RS search for series",
+        study_uid,
+        _SERIES_UID,
+        study_instance_uid=study_uid,
+        fields=["Modality", "SeriesDescription"],
+    )
     if not series_list:
         raise DicomWebNotFoundError(
-            f"The DICOMweb server {settings.server} has no study with StudyInstanceUID "
+            f"The DICOMweb server {client.settings.server} has no study with StudyInstanceUID "
             f"{study_uid} (QIDO-RS found no series); check the UID"
         )
     ct: list[tuple[str, str, tuple[str, ...]]] = []
     segmentation_series: list[tuple[str, str]] = []
     other: list[str] = []
     for item in series_list:
-        series_uid = _required_str(item, _SERIES_UID, "QIDO-RS series")
+        series_uid = _server_uid(item, _SERIES_UID, "QIDO-RS series")
         modality = _first_str(item, _MODALITY) or ""
         if modality == "CT":
-            with translated_errors(settings, "QIDO-RS search for instances", study_uid):
-                instances = _search_all(
-                    client.search_for_instances,
-                    _SOP_UID,
-                    study_instance_uid=study_uid,
-                    series_instance_uid=series_uid,
-                    fields=["SOPInstanceUID"],
-                )
-            sops = tuple(_unique(_required_str(i, _SOP_UID, "QIDO-RS instance") for i in instances))
+            sops = _ct_instances(client, study_uid, series_uid)
             ct.append((series_uid, _first_str(item, _SERIES_DESCRIPTION) or "", sops))
         elif modality in SEGMENTATION_MODALITIES:
             segmentation_series.append((series_uid, modality))
         else:
             other.append(series_uid)
     sop_to_series = {sop: series_uid for series_uid, _, sops in ct for sop in sops}
-    refs: list[SegmentationRef] = []
-    for series_uid, modality in segmentation_series:
-        with translated_errors(settings, "WADO-RS series metadata", study_uid):
-            metadata = client.retrieve_series_metadata(study_uid, series_uid)
-        for instance in metadata:
-            find = _seg_references if modality == "SEG" else _rtstruct_references
-            refs.append(
-                SegmentationRef(
-                    modality=modality,
-                    series_uid=series_uid,
-                    sop_uid=_required_str(instance, _SOP_UID, "WADO-RS metadata"),
-                    referenced_series_uids=tuple(find(instance, sop_to_series)),
-                )
-            )
+    refs = [
+        ref
+        for series_uid, modality in segmentation_series
+        for ref in _segmentation_refs(client, study_uid, series_uid, modality, sop_to_series)
+    ]
     ct_plans = tuple(
         CtSeriesPlan(
             series_uid=series_uid,

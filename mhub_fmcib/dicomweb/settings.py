@@ -32,6 +32,9 @@ ENV_USERNAME = "DICOMWEB_USERNAME"
 ENV_PASSWORD = "DICOMWEB_PASSWORD"
 #: Command-line option that sets :attr:`DicomWebSettings.cache_limit_bytes` (named in errors).
 CACHE_LIMIT_OPTION = "--cache-limit-mb"
+#: Command-line option that sets :attr:`DicomWebSettings.study_timeout_s` (named in errors).
+DEADLINE_OPTION = "--dicomweb-timeout"
+DEFAULT_STUDY_TIMEOUT_S = 600.0
 DEFAULT_CACHE_LIMIT_BYTES = 20 * 1024**3
 _REDACTED = "'***'"
 
@@ -138,7 +141,12 @@ class DicomWebSettings:
         token: bearer token (instead of basic authentication).
         ca_bundle: PEM file of the CA certificates to trust instead of the system's.
         verify_tls: verify the server's TLS certificate (default; turn off only for tests).
-        timeout_s: seconds to wait for the server to connect or to send data.
+        timeout_s: seconds to wait for the server to connect or to send the next bytes
+            (per socket operation of each request).
+        study_timeout_s: deadline in wall-clock seconds for the transfers of one study:
+            its planning and pull together, and again its store; a study that takes
+            longer fails (``DicomWebDeadlineError``) and the run goes on. Bounds a server
+            that trickles data too slowly for ``timeout_s`` ever to trip.
         retries: how many times a request is retried on connection errors, HTTP 429 and
             5xx, with exponential back-off; ``Retry-After`` is respected.
         backoff_s: back-off factor in seconds: waits are 0, 2*b, 4*b, ... between retries.
@@ -153,6 +161,7 @@ class DicomWebSettings:
     ca_bundle: Path | None = None
     verify_tls: bool = True
     timeout_s: float = 60.0
+    study_timeout_s: float = DEFAULT_STUDY_TIMEOUT_S
     retries: int = 5
     backoff_s: float = 1.0
     cache_dir: Path | None = None
@@ -173,6 +182,13 @@ class DicomWebSettings:
         if parts.query or parts.fragment:
             raise DicomWebOptionError(f"The DICOMweb URL {self.url!r} must not have a query or fragment")
         Credentials(self.username, self.password, self.token)  # same checks
+        self._check_numbers()
+        if parts.scheme == "http" and self.auth_kind != "none":
+            if parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+                logger.warning("Credentials will be sent without TLS to %s; use https://", self.server)
+
+    def _check_numbers(self) -> None:
+        """CA bundle, timeouts, retries and the cache limit."""
         if self.ca_bundle is not None:
             if not self.verify_tls:
                 raise DicomWebOptionError("A CA bundle was given but TLS verification is off")
@@ -180,15 +196,16 @@ class DicomWebSettings:
                 raise DicomWebOptionError(f"The CA bundle {self.ca_bundle} does not exist")
         if not self.timeout_s > 0:
             raise DicomWebOptionError(f"timeout_s must be > 0 seconds, got {self.timeout_s}")
+        if not self.study_timeout_s > 0:
+            raise DicomWebOptionError(
+                f"The per-study deadline must be > 0 seconds, got {self.study_timeout_s}; set {DEADLINE_OPTION}"
+            )
         if self.retries < 0 or self.backoff_s < 0:
             raise DicomWebOptionError(f"retries and backoff_s must be >= 0, got {self.retries} and {self.backoff_s}")
         if self.cache_limit_bytes <= 0:
             raise DicomWebOptionError(
                 f"The cache limit must be > 0 bytes, got {self.cache_limit_bytes}; set {CACHE_LIMIT_OPTION}"
             )
-        if parts.scheme == "http" and self.auth_kind != "none":
-            if parts.hostname not in ("localhost", "127.0.0.1", "::1"):
-                logger.warning("Credentials will be sent without TLS to %s; use https://", self.server)
 
     @classmethod
     def with_credentials(cls, url: str, credentials: Credentials, **options: Any) -> DicomWebSettings:
@@ -219,7 +236,8 @@ class DicomWebSettings:
             f"DicomWebSettings(url={self.url!r}, username={user}, "
             f"password={_masked(self.password)}, token={_masked(self.token)}, "
             f"ca_bundle={self.ca_bundle!r}, verify_tls={self.verify_tls}, "
-            f"timeout_s={self.timeout_s}, retries={self.retries}, backoff_s={self.backoff_s}, "
+            f"timeout_s={self.timeout_s}, study_timeout_s={self.study_timeout_s}, "
+            f"retries={self.retries}, backoff_s={self.backoff_s}, "
             f"cache_dir={self.cache_dir!r}, cache_limit_bytes={self.cache_limit_bytes})"
         )
 
@@ -233,6 +251,7 @@ class DicomWebSettings:
             "ca_bundle": None if self.ca_bundle is None else str(self.ca_bundle),
             "verify_tls": self.verify_tls,
             "timeout_s": self.timeout_s,
+            "study_timeout_s": self.study_timeout_s,
             "retries": self.retries,
             "backoff_s": self.backoff_s,
             "cache_limit_bytes": self.cache_limit_bytes,

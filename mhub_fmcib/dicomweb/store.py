@@ -88,10 +88,14 @@ class StoreReport:
 
 
 def _stow(client: DicomWebClient, datasets: list[Dataset]) -> Dataset:
-    settings = client.settings
-    with translated_errors(settings, "STOW-RS store"):
+    with translated_errors(client, "STOW-RS store"):
         try:
             response: Dataset = client.store_instances(datasets)
+        except (TypeError, KeyError, SyntaxError) as exc:  # SyntaxError: xml ParseError
+            raise DicomWebServerError(
+                f"The STOW-RS answer of {client.settings.server} cannot be read "
+                f"(Content-Type {client.monitor.last_content_type!r}; {type(exc).__name__})"
+            ) from None
         except requests.HTTPError as exc:
             # 409: every instance failed; the body still says why, per instance.
             answer = exc.response

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from ..config import RunConfig
 from ..provenance import collect_provenance
 from ..records import LESION_ID_COLUMNS, N_FEATURES, CaseFailure, LesionResult, LesionStatus
 from .atomic import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from ..batch.manifest import RunManifest
 
 FEATURE_COLUMNS = tuple(f"feature_{i}" for i in range(N_FEATURES))
 ID_COLUMNS = LESION_ID_COLUMNS
@@ -143,6 +147,10 @@ class RunReport:
     #: set when the run measured nothing because of its input (``--segments`` selecting no
     #: segment): exit code 3, with this line
     nothing_to_measure: str = ""
+    manifest: RunManifest | None = None
+    """What ``merge`` checks (``run.json``'s ``batch``): shard, input fingerprint, settings, records."""
+    merged_from: list[str] = field(default_factory=list)
+    """The shard folders, for a merged report."""
 
     @property
     def n_ok(self) -> int:
@@ -207,6 +215,8 @@ def run_json(report: RunReport, started: str, n_rows: int) -> dict[str, object]:
         },
         "lesions": [_lesion_entry(r) for r in report.results],
         "errors": [f.to_dict() for f in report.failures],
+        "batch": report.manifest.to_json() if report.manifest else None,
+        **({"merged_from": report.merged_from} if report.merged_from else {}),
         "notes": report.notes,
         "warnings": report.warnings,
         "skipped_files": report.skipped_files,

@@ -280,7 +280,7 @@ def check_output_names(out: Path) -> None:
 def test_output_names_come_from_uids_and_hashes(mixed: WatchedRun) -> None:
     out = mixed.out
     check_output_names(out)
-    assert len(list((out / "qc").glob("*.png"))) == sum(r.status.value == "ok" for r in mixed[0].results)
+    assert len(list((out / "qc").glob("*.png"))) == sum(r.status.value == "ok" for r in mixed.report.results)
 
 
 def test_memory_stays_bounded(mixed: WatchedRun) -> None:
@@ -357,7 +357,7 @@ def test_cli_on_mixed_export(env: FaultEnv, clean: RunOutput, mixed: WatchedRun,
     doc = json.loads((out / "run.json").read_text(encoding="utf-8"))
     refused = {r["id"] for r in _rows(out / "failures.csv") if r["error_type"] == "ExportError"}
     measured = {(le["study_instance_uid"], le["series_instance_uid"]) for le in doc["lesions"] if le["status"] == "ok"}
-    good = {(str(r.lesion.study_instance_uid), str(r.lesion.series_instance_uid)) for r in clean[0].results}
+    good = {(str(r.lesion.study_instance_uid), str(r.lesion.series_instance_uid)) for r in clean.report.results}
     assert good <= measured and len(measured) >= 10 and not {s for _, s in good} & refused
     for study, series in measured:
         folder = out / "dicom" / study / series

@@ -17,12 +17,14 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -352,3 +354,104 @@ def sample_study() -> SampleStudy:
 def process_folder() -> Callable[[Path, Path], list[Path]]:
     """The test folder pipeline (:func:`process_folder_seg_sr`)."""
     return process_folder_seg_sr
+
+
+def require_private_netns() -> None:
+    """Skip (fail under CI) outside a private network namespace, as for Orthanc."""
+    ok, reason = _in_private_netns()
+    if not ok:
+        _refuse(reason)
+
+
+@pytest.fixture
+def stub_factory() -> Iterator[Callable[..., Any]]:
+    """Start :class:`fmcib_testlib.http_stub.DicomWebStub` servers holding the sample study.
+
+    ``stub_factory(alias_studies=[...], faults={...}, **options)`` returns a running stub;
+    every stub started is stopped after the test.
+    """
+    from contextlib import ExitStack
+
+    from fmcib_testlib.http_stub import DicomWebStub
+
+    require_private_netns()
+    ct, seg = sample_files()
+    with ExitStack() as stack:
+
+        def start(**options: Any) -> DicomWebStub:
+            return stack.enter_context(DicomWebStub(files=[*ct, seg], **options).running())
+
+        yield start
+
+
+def temporaries(folder: Path) -> list[Path]:
+    """Temporary files (``*.part``, ``*.tmp``) anywhere under ``folder``."""
+    return [p for p in folder.rglob("*") if p.name.endswith((".part", ".tmp")) or ".tmp." in p.name]
+
+
+@dataclass(frozen=True)
+class DicomWebCli:
+    """Runs ``python -m mhub_fmcib.cli run --dicomweb ...`` in a subprocess (this checkout first)."""
+
+    weights: Path
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")}
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO_ROOT), str(REPO_ROOT / "tests" / "lib"), env.get("PYTHONPATH", "")]
+        )
+        return env
+
+    def args(self, url: str, studies: Sequence[str], out: Path, *extra: str) -> list[str]:
+        args = [sys.executable, "-m", "mhub_fmcib.cli", "run", "--dicomweb", url]
+        for study in studies:
+            args += ["--study", study]
+        return [*args, str(out), "--weights", str(self.weights), "--progress", "none", "--no-qc", *extra]
+
+    def run(self, url: str, studies: Sequence[str], out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.args(url, studies, out, *extra),
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+
+    def start(self, url: str, studies: Sequence[str], out: Path, *extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.args(url, studies, out, *extra),
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_die_with_parent,
+        )
+
+    @staticmethod
+    def assert_clean(stderr: str, out: Path) -> None:
+        """No traceback on stderr, no temporary file and no pull cache left in ``out``."""
+        assert "Traceback" not in stderr, stderr[-3000:]
+        assert temporaries(out) == []
+        assert not (out / ".dicomweb-cache").exists()
+
+
+@pytest.fixture(scope="session")
+def dicomweb_cli(weights_file: Path) -> DicomWebCli:
+    return DicomWebCli(weights_file)
+
+
+@pytest.fixture(scope="session")
+def clean_features(
+    dicomweb_cli: DicomWebCli, sample_study: SampleStudy, tmp_path_factory: pytest.TempPathFactory
+) -> bytes:
+    """``features.csv`` of the sample study from a clean command-line run against a good stub."""
+    from fmcib_testlib.http_stub import DicomWebStub
+
+    require_private_netns()
+    out = tmp_path_factory.mktemp("clean") / "out"
+    with DicomWebStub(files=[*sample_study.ct_files, sample_study.seg_file]).running() as stub:
+        result = dicomweb_cli.run(stub.url, [sample_study.study_uid], out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    dicomweb_cli.assert_clean(result.stderr, out)
+    return (out / sample_study.study_uid / "features.csv").read_bytes()

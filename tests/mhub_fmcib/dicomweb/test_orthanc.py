@@ -297,7 +297,7 @@ def test_server_killed_mid_pull(
             assert not list((tmp_path / "out").rglob("*.dcm"))
     assert len(pulled) == 3
     assert f"127.0.0.1:{fresh_orthanc.http_port}" in message
-    assert "after 3 retries" in message
-    assert caplog.text.count("Retrying (Retry(") == 3
+    assert "after 4 attempts (3 retries)" in message
+    assert caplog.text.count("Retrying (DeadlineRetry(") == 3
     assert not dest.exists()
     assert not [p for p in tmp_path.rglob("*") if p.suffix in (".dcm", ".part")]

@@ -77,6 +77,6 @@ def test_gives_up_after_retries_with_status_in_message(
     server, handler = flaky_server
     handler.fail, handler.status = 100, 503
     client = open_client(_settings(server, retries=1))
-    with pytest.raises(DicomWebServerError, match=r"HTTP 503 .* after 1 retries"):
+    with pytest.raises(DicomWebServerError, match=r"HTTP 503 .* after 2 attempts \(1 retry\)"):
         select_studies(client, [], None, ["PatientID=X"])
     assert len(handler.calls) == 2
