@@ -15,7 +15,7 @@ from typing import Literal, NamedTuple
 
 from .config import InputKind, RunConfig
 from .dicom.calibration import calibration_warning
-from .dicom.index import DicomIndex, InstanceKind, InstanceRecord, index_folder
+from .dicom.index import DicomIndex, InstanceKind, InstanceRecord, index_folder, uids_were_derived
 from .errors import SeedError, SegmentationError
 from .records import CaseFailure
 from .seeds.from_files import SeedRow, read_seeds_csv
@@ -195,6 +195,13 @@ def plan_dicom_folder(
         for uid in sorted(segs_by_ct)
     ]
     warnings = [w for c in cases if (w := calibration_warning(c.ct[0].path, c.case_id)) is not None]
+    warnings += [
+        f"CT series {c.case_id} ({c.ct[0].path.parent}): its files have blank Study/Series/SOP Instance UIDs; "
+        "the series was formed by folder and geometry and the blank UIDs were derived (stable for these files "
+        "in this place) for the outputs"
+        for c in cases
+        if uids_were_derived(c.ct[0].path)
+    ]
     warnings += [
         f"{r.kind.value} {r.path} was placed on CT series {c.case_id} by Frame of Reference: the series it "
         f"references ({', '.join(r.referenced_series_uids) or 'none'}) is not in the input"

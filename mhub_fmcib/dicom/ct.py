@@ -20,7 +20,7 @@ from pydicom.uid import JPEGLSLossless, JPEGLSNearLossless
 
 from ..errors import DicomImportError, GeometryError
 from ..records import Volume
-from .index import InstanceRecord
+from .index import InstanceRecord, with_record_uids
 from .read import read_dataset
 from .uids import DECODE_ERRORS, READ_ERRORS, plausible_uid
 
@@ -90,7 +90,7 @@ def _floats(ds: pydicom.Dataset, keyword: str, n: int, series: str, path: str) -
 
 def _read(rec: InstanceRecord) -> pydicom.Dataset:
     try:
-        return read_dataset(rec.path)
+        return with_record_uids(read_dataset(rec.path), rec)
     except READ_ERRORS as e:
         raise DicomImportError(f"series {rec.series_instance_uid}: cannot read {rec.path}: {e}") from e
 
