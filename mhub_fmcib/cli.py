@@ -23,7 +23,8 @@ from .batch.progress import make_progress
 from .config import InputKind, RunConfig, parse_precision
 from .dicom.index import InstanceKind, iter_files
 from .dicom.index_db import index_folder_cached
-from .errors import ConfigError, FmcibError, WeightsError
+from .dicom.read import looks_like_dicom
+from .errors import ConfigError, FmcibError, NothingToMeasureError, WeightsError
 from .export.atomic import atomic_write_json
 from .model.device import check_precision, resolve_device
 from .model.extractor import FeatureExtractor, extractor_for
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mhub-fmcib", description="FMCIB foundation-model features from DICOM CT and segmentations."
     )
+    parser.add_argument("--version", action="version", version=f"mhub-fmcib {__version__}")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="measure every lesion of INPUT into OUTPUT")
@@ -224,6 +226,8 @@ def _run_reported(config: RunConfig, env: Mapping[str, str], progress: str, extr
     stop = StopFlag()
     install_stop_handlers(stop)
     report = run(config, env, extractor=extractor, progress=make_progress(progress, sys.stderr.isatty()), stop=stop)
+    if report.nothing_to_measure:
+        log.error("%s", report.nothing_to_measure)
     log.info(
         "%d lesion(s) measured, %d failed; results in %s",
         report.n_ok,
@@ -282,6 +286,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     }
     try:
         return commands[args.command](args, env)
+    except NothingToMeasureError as e:
+        log.error("%s", e)
+        return EXIT_INPUT
     except WeightsError as e:
         log.error("%s", e)
         return EXIT_WEIGHTS
@@ -311,7 +318,7 @@ def _has_file_for(path: Path, kind: InputKind) -> bool:
                     head = f.read(132)
             except OSError:
                 continue
-            if head[128:132] == b"DICM":
+            if head[128:132] == b"DICM" or looks_like_dicom(p):  # also files without the preamble
                 return True
         return False
     if kind is InputKind.SEEDS_CSV:
@@ -451,17 +458,32 @@ class StudyRunner:
         config = replace(self.base, input=folder, output=out)
         if self.extractor is None:
             self.extractor = load_extractor(config, self.env)
-        report = run(config, self.env, extractor=self.extractor, stop=self.stop)
+        try:
+            report = run(config, self.env, extractor=self.extractor, stop=self.stop)
+        except NothingToMeasureError as e:
+            log.warning("study folder %s: %s", folder, e)
+            return []
         if report.n_failed:
             log.warning("study folder %s: %d failure(s), see %s", folder, report.n_failed, out / "run.json")
         return [Path(p) for p in report.outputs if p.endswith(".dcm")]
 
 
+#: The install line for the DICOMweb client (the ranges of pyproject.toml's base dependencies).
+DICOMWEB_PIP_LINE = "pip install 'dicomweb-client>=0.59' 'requests>=2.28'"
+
+
 def run_dicomweb_studies(base: RunConfig, args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """``--dicomweb URL``: pull each study into ``base.output``, run on it, optionally store."""
-    # imported here: the DICOMweb client is an optional extra (pip install mhub-fmcib[dicomweb])
-    from .dicomweb.run import run_dicomweb
-    from .dicomweb.settings import DicomWebSettings, credentials_from
+    # imported here (start-up time); dicomweb-client and requests are base dependencies, but an
+    # install made with --no-deps may lack them
+    try:
+        from .dicomweb.run import run_dicomweb
+        from .dicomweb.settings import DicomWebSettings, credentials_from
+    except ModuleNotFoundError as e:
+        raise ConfigError(
+            f"--dicomweb needs the Python package {e.name!r}, which is not installed; install it with: "
+            f"{DICOMWEB_PIP_LINE}"
+        ) from e
 
     output = base.output
     creds = credentials_from(env, args.credentials, args.token_file)

@@ -241,8 +241,9 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def infer_input_kind(path: Path, seeds: bool) -> InputKind:
-    """INPUT's kind from the command line: ``--seeds`` → seeds CSV; an image file; else DICOM."""
-    if seeds:
+    """INPUT's kind from the command line: ``--seeds`` or a ``.csv`` file → seeds CSV; an
+    image file; else DICOM."""
+    if seeds or (path.suffix.lower() == ".csv" and not path.is_dir()):
         return InputKind.SEEDS_CSV
     if path.is_file() and is_image_file(path):
         return InputKind.IMAGE_FILE

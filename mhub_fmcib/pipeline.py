@@ -24,7 +24,7 @@ from .batch.store import CaseRecord, CaseStore, fingerprint, shard_of
 from .config import RunConfig
 from .dicom.ct import CtSeries, assemble_ct, decode_slices
 from .dicom.series import load_image
-from .errors import CaseError, DicomImportError, FmcibError, SeedError
+from .errors import CaseError, DicomImportError, FmcibError, NothingSelectedError, NothingToMeasureError, SeedError
 from .export.hooks import CaseHook, CaseOutcome, make_hooks
 from .export.qc import write_qc_index
 from .export.tables import RunReport, write_run_outputs
@@ -33,9 +33,9 @@ from .model.extractor import FeatureExtractor, extractor_for, nonfinite_reason
 from .model.heads import LinearHead, predictions
 from .model.weights import default_cache_dir, read_weights, resolve_weights, sha256_file
 from .patch import extract_patch, read_window
-from .plan import Case, DicomSegCase, ImageMaskCase, SeedsCase, plan
+from .plan import Case, DicomSegCase, ImageMaskCase, SeedsCase, nothing_to_measure, plan
 from .provenance import collect_provenance
-from .records import CaseFailure, Lesion, LesionResult, LesionStatus, Patch, SeedPoint, Volume
+from .records import CaseFailure, DicomOrigin, Lesion, LesionResult, LesionStatus, Patch, SeedPoint, Volume
 from .seeds.from_dicom import lesions_from_segments
 from .seeds.from_files import lesions_from_mask, lesions_from_rows
 from .seeds.geometry import check_seed_in_volume
@@ -63,12 +63,21 @@ def import_dicom_seg_case(case: DicomSegCase, config: RunConfig) -> Imported:
     the lesions' patches read are decoded."""
     ct = assemble_ct(case.ct, decode=False)
     lesions, failures = lesions_from_segments(case.segs, ct, config.segments)
+    lesions = [with_seg_match(les, case) for les in lesions]
     ct = decode_slices(ct, slices_needed(ct.volume, [les.seed for les in lesions]))
     failures += [
         CaseFailure.of(case.case_id, DicomImportError(f"{path}: {why}"), [path], kind="file")
         for path, why in ct.dropped
     ]
     return Imported(ct.volume, ct, lesions, failures)
+
+
+def with_seg_match(lesion: Lesion, case: DicomSegCase) -> Lesion:
+    """``lesion`` with its origin saying how its SEG/RTSTRUCT was matched to the case's CT."""
+    o = lesion.origin
+    if not isinstance(o, DicomOrigin):
+        return lesion
+    return replace(lesion, origin=replace(o, seg_match=case.seg_match(o.source_sop_instance_uid)))
 
 
 def import_image_mask_case(case: ImageMaskCase, config: RunConfig) -> Imported:
@@ -282,12 +291,15 @@ def plan_cases(report: RunReport) -> list[Case]:
         input_fingerprint=input_fingerprint(
             ((c.case_id, c.input_files(), c.settings()) for c in the_plan.cases), the_plan.failures, skipped
         ),
-        settings=tuple(sorted(run_settings(config, report.weights_sha256, __version__).items())),
+        settings=(),  # set once the weights are read (run), after planning
         cases=(),
     )
-    if not cases and not the_plan.failures:
-        report.notes.append(f"no case to process in {config.input}")
-        log.warning("no case to process in %s (no CT series with a SEG, no seeds)", config.input)
+    report.warnings.extend(the_plan.warnings)
+    why = nothing_to_measure(config, the_plan)
+    if why is not None:
+        raise NothingToMeasureError(why)
+    if not cases:
+        report.notes.append(f"no case of {config.input} in this shard")
     return cases
 
 
@@ -363,6 +375,20 @@ def collect(report: RunReport, records: Sequence[CaseRecord]) -> None:
         report.outputs.extend(rec.outputs)
 
 
+def nothing_selected(report: RunReport) -> str:
+    """The line for a run whose only outcome is ``--segments`` selecting nothing, else ``""``."""
+    if report.results or not report.failures:
+        return ""
+    if any(f.error_type != NothingSelectedError.__name__ for f in report.failures):
+        return ""
+    segments = ",".join(report.config.segments)
+    return (
+        f"nothing to measure: --segments {segments} matches no segment of the {len(report.failures)} "
+        "segmentation(s) (failures.csv lists each one's segments); pass numbers or labels from those lists, "
+        "or drop --segments"
+    )
+
+
 def run(
     config: RunConfig,
     env: Mapping[str, str],
@@ -375,18 +401,30 @@ def run(
     """Run the whole chain and write ``features.csv``, ``failures.csv`` and ``run.json``
     (from the per-case records in ``OUTPUT/cases/``) into ``config.output``.
 
+    Planning comes first: the weights are hashed and loaded only when there is a case to
+    process (a run with nothing to measure never reads them).
+
     Raises:
-        WeightsError, ConfigError: before any case is processed (nothing is written).
+        ConfigError: before planning (an absent device).
+        NothingToMeasureError: the plan has no case (nothing is written but the index).
+        WeightsError: after planning, before any case is processed.
     """
     t_start = time.perf_counter()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     report = RunReport(config=config)
+    resolve_device(config.device)
+    cases = plan_cases(report)
     model = load_model(report, env, extractor)
+    if report.manifest is not None:
+        settings = tuple(sorted(run_settings(config, report.weights_sha256, __version__).items()))
+        report.manifest = replace(report.manifest, settings=settings)
     if hooks is None:
         hooks = make_hooks(config, collect_provenance(report.weights_sha256, report.weights_name))
     stages = Stages(model, load_heads(report), tuple(hooks))
-    cases = plan_cases(report)
     collect(report, run_cases(cases, stages, report, progress or NoProgress(), stop))
+    report.nothing_to_measure = nothing_selected(report)
+    if report.nothing_to_measure:
+        report.notes.append(report.nothing_to_measure)
     if config.export_qc:
         report.outputs.append(str(write_qc_index(config.output, report.results)))
     write_run_outputs(report, started, t_start)

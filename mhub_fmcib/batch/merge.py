@@ -217,6 +217,7 @@ def merge_outputs(shards: Sequence[Path], output: Path) -> RunReport:
         ]
         report.skipped_files += s.doc.get("skipped_files", [])
         report.notes += [n for n in s.doc.get("notes", []) if not n.startswith("shard ") and n not in report.notes]
+        report.warnings += [w for w in s.doc.get("warnings", []) if w not in report.warnings]
     for case_id in sorted(records):
         rec = records[case_id][1]
         report.results.extend(rec.results)

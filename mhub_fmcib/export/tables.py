@@ -147,12 +147,18 @@ class RunReport:
     results: list[LesionResult] = field(default_factory=list)
     failures: list[CaseFailure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: what a person should look at although the run succeeded (a SEG placed by Frame of
+    #: Reference, an image that is not ORIGINAL/HU-calibrated, derived UIDs)
+    warnings: list[str] = field(default_factory=list)
     skipped_files: list[dict[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     case_seconds: dict[str, float] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
     cases_skipped: int = 0
     interrupted: str = ""
+    #: set when the run measured nothing because of its input (``--segments`` selecting no
+    #: segment): exit code 3, with this line
+    nothing_to_measure: str = ""
     manifest: RunManifest | None = None
     """What ``merge`` checks (``run.json``'s ``batch``): shard, input fingerprint, settings, records."""
     merged_from: list[str] = field(default_factory=list)
@@ -168,9 +174,12 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when every lesion and case succeeded, 1 when any failed, 130 when interrupted."""
+        """0 when every lesion and case succeeded, 1 when any failed, 3 when there was nothing
+        to measure, 130 when interrupted."""
         if self.interrupted:
             return 130
+        if self.nothing_to_measure:
+            return 3
         return 1 if self.n_failed else 0
 
 
@@ -223,6 +232,7 @@ def run_json(report: RunReport, started: str, n_rows: int) -> dict[str, object]:
         "batch": report.manifest.to_json() if report.manifest else None,
         **({"merged_from": report.merged_from} if report.merged_from else {}),
         "notes": report.notes,
+        "warnings": report.warnings,
         "skipped_files": report.skipped_files,
         "timings_s": report.timings,
         "case_seconds": report.case_seconds,

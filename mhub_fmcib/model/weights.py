@@ -291,18 +291,33 @@ def check_finite(sd: Mapping[str, torch.Tensor], path: Path) -> None:
         )
 
 
+def is_torch_file(path: Path) -> bool:
+    """Whether ``path`` starts like a file ``torch.save`` writes: a zip archive (the format
+    since torch 1.6) or a pickle (the legacy format: protocol byte 0x80, protocol 2-5)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head[:4] == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+def _torch_load_mapped(path: Path) -> object:
+    """``torch.load(weights_only=True)`` memory-mapped; a legacy (non-zip) file, which cannot
+    be mapped, is read into memory."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:
+        if "mmap" not in str(e):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     """Read the encoder tensors from a weights file with ``torch.load(weights_only=True)``,
     memory-mapped (``mmap=True``: the tensors are copy-on-write views of the file, read on
     first use, never copied into a second state dict). Files in torch's legacy
     (non-zip) format cannot be mapped and are read into memory."""
     try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e):
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        torch_file = is_torch_file(path)
+        obj = _torch_load_mapped(path) if torch_file else None
     except FileNotFoundError as e:
         raise WeightsError(f"weights file {path} does not exist") from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
@@ -315,6 +330,11 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
             f"{path} holds objects that cannot be loaded safely with weights_only=True "
             f"({type(e).__name__}). Only plain tensor dicts are accepted."
         ) from e
+    if not torch_file:
+        raise WeightsError(
+            f"{path} is not a PyTorch weights file (it is neither the zip archive nor the pickle that "
+            "torch.save writes). Check the path, or download the FMCIB weights again."
+        )
     return _extract_trunk(obj, path)
 
 
