@@ -18,6 +18,7 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw
 
 from ..records import LesionResult, LesionStatus, Patch
+from .atomic import atomic_write_text
 from .layout import safe_file_stem
 
 #: Lung window in HU.
@@ -139,7 +140,4 @@ red cross = seed. Research use only.</p>
 </tbody></table></body></html>
 """
     index = qc_dir / "index.html"
-    tmp = qc_dir / ".index.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(index)
-    return index
+    return atomic_write_text(index, page)
