@@ -19,10 +19,12 @@ import colorsys
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import highdicom as hd
+from typing import TYPE_CHECKING
 
 from ..records import Lesion, LesionResult, SeedSource
+
+if TYPE_CHECKING:
+    import highdicom as hd
 
 #: Longest Tracking Identifier / Segment Label we write (the SEG's Segment Label is LO).
 MAX_LABEL = 64
@@ -68,7 +70,10 @@ class LesionLabel:
     rgb: tuple[int, int, int]
 
     def cielab(self) -> hd.color.CIELabColor:
-        """The colour as DICOM's Recommended Display CIELab Value."""
+        """The colour as DICOM's Recommended Display CIELab Value (highdicom imported here:
+        the QC pictures use the label without loading it)."""
+        import highdicom as hd
+
         return hd.color.CIELabColor.from_rgb(*self.rgb)
 
 

@@ -3,7 +3,7 @@
 The encoder reads the 50 mm cube around the seed; where the cube leaves the image, the patch
 is zero padding (:attr:`Patch.valid` says which voxels came from the image). A CT voxel
 belongs to a lesion's segment when its centre lies inside the box spanned by the outer
-voxel edges of the patch's *valid* voxels (:func:`read_region_corners`), half-open
+voxel edges of the patch's *valid* voxels (:meth:`Patch.read_corners_lps`), half-open
 ``[min, max)`` per LPS axis (the box is axis-aligned in LPS): exactly the CT voxels inside
 the region the encoder read, never padding. A lesion whose region holds no CT voxel centre
 is skipped and its reason recorded.
@@ -25,7 +25,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 
 from ..provenance import Provenance
-from ..records import LesionResult, LesionStatus, Patch, Volume
+from ..records import LesionResult, LesionStatus, Volume
 from .labels import LesionLabel, lesion_labels
 from .layout import SEG_FILE_NAME, ExportError, atomic_write_dataset, derive_uid, dicom_output_dir
 from .sr import ALGORITHM_NAME, DEMO_PARAMETER, MANUFACTURER, MODEL_NAME, header_copy, series_identity
@@ -79,18 +79,6 @@ def cube_mask(volume: Volume, corners_lps: npt.ArrayLike) -> npt.NDArray[np.bool
     sub = inside.reshape(grids[0].shape)
     mask[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]] = sub
     return mask
-
-
-def read_region_corners(patch: Patch) -> npt.NDArray[np.float64]:
-    """(8, 3) LPS mm corners of the region the encoder read from the image: the outer voxel
-    edges of the patch's valid voxels (:attr:`Patch.valid`; the rest of the 50 mm cube is
-    zero padding). Equal to :meth:`Patch.corners_lps` when the cube lies inside the image."""
-    (za, zb), (ya, yb), (xa, xb) = patch.valid
-    grid = np.array(
-        [[a, b, c] for a in (za - 0.5, zb - 0.5) for b in (ya - 0.5, yb - 0.5) for c in (xa - 0.5, xb - 0.5)]
-    )
-    out: npt.NDArray[np.float64] = grid @ patch.affine[:3, :3].T + patch.affine[:3, 3]
-    return out
 
 
 def _slice_order(ct_datasets: Sequence[pydicom.Dataset], volume: Volume) -> list[int]:
@@ -177,7 +165,7 @@ def _lesion_masks(
         if r.patch is None:
             skipped.append((r.lesion.lesion_id, "no patch was kept for this lesion"))
             continue
-        mask = cube_mask(ct_volume, read_region_corners(r.patch))
+        mask = cube_mask(ct_volume, r.patch.read_corners_lps())
         if not mask.any():
             skipped.append((r.lesion.lesion_id, "the region the encoder read contains no CT voxel centre"))
             continue

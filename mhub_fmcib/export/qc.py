@@ -35,7 +35,6 @@ from ..records import CaseFailure, LesionMask, LesionResult, LesionStatus, Patch
 from .atomic import atomic_write, atomic_write_json, atomic_write_text
 from .labels import LesionLabel, lesion_labels
 from .layout import safe_file_stem
-from .patch_seg import read_region_corners
 
 #: Enlargement of each 50x50 patch plane.
 SCALE = 4
@@ -226,7 +225,7 @@ def _context_view(result: LesionResult, volume: Volume, mask: LesionMask | None)
     name = {"S": "axial", "I": "axial", "A": "coronal", "P": "coronal"}.get(direction_letter(normal), "sagittal")
     boxes = []
     full = patch.corners_lps()
-    read = read_region_corners(patch)
+    read = patch.read_corners_lps()
     if not np.allclose(full, read):
         boxes.append((_box_on_slice(volume, full), True))
     boxes.append((_box_on_slice(volume, read), False))
@@ -582,5 +581,4 @@ the lesion's segmentation; letters: patient orientation; bar: 10 mm. Research us
 </tbody></table></body></html>
 """
     index = qc_dir / "index.html"
-    atomic_write_text(index, page)
-    return index
+    return atomic_write_text(index, page)

@@ -21,7 +21,6 @@ from pydicom.sr.codedict import codes
 
 from mhub_fmcib.export import build_feature_sr, build_patch_region_seg, cube_mask, write_seg, write_sr
 from mhub_fmcib.export.labels import MAX_LABEL
-from mhub_fmcib.export.patch_seg import read_region_corners
 from mhub_fmcib.export.sr import DEMO_SR_SERIES_DESCRIPTION, lesion_tracking_uid
 from mhub_fmcib.provenance import Provenance
 from mhub_fmcib.records import LesionResult, SeedPoint
@@ -99,7 +98,7 @@ def written(tmp_path_factory, ct_factory, result_factory, provenance: Provenance
     sr = build_feature_sr(cts, results, provenance, {seg_in.SOPInstanceUID: seg_in})
     built = build_patch_region_seg(cts, vol, results, provenance)
     assert built.dataset is not None and len(built.segments) == 4
-    masks = [cube_mask(vol, read_region_corners(r.patch)) for r in results]  # type: ignore[arg-type]
+    masks = [cube_mask(vol, r.patch.read_corners_lps()) for r in results]  # type: ignore[union-attr]
     np.save(out / "masks.npy", np.stack(masks))
     return Written(cts, results, write_sr(sr, out), write_seg(built.dataset, out, str(cts[0].SeriesInstanceUID)))
 
