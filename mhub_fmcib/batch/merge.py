@@ -19,6 +19,7 @@ from typing import Any
 
 from ..config import RunConfig
 from ..errors import ConfigError
+from ..export.atomic import ignore_temporaries, remove_temporaries
 from ..export.tables import RunReport, write_run_outputs
 from ..records import CaseFailure
 from .store import CASES_DIR, CaseRecord, CaseStore
@@ -45,6 +46,7 @@ def merge_outputs(shards: Sequence[Path], output: Path) -> RunReport:
     config = replace(RunConfig.from_dict({**first["inputs"], "output": str(output)}), shard=None)
     report = RunReport(config=config, weights_sha256=shas.pop(), weights_name=first["software"]["weights_path_name"])
     output.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(output)
     records = _copy_shards(shards, docs, output, report)
     known = {(f.case_id, f.reason) for rec in records.values() for f in rec.failures}
     report.failures = [f for f in report.failures if (f.case_id, f.reason) not in known]
@@ -71,10 +73,10 @@ def _copy_shards(
                 continue
             records[rec.case_id] = rec
             src = CaseStore(Path(d)).path(rec.case_id)
-            shutil.copytree(src, output / CASES_DIR / src.name, dirs_exist_ok=True)
+            shutil.copytree(src, output / CASES_DIR / src.name, dirs_exist_ok=True, ignore=ignore_temporaries)
         for sub in ("dicom", "qc"):
             if (Path(d) / sub).is_dir():
-                shutil.copytree(Path(d) / sub, output / sub, dirs_exist_ok=True)
+                shutil.copytree(Path(d) / sub, output / sub, dirs_exist_ok=True, ignore=ignore_temporaries)
         for err in doc["errors"]:
             if err["case_id"] not in records:  # planning-level problems
                 report.failures.append(CaseFailure.from_dict(err))

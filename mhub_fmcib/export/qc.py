@@ -18,6 +18,7 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw
 
 from ..records import LesionResult, LesionStatus, Patch
+from .atomic import atomic_write, atomic_write_text
 from .layout import safe_file_stem
 
 #: Lung window in HU.
@@ -105,7 +106,8 @@ def write_qc_index(output: Path, results: Sequence[LesionResult]) -> Path:
         picture = ""
         if r.patch is not None:
             name = qc_file_name(r)
-            render_patch_image(r).save(qc_dir / name, format="PNG")
+            image = render_patch_image(r)
+            atomic_write(qc_dir / name, lambda fh, image=image: image.save(fh, format="PNG"))
             src = html.escape(name, quote=True)
             alt = html.escape(r.lesion.lesion_id, quote=True)
             picture = f'<img src="{src}" alt="patch of {alt}">'
@@ -139,7 +141,4 @@ red cross = seed. Research use only.</p>
 </tbody></table></body></html>
 """
     index = qc_dir / "index.html"
-    tmp = qc_dir / ".index.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(index)
-    return index
+    return atomic_write_text(index, page)

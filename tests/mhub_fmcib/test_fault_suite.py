@@ -366,3 +366,96 @@ def test_cli_on_mixed_export(env: FaultEnv, clean: RunOutput, mixed: WatchedRun,
     # the CLI names the same bad inputs as the in-process run
     for b in env.bad:
         assert outcomes(b, out) & b.allowed, b
+
+
+# ---- issue 15, points 6-11: the operator's faults, through the real command line
+
+
+@dataclass(frozen=True)
+class CliResult:
+    rc: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str | Path, weights: Path, timeout: float = 600) -> CliResult:
+    """``mhub-fmcib run ARGS --weights W --no-qc --progress none`` in a subprocess."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "mhub_fmcib.cli", "run", *map(str, args), "--weights", str(weights), "--no-qc"]
+        + ["--progress", "none"],
+        capture_output=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
+    )
+    res = CliResult(proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
+    assert "Traceback" not in res.stderr and "Traceback" not in res.stdout, res.stderr[-3000:]
+    return res
+
+
+def temporaries_under(out: Path) -> list[Path]:
+    from mhub_fmcib.export.atomic import is_temporary
+
+    return [p for p in out.rglob("*") if is_temporary(p.name)]
+
+
+def same_results(out: Path, ref: Path) -> None:
+    """Same ``features.csv`` rows (exactly) and the same DICOM outputs' names as ``ref``."""
+    assert (out / "features.csv").read_text(encoding="utf-8") == (ref / "features.csv").read_text(encoding="utf-8")
+    names = sorted(str(p.relative_to(ref)) for p in (ref / "dicom").rglob("*.dcm"))
+    assert sorted(str(p.relative_to(out)) for p in (out / "dicom").rglob("*.dcm")) == names
+
+
+@dataclass(frozen=True)
+class SmallExport:
+    inp: Path
+    clean: Path
+    base: Path
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory, weights_file: Path) -> SmallExport:
+    """One study with two SEGs' worth of lesions (``make_export(_, 2)``) and its clean CLI run."""
+    base = tmp_path_factory.mktemp("faults2")
+    inp = make_export(base / "in", 2)
+    clean_out = base / "clean"
+    res = run_cli(inp, clean_out, weights=weights_file)
+    assert res.rc == 0, res.stderr[-3000:]
+    return SmallExport(inp, clean_out, base)
+
+
+def test_temporaries_left_by_kill_9_are_removed_by_the_next_run(small: SmallExport, weights_file: Path) -> None:
+    """Point 7: one naming scheme; leftovers everywhere under OUTPUT (as kill -9 leaves
+    them, old names included) are gone after the next run, and ``merge`` copies none."""
+    out = small.base / "leftovers"
+    shutil.copytree(small.clean, out)
+    series = next(p.parent for p in (out / "dicom").rglob("fmcib_features_SR.dcm"))
+    planted = [
+        out / ".fmcib-tmp-features.csv.0a1b2c3d4e5f",
+        series / ".fmcib-tmp-fmcib_features_SR.dcm.0a1b2c3d4e5f",
+        out / "cases" / ".fmcib-tmp-0123abcd.0a1b2c3d4e5f",
+        out / ".features.csv.0a1b2c3d4e5f.part",  # names of earlier versions
+        series / ".fmcib_features_SR.dcm.0a1b2c3d4e5f.part",
+        out / "cases" / ".tmp-0123abcd-0a1b2c3d4e5f",
+    ]
+    for p in planted:
+        if p.parent.name == "cases":
+            p.mkdir()
+            (p / "case.json").write_text('{"half": ')
+        else:
+            p.write_bytes(b"half-written")
+    shard = small.base / "leftovers_shard"
+    shutil.copytree(out, shard)
+    assert len(temporaries_under(out)) == len(planted)
+    res = run_cli(small.inp, out, weights=weights_file)
+    assert res.rc == 0, res.stderr[-3000:]
+    assert temporaries_under(out) == []
+    same_results(out, small.clean)
+    merged = small.base / "leftovers_merged"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mhub_fmcib.cli", "merge", str(shard), "--output", str(merged)],
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert temporaries_under(merged) == []
+    same_results(merged, small.clean)
