@@ -18,13 +18,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
+from .batch.lock import OutputLock
 from .batch.merge import merge_outputs
 from .batch.progress import make_progress
 from .config import InputKind, RunConfig
 from .dicom.index import InstanceKind, iter_files
 from .dicom.index_db import index_folder_cached
 from .errors import ConfigError, FmcibError, WeightsError
-from .export.atomic import atomic_write_json
+from .export.atomic import TMP_PREFIX, atomic_write_json
 from .model.device import resolve_device
 from .model.extractor import FeatureExtractor
 from .model.weights import read_weights, resolve_weights, sha256_file
@@ -135,7 +136,7 @@ def unwritable(folder: Path) -> OSError | None:
     """Create ``folder`` if needed and write/remove a probe file; the error, or ``None``."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".mhub-fmcib-write-test"
+        probe = folder / f"{TMP_PREFIX}write-test"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
@@ -176,7 +177,8 @@ def _run_reported(config: RunConfig, env: Mapping[str, str], progress: str, extr
     """Run with stop handlers and the chosen progress display; log the summary."""
     stop = StopFlag()
     install_stop_handlers(stop)
-    report = run(config, env, extractor=extractor, progress=make_progress(progress, sys.stderr.isatty()), stop=stop)
+    with OutputLock(config.output):  # one run per OUTPUT (a second one exits 2)
+        report = run(config, env, extractor=extractor, progress=make_progress(progress, sys.stderr.isatty()), stop=stop)
     log.info(
         "%d lesion(s) measured, %d failed; results in %s",
         report.n_ok,
@@ -368,7 +370,8 @@ def cmd_index(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_merge(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
-    report = merge_outputs(args.shards, args.output)
+    with OutputLock(args.output):
+        report = merge_outputs(args.shards, args.output)
     print(f"merged {len(args.shards)} output(s): {report.n_ok} lesion(s) in {args.output / 'features.csv'}")
     return report.exit_code
 
@@ -414,18 +417,19 @@ def run_dicomweb_studies(base: RunConfig, args: argparse.Namespace, env: Mapping
     output.mkdir(parents=True, exist_ok=True)
     stop = StopFlag()
     install_stop_handlers(stop)
-    rep = run_dicomweb(
-        settings,
-        args.study,
-        output,
-        StudyRunner(base, env, stop),
-        args.store,
-        studies_file=args.studies,
-        queries=args.query,
-        include_unsegmented=base.input_kind is InputKind.SEEDS_CSV,
-        should_stop=lambda: stop.requested,
-    )
-    atomic_write_json(output / "dicomweb.json", rep.to_json())
+    with OutputLock(output):
+        rep = run_dicomweb(
+            settings,
+            args.study,
+            output,
+            StudyRunner(base, env, stop),
+            args.store,
+            studies_file=args.studies,
+            queries=args.query,
+            include_unsegmented=base.input_kind is InputKind.SEEDS_CSV,
+            should_stop=lambda: stop.requested,
+        )
+        atomic_write_json(output / "dicomweb.json", rep.to_json())
     for st in rep.studies:
         print(f"{st.study_uid}: {st.status.value}{(' (' + str(st.error) + ')') if st.error else ''}")
     if rep.interrupted:

@@ -459,3 +459,38 @@ def test_temporaries_left_by_kill_9_are_removed_by_the_next_run(small: SmallExpo
     assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert temporaries_under(merged) == []
     same_results(merged, small.clean)
+
+
+def test_second_run_on_one_output_exits_2_naming_the_first(small: SmallExport, weights_file: Path) -> None:
+    """Point 9: an exclusive lock on OUTPUT; the second run exits 2 naming the first's PID
+    and host; the lock dies with its holder (kill -9), so the next run goes ahead."""
+    import signal
+    import socket
+
+    out = small.base / "locked"
+    shutil.copytree(small.clean, out)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "mhub_fmcib.cli", "run", str(small.inp), str(out), "--weights", str(weights_file)]
+        + ["--no-qc", "--progress", "none"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        lock = out / ".mhub-fmcib.lock"
+        deadline = time.monotonic() + 120
+        while not (lock.is_file() and f"pid {first.pid} " in lock.read_text()):
+            assert first.poll() is None and time.monotonic() < deadline, "first run never took the lock"
+            time.sleep(0.05)
+        first.send_signal(signal.SIGSTOP)  # holds the lock while the second one tries
+        second = run_cli(small.inp, out, weights=weights_file)
+        assert second.rc == 2, second.stderr[-3000:]
+        assert f"pid {first.pid} on host {socket.gethostname()}" in second.stderr
+        assert "in use by another mhub-fmcib run" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+    res = run_cli(small.inp, out, weights=weights_file)
+    assert res.rc == 0, res.stderr[-3000:]
+    assert temporaries_under(out) == []
+    same_results(out, small.clean)
