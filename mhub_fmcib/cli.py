@@ -16,6 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from .batch.lock import OutputLock
@@ -31,6 +32,7 @@ from .model.extractor import FeatureExtractor
 from .model.weights import read_weights, resolve_weights, sha256_file
 from .pipeline import StopFlag, load_extractor, run
 from .provenance import collect_provenance
+from .terminal import SafeFormatter, escape_control
 from .workflows import Workflow, list_workflows, load_workflow
 
 log = logging.getLogger("mhub_fmcib")
@@ -97,8 +99,15 @@ def _add_settings_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+class SafeArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors (which echo the arguments given) escape control characters."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(escape_control(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = SafeArgumentParser(
         prog="mhub-fmcib", description="FMCIB foundation-model features from DICOM CT and segmentations."
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -205,9 +214,10 @@ def cmd_version(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     try:
         loc = resolve_weights(args.weights, env, allow_download=False)
     except WeightsError as e:
-        print(f"mhub-fmcib {__version__}\nweights    not found ({e})")
+        print(f"mhub-fmcib {__version__}\nweights    not found ({escape_control(str(e))})")
         return EXIT_OK
-    print(collect_provenance(sha256_file(loc.path), loc.path.name).as_text())
+    text = collect_provenance(sha256_file(loc.path), loc.path.name).as_text()
+    print("\n".join(escape_control(line) for line in text.splitlines()))
     return EXIT_OK
 
 
@@ -222,9 +232,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     """Entry point of the ``mhub-fmcib`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    # every log line with its control characters escaped (input text cannot drive the terminal)
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level, handlers=[handler])
+    logging.captureWarnings(True)  # warnings of libraries (pydicom) through the same formatter
     env = dict(os.environ) if env is None else env
     logging.getLogger("highdicom").setLevel(logging.WARNING)
     commands = {
@@ -331,7 +343,10 @@ def cmd_container(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     except WeightsError as e:
         log.error("%s. Pass another weights file with -v FILE:/weights/w.torch:ro -e FMCIB_WEIGHTS=/weights/w.torch", e)
         return EXIT_WEIGHTS
-    print(f"workflow {wf.name}; device {args.device}; weights {loc.path} sha256 {weights.sha256}", file=sys.stderr)
+    print(
+        escape_control(f"workflow {wf.name}; device {args.device}; weights {loc.path} sha256 {weights.sha256}"),
+        file=sys.stderr,
+    )
     seeds = wf.input_kind is InputKind.SEEDS_CSV
     if inp is None:
         base = RunConfig.from_args(args, input=args.output, seeds=seeds)
@@ -364,7 +379,7 @@ def cmd_index(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     ]
     rows += [(f"skipped: {k}", v) for k, v in sorted(reasons.items())]
     width = max(len(k) for k, _ in rows)
-    print("\n".join(f"{k:<{width}}  {v:>8}" for k, v in rows))
+    print("\n".join(escape_control(f"{k:<{width}}  {v:>8}") for k, v in rows))
     return EXIT_OK
 
 
@@ -372,7 +387,11 @@ def cmd_merge(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     with OutputLock(args.output):
         report = merge_outputs(args.shards, args.output)
-    print(f"merged {len(args.shards)} output(s): {report.n_ok} lesion(s) in {args.output / 'features.csv'}")
+    print(
+        escape_control(
+            f"merged {len(args.shards)} output(s): {report.n_ok} lesion(s) in {args.output / 'features.csv'}"
+        )
+    )
     return report.exit_code
 
 
@@ -431,7 +450,7 @@ def run_dicomweb_studies(base: RunConfig, args: argparse.Namespace, env: Mapping
         )
         atomic_write_json(output / "dicomweb.json", rep.to_json())
     for st in rep.studies:
-        print(f"{st.study_uid}: {st.status.value}{(' (' + str(st.error) + ')') if st.error else ''}")
+        print(escape_control(f"{st.study_uid}: {st.status.value}{(' (' + str(st.error) + ')') if st.error else ''}"))
     if rep.interrupted:
         log.warning(
             "%s: stopped; %d studies not started, listed in %s",
