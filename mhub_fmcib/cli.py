@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
+from .batch.diskfull import OutputFullError, disk_full_message, is_disk_full
 from .batch.lock import OutputLock
 from .batch.merge import merge_outputs
 from .batch.progress import make_progress
@@ -258,6 +260,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except FmcibError as e:
         log.error("%s", e)
         return EXIT_FAILURES
+    except OutputFullError as e:
+        log.error("%s", e)
+        return EXIT_OUTPUT
+    except (OSError, sqlite3.OperationalError) as e:
+        if not is_disk_full(e):
+            raise
+        log.error("%s", disk_full_message(Path(getattr(args, "output", None) or "."), e, 0, 0, 0))
+        return EXIT_OUTPUT
     except KeyboardInterrupt:
         log.error("aborted")
         return EXIT_INTERRUPTED

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -106,8 +107,7 @@ def write_qc_index(output: Path, results: Sequence[LesionResult]) -> Path:
         picture = ""
         if r.patch is not None:
             name = qc_file_name(r)
-            image = render_patch_image(r)
-            atomic_write(qc_dir / name, lambda fh, image=image: image.save(fh, format="PNG"))
+            atomic_write(qc_dir / name, partial(render_patch_image(r).save, format="PNG"))
             src = html.escape(name, quote=True)
             alt = html.escape(r.lesion.lesion_id, quote=True)
             picture = f'<img src="{src}" alt="patch of {alt}">'

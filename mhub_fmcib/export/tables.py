@@ -137,6 +137,8 @@ class RunReport:
     outputs: list[str] = field(default_factory=list)
     cases_skipped: int = 0
     interrupted: str = ""
+    #: The disk-full message when OUTPUT filled up (the run stopped after the finished cases).
+    output_full: str = ""
 
     @property
     def n_ok(self) -> int:
@@ -148,7 +150,10 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when every lesion and case succeeded, 1 when any failed, 130 when interrupted."""
+        """0 when every lesion and case succeeded, 1 when any failed, 4 when OUTPUT filled up,
+        130 when interrupted."""
+        if self.output_full:
+            return 4
         if self.interrupted:
             return 130
         return 1 if self.n_failed else 0
@@ -194,6 +199,7 @@ def run_json(report: RunReport, started: str, n_rows: int) -> dict[str, object]:
             "skipped_files": len(report.skipped_files),
             "cases_reused_from_earlier_run": report.cases_skipped,
             "interrupted": report.interrupted,
+            "output_full": report.output_full,
             "exit_code": report.exit_code,
         },
         "lesions": [_lesion_entry(r) for r in report.results],

@@ -522,3 +522,58 @@ def test_escape_control() -> None:
     assert escape_control("one\ntwo") == "one\\ntwo"
     assert escape_control("one\ntwo", keep_newlines=True) == "one\n    | two"
     assert escape_control("Müller ✓ 日本") == "Müller ✓ 日本"
+
+
+def test_disk_full_stops_cleanly_with_exit_4_and_resumes(small: SmallExport, weights_file: Path) -> None:
+    """Point 6: OUTPUT on a 2.2 MB tmpfs (private mount namespace) that holds one case's
+    outputs but not both: exit 4, a message naming the folder and the bytes needed, nothing
+    half-written, the finished case kept; with space (remount) the re-run resumes to results
+    identical to a clean run."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) to mount a small tmpfs in a private mount namespace")
+    logs = small.base / "diskfull_logs"
+    logs.mkdir()
+    mnt = small.base / "diskfull_mnt"
+    mnt.mkdir()
+    cli = (
+        f"{sys.executable} -m mhub_fmcib.cli run {small.inp} {mnt / 'out'} --weights {weights_file} "
+        "--no-qc --progress none"
+    )
+    script = f"""
+set -u
+mount -t tmpfs -o size=2200k tmpfs {mnt} || exit 99
+{cli} >{logs}/1.out 2>{logs}/1.err; echo $? >{logs}/1.rc
+cp -a {mnt / "out"} {logs}/after1
+mount -o remount,size=64m {mnt}
+{cli} >{logs}/2.out 2>{logs}/2.err; echo $? >{logs}/2.rc
+cp -a {mnt / "out"} {logs}/after2
+"""
+    proc = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=900,
+    )
+    if proc.returncode == 99:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode(errors='replace')}")
+    err1 = (logs / "1.err").read_text(encoding="utf-8", errors="replace")
+    assert (logs / "1.rc").read_text().strip() == "4", err1[-3000:]
+    assert "Traceback" not in err1
+    assert f"output folder {mnt / 'out'} is full (No space left on device" in err1
+    assert re.search(r"\d+ bytes free, about \d+ bytes needed", err1), err1[-2000:]
+    after1 = logs / "after1"
+    assert temporaries_under(after1) == []
+    if (after1 / "run.json").is_file():  # the tables of what finished (when they fit)
+        doc = json.loads((after1 / "run.json").read_text(encoding="utf-8"))
+        assert doc["summary"]["exit_code"] == 4 and "is full" in doc["summary"]["output_full"]
+        n_kept = len(doc["lesions"])
+    else:
+        assert not (after1 / "features.csv").exists() and "nothing half-written" in err1
+        n_kept = 0
+    err2 = (logs / "2.err").read_text(encoding="utf-8", errors="replace")
+    assert (logs / "2.rc").read_text().strip() == "0", err2[-3000:]
+    assert "Traceback" not in err2
+    doc2 = json.loads((logs / "after2" / "run.json").read_text(encoding="utf-8"))
+    assert doc2["summary"]["cases_reused_from_earlier_run"] >= (1 if n_kept else 0)
+    assert temporaries_under(logs / "after2") == []
+    same_results(logs / "after2", small.clean)
