@@ -1,13 +1,14 @@
 # mhub-fmcib: the two commands of the README's quick start, and the helpers they use.
 #   make demo   create .venv, install, run the DICOM workflow on sample_data/
 #   make test   install the test extras (and, as root, the Debian tools), run the whole suite
+#   make container-test   (root) build the CPU image offline with a private dockerd and run it
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 DEMO_OUT ?= demo_output
 
-.PHONY: demo test install install-test system-deps lint typecheck bench train-smoke clean
+.PHONY: demo test install install-test system-deps lint typecheck bench train-smoke container-test slurm-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,13 +56,30 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# CPU benchmarks (issue 2 core; issue 18 start-up, encoder paths, side by side with the
+# authors' get_features when FMCIB_REF_PYTHON names a venv holding it, else skipped)
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/core.py
+	$(BIN)/python benchmarks/startup.py --reps 1
+	$(BIN)/python benchmarks/encoder_proto.py --paths eager,traced,cl3d --rounds 2
+	$(BIN)/python benchmarks/vs_reference.py --reps 1
 
 # 2-process torchrun SimCLR pre-training on the synthetic cohort (CPU, ~1 min); prints
 # the first and last loss. Also run by `make test`.
 train-smoke: $(VENV)/.installed-test
 	PYTHON=$(BIN)/python bash training/scripts/train_smoke.sh
+
+# A one-node Slurm cluster on loopback (private network namespace, as root) runs the
+# README's shard array and the merge after it, cancels and resubmits a task, and checks the
+# merge equals a single run (a few minutes; installs slurm-wlm and munge). See docs/hpc.md.
+slurm-test: $(VENV)/.installed
+	VENV=$(VENV) scripts/slurm-test.sh
+
+# The image built and run for real, offline (docs/container.md): a private dockerd in its own
+# network namespace, a Debian base from mmdebstrap, the locked wheels and random weights
+# served on loopback; compares the container's outputs with a native run. Root; ~15 min.
+container-test: $(VENV)/.installed
+	VENV=$(VENV) bash scripts/container-test.sh
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -24,14 +24,15 @@ from .batch.diskfull import OutputFullError, disk_full_message, is_disk_full
 from .batch.lock import OutputLock
 from .batch.merge import merge_outputs
 from .batch.progress import make_progress
-from .config import InputKind, RunConfig
+from .config import InputKind, RunConfig, parse_precision
 from .dicom.index import InstanceKind, iter_files
 from .dicom.index_db import index_folder_cached
-from .errors import ConfigError, FmcibError, WeightsError
+from .dicom.read import looks_like_dicom
+from .errors import ConfigError, FmcibError, NothingToMeasureError, WeightsError
 from .export.atomic import TMP_PREFIX, atomic_write_json
-from .model.device import resolve_device
-from .model.extractor import FeatureExtractor
-from .model.weights import read_weights, resolve_weights, sha256_file
+from .model.device import check_precision, resolve_device
+from .model.extractor import FeatureExtractor, extractor_for
+from .model.weights import default_cache_dir, read_weights, resolve_weights, sha256_file
 from .pipeline import StopFlag, load_extractor, run
 from .provenance import collect_provenance
 from .terminal import SafeFormatter, escape_control
@@ -71,8 +72,16 @@ def _add_settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--optimize-cpu",
         action="store_true",
-        help="trace and freeze the encoder on CPU (~10-15%% faster for many lesions, ~1.6 GB more memory)",
+        help="trace and freeze the encoder on CPU (~1.2-1.5x faster for many lesions, ~1.6 GB more memory)",
     )
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="encoder arithmetic: fp32 (default, the reference's numbers), bf16 (CUDA, or a CPU with "
+        "AVX-512 BF16/AMX) or fp16 (CUDA); recorded in run.json, features.csv and the SR",
+    )
+    p.add_argument("--channels-last", action="store_true", help="run the encoder in the channels-last-3d memory format")
     p.add_argument("--shard", help="i/N: process only shard i (0-based) of N, split by series UID hash")
     p.add_argument("--no-resume", action="store_true", help="re-run cases already finished in OUTPUT")
     p.add_argument("--workers", type=int, default=1, help="processes for reading DICOM headers (default 1)")
@@ -108,10 +117,26 @@ class SafeArgumentParser(argparse.ArgumentParser):
         super().error(escape_control(message))
 
 
+CONTAINER_DESCRIPTION = """\
+Measure every lesion of the mounted input with FMCIB (the image's ENTRYPOINT).
+
+Defaults are MHub's layout: mount your data read-only at /app/data/input_data and a
+writable folder at /app/data/output_data, e.g.
+  docker run --rm --network none --user "$(id -u):$(id -g)" \\
+    -v /data/study:/app/data/input_data:ro -v /data/results:/app/data/output_data IMAGE
+Options after the image name replace its default command (--workflow default --input
+/app/data/input_data --output /app/data/output_data). The mounts and the weights are
+checked before the model is loaded.
+
+Exit codes: 0 all measured; 1 some lesions or series failed (see run.json); 2 usage;
+3 input missing or empty; 4 output not writable; 5 weights missing or invalid."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = SafeArgumentParser(
         prog="mhub-fmcib", description="FMCIB foundation-model features from DICOM CT and segmentations."
     )
+    parser.add_argument("--version", action="version", version=f"mhub-fmcib {__version__}")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="measure every lesion of INPUT into OUTPUT")
@@ -131,11 +156,35 @@ def build_parser() -> argparse.ArgumentParser:
     idx.add_argument("input", type=Path)
     idx.add_argument("output", type=Path)
     idx.add_argument("--workers", type=int, default=1)
-    ct = sub.add_parser("container", help="the container entrypoint: MHub paths, banner, checked mounts")
-    ct.add_argument("--workflow", default="default", help="named workflow (default: default)")
-    ct.add_argument("--input", type=Path, default=Path("/app/data/input_data"))
-    ct.add_argument("--output", type=Path, default=Path("/app/data/output_data"))
-    ct.set_defaults(seeds=False)  # the workflow decides (cmd_container)
+    ct = sub.add_parser(
+        "container",
+        help="the container entrypoint: MHub paths, banner, checked mounts",
+        description=CONTAINER_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ct.add_argument(
+        "--workflow",
+        help="named workflow: default, from_rtstruct, from_nifti_mask, from_seeds "
+        "(default: default, or from_seeds with --seeds)",
+    )
+    ct.add_argument(
+        "--input",
+        type=Path,
+        default=Path("/app/data/input_data"),
+        help="the mounted input: DICOM folder, image file (with --mask), seeds CSV or a folder "
+        "holding one CSV (default /app/data/input_data)",
+    )
+    ct.add_argument(
+        "--output",
+        type=Path,
+        default=Path("/app/data/output_data"),
+        help="the mounted output folder, writable by the container's user (default /app/data/output_data)",
+    )
+    ct.add_argument(
+        "--seeds",
+        action="store_true",
+        help="the input is a seeds CSV (image_path,coordX,coordY,coordZ in LPS mm): the from_seeds workflow",
+    )
     _add_settings_args(ct)
     mg = sub.add_parser("merge", help="join the outputs of shards into one features.csv and run.json")
     mg.add_argument("shards", type=Path, nargs="+", help="output folders of the shards")
@@ -190,6 +239,8 @@ def _run_reported(config: RunConfig, env: Mapping[str, str], progress: str, extr
     install_stop_handlers(stop)
     with OutputLock(config.output):  # one run per OUTPUT (a second one exits 2)
         report = run(config, env, extractor=extractor, progress=make_progress(progress, sys.stderr.isatty()), stop=stop)
+        if report.nothing_to_measure:
+            log.error("%s", report.nothing_to_measure)
     log.info(
         "%d lesion(s) measured, %d failed; results in %s",
         report.n_ok,
@@ -251,6 +302,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     }
     try:
         return commands[args.command](args, env)
+    except NothingToMeasureError as e:
+        log.error("%s", e)
+        return EXIT_INPUT
     except WeightsError as e:
         log.error("%s", e)
         return EXIT_WEIGHTS
@@ -288,7 +342,7 @@ def _has_file_for(path: Path, kind: InputKind) -> bool:
                     head = f.read(132)
             except OSError:
                 continue
-            if head[128:132] == b"DICM":
+            if head[128:132] == b"DICM" or looks_like_dicom(p):  # also files without the preamble
                 return True
         return False
     if kind is InputKind.SEEDS_CSV:
@@ -337,19 +391,36 @@ def check_mounts(inp: Path | None, output: Path, wf: Workflow) -> int:
     return EXIT_OK
 
 
+def container_workflow(args: argparse.Namespace) -> Workflow:
+    """The entrypoint's workflow: ``--workflow``, else ``from_seeds`` with ``--seeds``, else
+    ``default``.
+
+    Raises:
+        ConfigError: ``--seeds`` with a workflow that does not read a seeds CSV.
+    """
+    wf = load_workflow(args.workflow or ("from_seeds" if args.seeds else "default"))
+    if args.seeds and wf.input_kind is not InputKind.SEEDS_CSV:
+        raise ConfigError(
+            f"--seeds reads a seeds CSV, but workflow {wf.name} reads {wf.input_kind.value} input; "
+            "use --workflow from_seeds or leave --workflow out"
+        )
+    return wf
+
+
 def cmd_container(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """The image's entrypoint (see docs/container.md): banner, mount checks before the model
     is loaded (exit 3 input, 4 output, 2 device, 5 weights), then the workflow's run."""
     print(BANNER.format(version=__version__), file=sys.stderr)
-    wf = load_workflow(args.workflow)
+    wf = container_workflow(args)
+    args = argparse.Namespace(**{**vars(args), "workflow": wf.name})
     inp = None if args.dicomweb else container_input(args.input, wf.input_kind)
     code = check_mounts(inp, args.output, wf)
     if code:
         return code
-    resolve_device(args.device)
+    check_precision(parse_precision(args.precision), resolve_device(args.device))
     try:
         loc = resolve_weights(args.weights, env, allow_download=False)
-        weights = read_weights(loc.path)
+        weights = read_weights(loc.path, hash_cache_dir=default_cache_dir(env))
     except WeightsError as e:
         log.error("%s. Pass another weights file with -v FILE:/weights/w.torch:ro -e FMCIB_WEIGHTS=/weights/w.torch", e)
         return EXIT_WEIGHTS
@@ -362,9 +433,7 @@ def cmd_container(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         base = RunConfig.from_args(args, input=args.output, seeds=seeds)
         return run_dicomweb_studies(replace(base, weights=loc.path), args, env)
     config = replace(RunConfig.from_args(args, input=inp, seeds=seeds), weights=loc.path)
-    extractor = FeatureExtractor(
-        weights, device=config.device, batch_size=config.batch_size, optimize=config.optimize_cpu
-    )
+    extractor = extractor_for(config, weights)
     return _run_reported(config, env, args.progress, extractor)
 
 
@@ -421,17 +490,32 @@ class StudyRunner:
         config = replace(self.base, input=folder, output=out)
         if self.extractor is None:
             self.extractor = load_extractor(config, self.env)
-        report = run(config, self.env, extractor=self.extractor, stop=self.stop)
+        try:
+            report = run(config, self.env, extractor=self.extractor, stop=self.stop)
+        except NothingToMeasureError as e:
+            log.warning("study folder %s: %s", folder, e)
+            return []
         if report.n_failed:
             log.warning("study folder %s: %d failure(s), see %s", folder, report.n_failed, out / "run.json")
         return [Path(p) for p in report.outputs if p.endswith(".dcm")]
 
 
+#: The install line for the DICOMweb client (the ranges of pyproject.toml's base dependencies).
+DICOMWEB_PIP_LINE = "pip install 'dicomweb-client>=0.59' 'requests>=2.28'"
+
+
 def run_dicomweb_studies(base: RunConfig, args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """``--dicomweb URL``: pull each study into ``base.output``, run on it, optionally store."""
-    # imported here: the DICOMweb client is an optional extra (pip install mhub-fmcib[dicomweb])
-    from .dicomweb.run import run_dicomweb
-    from .dicomweb.settings import DicomWebSettings, credentials_from
+    # imported here (start-up time); dicomweb-client and requests are base dependencies, but an
+    # install made with --no-deps may lack them
+    try:
+        from .dicomweb.run import run_dicomweb
+        from .dicomweb.settings import DicomWebSettings, credentials_from
+    except ModuleNotFoundError as e:
+        raise ConfigError(
+            f"--dicomweb needs the Python package {e.name!r}, which is not installed; install it with: "
+            f"{DICOMWEB_PIP_LINE}"
+        ) from e
 
     output = base.output
     creds = credentials_from(env, args.credentials, args.token_file)

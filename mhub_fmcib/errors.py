@@ -15,6 +15,11 @@ class ConfigError(FmcibError):
     """A setting or command-line option is invalid or missing."""
 
 
+class NothingToMeasureError(FmcibError):
+    """The input holds nothing to measure (no CT with a segmentation, no seed, no selected
+    segment): exit code 3, with what to pass instead."""
+
+
 class CaseError(FmcibError):
     """A problem confined to one case (one series, one segment, one seed)."""
 
@@ -29,6 +34,10 @@ class GeometryError(DicomImportError):
 
 class SegmentationError(CaseError):
     """A SEG, RTSTRUCT or mask file cannot be placed on its CT, or a segment is empty."""
+
+
+class NothingSelectedError(SegmentationError):
+    """``--segments`` selects none of a SEG's segments or an RTSTRUCT's ROIs."""
 
 
 class SeedError(CaseError):

@@ -19,23 +19,24 @@ import numpy as np
 
 from . import __version__
 from .batch.diskfull import OutputFullError, disk_full_message, is_disk_full, tree_bytes
+from .batch.manifest import RunManifest, input_fingerprint, run_settings
 from .batch.progress import NoProgress, Progress
 from .batch.store import CaseRecord, CaseStore, fingerprint, shard_of
 from .config import RunConfig
 from .dicom.ct import CtSeries, assemble_ct, decode_slices
 from .dicom.series import load_image
-from .errors import CaseError, DicomImportError, FmcibError, SeedError
+from .errors import CaseError, DicomImportError, FmcibError, NothingSelectedError, NothingToMeasureError, SeedError
 from .export.hooks import CaseHook, CaseOutcome, make_hooks
 from .export.qc import write_qc_index
 from .export.tables import RunReport, write_run_outputs
-from .model.device import resolve_device
-from .model.extractor import FeatureExtractor
+from .model.device import check_precision, resolve_device
+from .model.extractor import FeatureExtractor, extractor_for, nonfinite_reason
 from .model.heads import LinearHead, predictions
-from .model.weights import read_weights, resolve_weights, sha256_file
+from .model.weights import default_cache_dir, read_weights, resolve_weights, sha256_file
 from .patch import extract_patch, read_window
-from .plan import Case, DicomSegCase, ImageMaskCase, SeedsCase, plan
+from .plan import Case, DicomSegCase, ImageMaskCase, SeedsCase, nothing_to_measure, plan
 from .provenance import collect_provenance
-from .records import CaseFailure, Lesion, LesionResult, LesionStatus, Patch, SeedPoint, Volume
+from .records import CaseFailure, DicomOrigin, Lesion, LesionResult, LesionStatus, Patch, SeedPoint, Volume
 from .seeds.from_dicom import lesions_from_segments
 from .seeds.from_files import lesions_from_mask, lesions_from_rows
 from .seeds.geometry import check_seed_in_volume
@@ -63,12 +64,21 @@ def import_dicom_seg_case(case: DicomSegCase, config: RunConfig) -> Imported:
     the lesions' patches read are decoded."""
     ct = assemble_ct(case.ct, decode=False)
     lesions, failures = lesions_from_segments(case.segs, ct, config.segments)
+    lesions = [with_seg_match(les, case) for les in lesions]
     ct = decode_slices(ct, slices_needed(ct.volume, [les.seed for les in lesions]))
     failures += [
         CaseFailure.of(case.case_id, DicomImportError(f"{path}: {why}"), [path], kind="file")
         for path, why in ct.dropped
     ]
     return Imported(ct.volume, ct, lesions, failures)
+
+
+def with_seg_match(lesion: Lesion, case: DicomSegCase) -> Lesion:
+    """``lesion`` with its origin saying how its SEG/RTSTRUCT was matched to the case's CT."""
+    o = lesion.origin
+    if not isinstance(o, DicomOrigin):
+        return lesion
+    return replace(lesion, origin=replace(o, seg_match=case.seg_match(o.source_sop_instance_uid)))
 
 
 def import_image_mask_case(case: ImageMaskCase, config: RunConfig) -> Imported:
@@ -144,6 +154,11 @@ def measure(
         feats = extractor.extract(np.stack([p.array for _, p in todo]))
         preds = predictions(heads, feats)
         for (i, patch), f, pr in zip(todo, feats, preds, strict=True):
+            reason = nonfinite_reason(f)
+            if reason is not None:
+                log.error("%s: %s", lesions[i].lesion_id, reason)
+                results[i] = LesionResult(lesion=lesions[i], status=LesionStatus.FAILED, error=reason)
+                continue
             results[i] = LesionResult(
                 lesion=lesions[i], status=LesionStatus.OK, features=f, patch=patch, predictions=pr
             )
@@ -178,14 +193,15 @@ def load_extractor(config: RunConfig, env: Mapping[str, str]) -> FeatureExtracto
     """Check the device, then resolve, check and load the weights once for the run.
 
     Raises:
-        ConfigError: the device is unknown or absent (before any weights are read).
+        ConfigError: the device is unknown or absent, or cannot run the precision (before
+            any weights are read).
         WeightsError: the weights are missing or invalid.
     """
-    resolve_device(config.device)
+    check_precision(config.precision, resolve_device(config.device))
     loc = resolve_weights(config.weights, env)
-    weights = read_weights(loc.path)
+    weights = read_weights(loc.path, hash_cache_dir=default_cache_dir(env))
     log.info("weights %s (%s), sha256 %s", loc.path, loc.found_by, weights.sha256)
-    return FeatureExtractor(weights, device=config.device, batch_size=config.batch_size, optimize=config.optimize_cpu)
+    return extractor_for(config, weights)
 
 
 # ---- the run: plan → per case (import → seeds → patch → model → export) → tables
@@ -209,6 +225,7 @@ def case_settings(case: Case, config: RunConfig) -> list[str]:
         f"segments={','.join(config.segments)}",
         f"sources={','.join(config.segmentation_sources)}",
         f"exports={config.export_sr},{config.export_seg},{config.export_qc}",
+        f"precision={config.precision.value}",
     ]
     out += [f"head={h}:{sha256_file(h) if Path(h).is_file() else 'missing'}" for h in config.heads]
     return out + case.settings()
@@ -265,9 +282,25 @@ def plan_cases(report: RunReport) -> list[Case]:
                 {"path": str(s.path), "reason": s.reason.value, "detail": s.detail} for s in the_plan.index.skipped
             ]
     report.notes.extend(the_plan.notes)
-    if not cases and not the_plan.failures:
-        report.notes.append(f"no case to process in {config.input}")
-        log.warning("no case to process in %s (no CT series with a SEG, no seeds)", config.input)
+    skipped = (
+        [{"path": str(s.path), "reason": s.reason.value} for s in the_plan.index.skipped]
+        if the_plan.index is not None
+        else []
+    )
+    report.manifest = RunManifest(  # the records of this run are added when it ends
+        shard=config.shard,
+        input_fingerprint=input_fingerprint(
+            ((c.case_id, c.input_files(), c.settings()) for c in the_plan.cases), the_plan.failures, skipped
+        ),
+        settings=(),  # set once the weights are read (run), after planning
+        cases=(),
+    )
+    report.warnings.extend(the_plan.warnings)
+    why = nothing_to_measure(config, the_plan)
+    if why is not None:
+        raise NothingToMeasureError(why)
+    if not cases:
+        report.notes.append(f"no case of {config.input} in this shard")
     return cases
 
 
@@ -347,12 +380,29 @@ def output_full(report: RunReport, records: Sequence[CaseRecord], n_left: int, e
 
 
 def collect(report: RunReport, records: Sequence[CaseRecord]) -> None:
-    """Add the case records' results, failures, timings and outputs to the report."""
+    """Add the case records' results, failures, timings and outputs to the report (and the
+    records' ids and fingerprints to its manifest: ``merge`` takes exactly these)."""
+    if report.manifest is not None:
+        report.manifest = replace(report.manifest, cases=tuple(sorted((r.case_id, r.fingerprint) for r in records)))
     for rec in records:
         report.results.extend(rec.results)
         report.failures.extend(rec.failures)
         report.case_seconds[rec.case_id] = rec.seconds
         report.outputs.extend(rec.outputs)
+
+
+def nothing_selected(report: RunReport) -> str:
+    """The line for a run whose only outcome is ``--segments`` selecting nothing, else ``""``."""
+    if report.results or not report.failures:
+        return ""
+    if any(f.error_type != NothingSelectedError.__name__ for f in report.failures):
+        return ""
+    segments = ",".join(report.config.segments)
+    return (
+        f"nothing to measure: --segments {segments} matches no segment of the {len(report.failures)} "
+        "segmentation(s) (failures.csv lists each one's segments); pass numbers or labels from those lists, "
+        "or drop --segments"
+    )
 
 
 def run(
@@ -367,18 +417,30 @@ def run(
     """Run the whole chain and write ``features.csv``, ``failures.csv`` and ``run.json``
     (from the per-case records in ``OUTPUT/cases/``) into ``config.output``.
 
+    Planning comes first: the weights are hashed and loaded only when there is a case to
+    process (a run with nothing to measure never reads them).
+
     Raises:
-        WeightsError, ConfigError: before any case is processed (nothing is written).
+        ConfigError: before planning (an absent device).
+        NothingToMeasureError: the plan has no case (nothing is written but the index).
+        WeightsError: after planning, before any case is processed.
     """
     t_start = time.perf_counter()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     report = RunReport(config=config)
+    resolve_device(config.device)
+    cases = plan_cases(report)
     model = load_model(report, env, extractor)
+    if report.manifest is not None:
+        settings = tuple(sorted(run_settings(config, report.weights_sha256, __version__).items()))
+        report.manifest = replace(report.manifest, settings=settings)
     if hooks is None:
         hooks = make_hooks(config, collect_provenance(report.weights_sha256, report.weights_name))
     stages = Stages(model, load_heads(report), tuple(hooks))
-    cases = plan_cases(report)
     collect(report, run_cases(cases, stages, report, progress or NoProgress(), stop))
+    report.nothing_to_measure = nothing_selected(report)
+    if report.nothing_to_measure:
+        report.notes.append(report.nothing_to_measure)
     try:
         if config.export_qc:
             report.outputs.append(str(write_qc_index(config.output, report.results)))

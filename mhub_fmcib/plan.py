@@ -11,9 +11,11 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, NamedTuple
 
 from .config import InputKind, RunConfig
-from .dicom.index import DicomIndex, InstanceKind, InstanceRecord, index_folder
+from .dicom.calibration import calibration_warning
+from .dicom.index import DicomIndex, InstanceKind, InstanceRecord, index_folder, uids_were_derived
 from .errors import SeedError, SegmentationError
 from .records import CaseFailure
 from .seeds.from_files import SeedRow, read_seeds_csv
@@ -28,6 +30,15 @@ class DicomSegCase:
     case_id: str
     ct: tuple[InstanceRecord, ...]
     segs: tuple[InstanceRecord, ...]
+    #: SOPInstanceUIDs of the SEG/RTSTRUCT instances placed by Frame of Reference (their
+    #: referenced series is absent); the others name this CT series
+    matched_by_frame_of_reference: frozenset[str] = frozenset()
+
+    def seg_match(self, sop_instance_uid: str) -> Literal["referenced_series", "frame_of_reference"]:
+        """How the SEG/RTSTRUCT ``sop_instance_uid`` was matched to this case's CT series."""
+        if sop_instance_uid in self.matched_by_frame_of_reference:
+            return "frame_of_reference"
+        return "referenced_series"
 
     def input_files(self) -> list[Path]:
         """The files the case reads (its fingerprint covers them)."""
@@ -92,11 +103,20 @@ class Plan:
     failures: tuple[CaseFailure, ...] = ()
     index: DicomIndex | None = None
     notes: tuple[str, ...] = field(default=())
+    #: things a person should look at (``run.json`` ``warnings``), e.g. a SEG placed by Frame of Reference
+    warnings: tuple[str, ...] = field(default=())
 
 
-def match_segs_to_ct(
-    index: DicomIndex, kinds: tuple[InstanceKind, ...] = (InstanceKind.SEG,)
-) -> tuple[dict[str, list[InstanceRecord]], list[CaseFailure]]:
+class SegMatches(NamedTuple):
+    """SEG/RTSTRUCT instances by CT series UID, those that match none, and the SOPInstanceUIDs
+    of those matched by Frame of Reference (rule 2 of :func:`match_segs_to_ct`)."""
+
+    by_ct: dict[str, list[InstanceRecord]]
+    failures: list[CaseFailure]
+    by_frame_of_reference: frozenset[str]
+
+
+def match_segs_to_ct(index: DicomIndex, kinds: tuple[InstanceKind, ...] = (InstanceKind.SEG,)) -> SegMatches:
     """Assign every SEG (and/or RTSTRUCT) to one CT series (rules documented in the README):
 
     1. a CT series named in its referenced series (SEG: ReferencedSeriesSequence;
@@ -107,6 +127,7 @@ def match_segs_to_ct(
     ct_series = index.by_series(InstanceKind.CT)
     out: dict[str, list[InstanceRecord]] = defaultdict(list)
     failures: list[CaseFailure] = []
+    by_for: set[str] = set()
     candidates = sorted((r for k in kinds for r in index.of_kind(k)), key=lambda r: str(r.path))
     for seg in candidates:
         refs = [s for s in seg.referenced_series_uids if s in ct_series]
@@ -128,8 +149,9 @@ def match_segs_to_ct(
             and recs[0].study_instance_uid == seg.study_instance_uid
         ]
         if len(same_for) == 1:
-            log.info("%s: referenced series absent; matched CT %s by Frame of Reference", seg.path, same_for[0])
+            log.warning("%s: referenced series absent; matched CT %s by Frame of Reference", seg.path, same_for[0])
             out[same_for[0]].append(seg)
+            by_for.add(seg.sop_instance_uid)
             continue
         named = ", ".join(seg.referenced_series_uids) or "none"
         if same_for:
@@ -146,7 +168,7 @@ def match_segs_to_ct(
         failures.append(
             CaseFailure.of(f"{seg.kind.value} {seg.sop_instance_uid}", SegmentationError(reason), [str(seg.path)])
         )
-    return dict(out), failures
+    return SegMatches(dict(out), failures, frozenset(by_for))
 
 
 def plan_dicom_folder(
@@ -162,9 +184,30 @@ def plan_dicom_folder(
         index = index_folder(root, workers=workers)
     kinds = tuple(InstanceKind(s) for s in sources)
     ct_series = index.by_series(InstanceKind.CT)
-    segs_by_ct, failures = match_segs_to_ct(index, kinds)
+    segs_by_ct, failures, by_for = match_segs_to_ct(index, kinds)
     cases = [
-        DicomSegCase(case_id=uid, ct=tuple(ct_series[uid]), segs=tuple(segs_by_ct[uid])) for uid in sorted(segs_by_ct)
+        DicomSegCase(
+            case_id=uid,
+            ct=tuple(ct_series[uid]),
+            segs=tuple(segs_by_ct[uid]),
+            matched_by_frame_of_reference=frozenset(r.sop_instance_uid for r in segs_by_ct[uid]) & by_for,
+        )
+        for uid in sorted(segs_by_ct)
+    ]
+    warnings = [w for c in cases if (w := calibration_warning(c.ct[0].path, c.case_id)) is not None]
+    warnings += [
+        f"CT series {c.case_id} ({c.ct[0].path.parent}): its files have blank Study/Series/SOP Instance UIDs; "
+        "the series was formed by folder and geometry and the blank UIDs were derived (stable for these files "
+        "in this place) for the outputs"
+        for c in cases
+        if uids_were_derived(c.ct[0].path)
+    ]
+    warnings += [
+        f"{r.kind.value} {r.path} was placed on CT series {c.case_id} by Frame of Reference: the series it "
+        f"references ({', '.join(r.referenced_series_uids) or 'none'}) is not in the input"
+        for c in cases
+        for r in c.segs
+        if r.sop_instance_uid in c.matched_by_frame_of_reference
     ]
     what = " or ".join(sources)
     notes = [f"CT series {uid} has no {what}: not processed" for uid in sorted(set(ct_series) - set(segs_by_ct))]
@@ -176,7 +219,7 @@ def plan_dicom_folder(
             notes.append(
                 f"{len(index.of_kind(kind))} {kind.value} instance(s) not used; the {hint} workflow measures them"
             )
-    return Plan(cases=tuple(cases), failures=tuple(failures), index=index, notes=tuple(notes))
+    return Plan(cases=tuple(cases), failures=tuple(failures), index=index, notes=tuple(notes), warnings=tuple(warnings))
 
 
 def plan_seeds_csv(path: Path) -> Plan:
@@ -188,6 +231,41 @@ def plan_seeds_csv(path: Path) -> Plan:
     failures = [CaseFailure.of(f"{path.name} row {b.row_number}", SeedError(b.reason), [str(path)]) for b in bad]
     cases = [SeedsCase(case_id=str(img), image=img, rows=tuple(rs)) for img, rs in by_image.items()]
     return Plan(cases=tuple(cases), failures=tuple(failures))
+
+
+def _skipped_summary(index: DicomIndex) -> str:
+    """``"3 not a DICOM file, 1 CT localizer (scout) image"``: the index's skipped files by reason."""
+    counts: dict[str, int] = defaultdict(int)
+    for s in index.skipped:
+        counts[s.reason.value] += 1
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def nothing_to_measure(config: RunConfig, the_plan: Plan) -> str | None:
+    """The one line saying why a plan without cases or failures has nothing to measure, and
+    what to pass instead; ``None`` when there is work (or a failure to report)."""
+    if the_plan.cases or the_plan.failures:
+        return None
+    where = config.input
+    if config.input_kind is InputKind.SEEDS_CSV:
+        return f"nothing to measure: seeds CSV {where} has no rows; add rows image_path,coordX,coordY,coordZ (LPS mm)"
+    seeds_hint = "or pass seed points with --seeds SEEDS.csv (columns image_path,coordX,coordY,coordZ in LPS mm)"
+    index = the_plan.index
+    n_ct = len(index.by_series(InstanceKind.CT)) if index is not None else 0
+    if n_ct == 0:
+        skipped = f" ({_skipped_summary(index)})" if index is not None and index.skipped else ""
+        return (
+            f"nothing to measure: {where} holds no CT series{skipped}; pass a folder with a DICOM CT series and "
+            f"its SEG, an image file with --mask MASK, {seeds_hint}"
+        )
+    what = " or ".join(config.segmentation_sources)
+    rt_hint = ""
+    if index is not None and "RTSTRUCT" not in config.segmentation_sources and index.of_kind(InstanceKind.RTSTRUCT):
+        rt_hint = " (its RTSTRUCT is measured with --workflow from_rtstruct)"
+    return (
+        f"nothing to measure: {where} holds {n_ct} CT series but no {what} that belongs to one{rt_hint}; add the "
+        f"CT's segmentation, {seeds_hint}"
+    )
 
 
 def plan(config: RunConfig, workers: int = 1, index_db: Path | None = None) -> Plan:

@@ -217,6 +217,9 @@ class DicomOrigin:
         segment_number: SegmentNumber (SEG) or ROINumber (RTSTRUCT), from 1.
         segment_label: SegmentLabel or ROIName.
         finding_type, finding_site: the segment's coded property type and anatomic region.
+        seg_match: how the SEG/RTSTRUCT was matched to the CT series: ``"referenced_series"``
+            (it names the series) or ``"frame_of_reference"`` (its referenced series is absent;
+            placed on the one CT series of its study with its Frame of Reference).
     """
 
     series: SeriesRef
@@ -226,6 +229,7 @@ class DicomOrigin:
     segment_label: str
     finding_type: CodeTuple | None = None
     finding_site: CodeTuple | None = None
+    seg_match: Literal["referenced_series", "frame_of_reference"] | None = None
 
     def __post_init__(self) -> None:
         if self.source_kind not in ("SEG", "RTSTRUCT"):
@@ -243,6 +247,7 @@ class DicomOrigin:
             "segment_label": self.segment_label,
             "finding_type": list(self.finding_type) if self.finding_type else None,
             "finding_site": list(self.finding_site) if self.finding_site else None,
+            "seg_match": self.seg_match,
         }
 
     @classmethod
@@ -258,6 +263,7 @@ class DicomOrigin:
             segment_label=str(d["segment_label"]),
             finding_type=_code(d.get("finding_type")),
             finding_site=_code(d.get("finding_site")),
+            seg_match=_seg_match(d.get("seg_match")),
         )
 
 
@@ -343,9 +349,20 @@ LESION_ID_COLUMNS = (
     "seg_sop_instance_uid",
     "segment_number",
     "segment_label",
+    "seg_match",
     "image_path",
     "mask_path",
 )
+
+
+def _seg_match(value: object) -> Literal["referenced_series", "frame_of_reference"] | None:
+    if value is None:
+        return None
+    if value == "referenced_series":
+        return "referenced_series"
+    if value == "frame_of_reference":
+        return "frame_of_reference"
+    raise ValueError(f"seg_match must be referenced_series or frame_of_reference, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -403,6 +420,11 @@ class Lesion:
         if isinstance(o, DicomOrigin):
             return o.segment_label
         return f"label {o.mask_label}" if o is not None and o.mask_label is not None else None
+
+    @property
+    def seg_match(self) -> str | None:
+        """How the SEG/RTSTRUCT was matched to the CT (:class:`DicomOrigin`), else ``None``."""
+        return self.origin.seg_match if isinstance(self.origin, DicomOrigin) else None
 
     @property
     def finding_type(self) -> CodeTuple | None:

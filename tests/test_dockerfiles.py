@@ -1,15 +1,18 @@
-"""Static checks of the container build: Dockerfiles and lock files.
+"""Static checks of the container build: Dockerfiles, lock files, the container test.
 
-There is no Docker engine on our machines, so these tests read the Dockerfiles with a small
-parser (instructions, line continuations, comments, exec and shell forms) and check what a
-build would do: pinned base images, the weights checksum build argument, pip installs that
-take only the locked requirements, a non-root user, the exec-form entrypoint and the labels.
+The image is built and run for real by `make container-test` (scripts/container-test.sh);
+these tests read the Dockerfiles with a small parser (instructions, line continuations,
+comments, exec and shell forms, stages and their build arguments) and check what every
+build does: pinned default bases behind the BASE_IMAGE argument, pip's offline settings in
+scope of every pip install, the weights checksum build argument, pip installs that take
+only the locked requirements, a non-root user, the exec-form entrypoint and the labels.
 The lock files are checked against pyproject.toml's ranges (packaging's specifiers) and, for
 the CPU lock, against the requirements that the installed distributions declare.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.metadata
 import json
 import re
@@ -97,6 +100,51 @@ def parse_dockerfile(text: str) -> list[Instruction]:
     if parts:
         raise ValueError("Dockerfile ends inside a line continuation")
     return instructions
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One build stage: its FROM (image or earlier stage), its name, its instructions."""
+
+    base: str
+    name: str | None
+    instructions: tuple[Instruction, ...]
+
+    def arg_names(self) -> list[str]:
+        """Build arguments declared in this stage (in scope from their ARG onwards)."""
+        return [i.args.split("=", 1)[0] for i in self.instructions if i.keyword == "ARG"]
+
+
+def global_args(instructions: list[Instruction]) -> dict[str, str | None]:
+    """ARGs before the first FROM (only FROM lines can use them): name -> default."""
+    found: dict[str, str | None] = {}
+    for i in instructions:
+        if i.keyword == "FROM":
+            break
+        if i.keyword == "ARG":
+            name, sep, value = i.args.partition("=")
+            found[name] = value if sep else None
+    return found
+
+
+def stages(instructions: list[Instruction]) -> list[Stage]:
+    """The build stages in order; ``FROM ${ARG}`` resolved with the global ARG defaults."""
+    defaults = global_args(instructions)
+    result: list[Stage] = []
+    current: list[Instruction] = []
+    head: Instruction | None = None
+    for i in [*instructions, Instruction("FROM", "", 0)]:
+        if i.keyword != "FROM":
+            if head is not None:
+                current.append(i)
+            continue
+        if head is not None:
+            words = head.args.split()
+            base = re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m[1]) or m[0], words[0])
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            result.append(Stage(base, name, tuple(current)))
+        head, current = i, []
+    return result
 
 
 def parse_key_values(args: str) -> dict[str, str]:
@@ -222,8 +270,9 @@ _EXACT_TAG = re.compile(r"^(?P<repo>[a-z0-9./_-]+):(?P<tag>[A-Za-z0-9._-]+)(@sha
 
 def test_base_image_pinned_to_full_version(variant: str, instructions: list[Instruction]) -> None:
     froms = [i for i in instructions if i.keyword == "FROM"]
-    assert len(froms) == 1, "one stage expected"
-    image = froms[0].args.split()[0]
+    assert froms[0].args.split()[0] == "${BASE_IMAGE}", "the base must be the BASE_IMAGE build argument"
+    image = global_args(instructions)["BASE_IMAGE"]
+    assert image is not None, "ARG BASE_IMAGE needs a default (today's pinned base)"
     match = _EXACT_TAG.match(image)
     assert match is not None, f"{image!r} has no explicit tag"
     tag = match["tag"]
@@ -231,14 +280,73 @@ def test_base_image_pinned_to_full_version(variant: str, instructions: list[Inst
     version = re.match(r"^(\d+)\.(\d+)\.(\d+)", tag)
     assert version is not None, f"tag {tag!r} is not a full x.y.z version"
     if variant == "cpu":
-        assert match["repo"] == "python"
+        assert match["repo"] == "docker.io/library/python"
         assert tag.startswith("3.11.")
         assert tag.endswith("-slim-bookworm")
     else:
-        assert match["repo"] == "nvidia/cuda"
+        assert match["repo"] == "docker.io/nvidia/cuda"
         assert tag.startswith("13.0.")  # the CUDA of torch 2.13.0's wheel (lock-gpu.txt)
         assert "runtime" in tag
         assert "ubuntu22.04" in tag
+
+
+def test_stages(variant: str, instructions: list[Instruction]) -> None:
+    """CPU: one stage. GPU: `base` (everything before the CUDA wheels, which
+    `make container-test` builds with --target base) and the image built on it."""
+    found = stages(instructions)
+    if variant == "cpu":
+        assert len(found) == 1
+        return
+    assert [(s.base, s.name) for s in found] == [(global_args(instructions)["BASE_IMAGE"], "base"), ("base", None)]
+    base, image = found
+    assert not [args for i in base.instructions if i.keyword == "RUN" for args in pip_installs(i)]
+    assert any("sha256sum -c" in i.args for i in base.instructions if i.keyword == "RUN")
+    assert ["requirements/lock-gpu.txt", "requirements/lock-gpu.txt"] in [
+        i.args.split() for i in base.instructions if i.keyword == "COPY"
+    ]
+    first_run = next(i for i in image.instructions if i.keyword == "RUN")
+    assert pip_installs(first_run) == [["--no-deps", "-r", "requirements/lock-gpu.txt"]]
+
+
+def test_gpu_python_step_skips_apt_on_a_base_with_python() -> None:
+    """apt only when the base lacks Python 3.11 + venv or the CA bundle (the CUDA base);
+    a base that has them (the container test's Debian base) builds without a network."""
+    instructions = parse_dockerfile(DOCKERFILES["gpu"].read_text())
+    run = next(i for i in instructions if i.keyword == "RUN" and "venv /opt/venv" in i.args)
+    assert run.args.startswith('if ! { python3.11 -c "import ensurepip, venv" 2> /dev/null')
+    assert "test -f /etc/ssl/certs/ca-certificates.crt; }; then apt-get update" in run.args
+    assert run.args.index("apt-get update") < run.args.index("; fi &&") < run.args.index("python3.11 -m venv /opt/venv")
+
+
+PIP_SETTINGS = ("PIP_INDEX_URL", "PIP_NO_INDEX", "PIP_FIND_LINKS")
+
+
+def test_pip_settings_are_build_args_of_every_installing_stage(instructions: list[Instruction]) -> None:
+    """Build arguments are per stage: each stage that runs pip must declare pip's settings
+    (empty defaults: pip's own behaviour) before its first install."""
+    installing = [s for s in stages(instructions) if any(pip_installs(i) for i in s.instructions if i.keyword == "RUN")]
+    assert installing
+    for stage in installing:
+        declared = {}
+        for n, i in enumerate(stage.instructions):
+            if i.keyword == "ARG":
+                name, _, value = i.args.partition("=")
+                declared[name] = (n, value)
+        first_install = next(n for n, i in enumerate(stage.instructions) if i.keyword == "RUN" and pip_installs(i))
+        for name in PIP_SETTINGS:
+            assert name in declared, f"stage FROM {stage.base}: ARG {name} missing"
+            index, value = declared[name]
+            assert index < first_install and value == '""', f"ARG {name} must default to empty before the install"
+
+
+def test_base_image_name_label_follows_the_argument(instructions: list[Instruction]) -> None:
+    first = stages(instructions)[0]
+    assert "BASE_IMAGE" in first.arg_names(), "the stage must re-declare ARG BASE_IMAGE to use it"
+    labels: dict[str, str] = {}
+    for i in first.instructions:
+        if i.keyword == "LABEL":
+            labels.update(parse_key_values(i.args))
+    assert labels["org.opencontainers.image.base.name"] == "${BASE_IMAGE}"
 
 
 def test_weights_sha256_is_a_required_build_arg(instructions: list[Instruction]) -> None:
@@ -320,8 +428,6 @@ def test_labels(variant: str, instructions: list[Instruction]) -> None:
     assert labels["mhub-fmcib.weights.source"] == "https://zenodo.org/records/10528450"
     assert labels["mhub-fmcib.weights.sha256"] == "${FMCIB_WEIGHTS_SHA256}"
     assert "10.1038/s42256-024-00807-9" in labels["mhub-fmcib.citation"]
-    base = next(i for i in instructions if i.keyword == "FROM").args.split()[0]
-    assert labels["org.opencontainers.image.base.name"].endswith("/" + base)
 
 
 def test_pip_installs_only_the_lock(variant: str, instructions: list[Instruction]) -> None:
@@ -469,3 +575,66 @@ def test_gpu_lock_is_closed_for_torch_cuda_runtime(gpu_lock: dict[str, Version])
         assert req.specifier.contains(gpu_lock[key], prereleases=True), (
             f"lock-gpu.txt pins {key}=={gpu_lock[key]}, torch's CUDA runtime needs {req}"
         )
+
+
+# --------------------------------------------------------------------------- build context
+
+
+def _dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+
+
+def test_dockerignore_keeps_what_the_dockerfiles_copy(instructions: list[Instruction]) -> None:
+    """The context leaves out the venv and .git (GBs) but never a path a COPY needs."""
+    patterns = _dockerignore_patterns()
+    assert {".venv", ".git"} <= set(patterns)
+    assert not [p for p in patterns if p.startswith("!")], "negations are not modelled here"
+    for i in instructions:
+        if i.keyword != "COPY":
+            continue
+        for source in i.args.split()[:-1]:
+            hit = [p for p in patterns if fnmatch.fnmatch(source, p) or source.startswith(p.rstrip("/") + "/")]
+            assert not hit, f"COPY {source} is excluded from the build context by .dockerignore {hit}"
+
+
+# --------------------------------------------------------------------------- container test
+
+SCRIPT = ROOT / "scripts" / "container-test.sh"
+
+
+def _script_commands() -> list[str]:
+    """The container test's shell lines, continuations joined, comments dropped."""
+    joined: list[str] = []
+    part = ""
+    for raw in SCRIPT.read_text().splitlines():
+        line = raw.strip()
+        if line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            part += line[:-1] + " "
+            continue
+        joined.append(part + line)
+        part = ""
+    return joined
+
+
+def test_container_test_keeps_everything_on_loopback() -> None:
+    """Every container runs with --network none, every build with the classic builder and
+    the daemon's (loopback-only) network; the daemon starts inside its own namespace; the
+    only URLs are loopback ones."""
+    lines = _script_commands()
+    runs = [ln for ln in lines if re.search(r"\bdocker run\b", ln)]
+    builds = [ln for ln in lines if re.search(r"\bdocker build\b", ln)]
+    assert len(runs) >= 6 and len(builds) == 2
+    assert all("--network none" in ln for ln in runs), [ln for ln in runs if "--network none" not in ln]
+    assert all(ln.startswith("DOCKER_BUILDKIT=0 docker build --network host") for ln in builds)
+    dockerd = next(ln for ln in lines if "dockerd --bridge=none" in ln)
+    assert dockerd.startswith("unshare --net -- sh -c 'ip link set lo up && exec")
+    for flag in ("--iptables=false", "--ip6tables=false", "--ip-masq=false", "--data-root", "--exec-root", "--pidfile"):
+        assert flag in dockerd
+    urls = re.findall(r"[a-z]+://\S*", SCRIPT.read_text())
+    assert urls and all(u.startswith(("http://127.0.0.1:", "unix://")) for u in urls), urls
+    server = next(ln for ln in lines if "http.server" in ln)
+    assert server.startswith('nsenter --net="/proc/$DOCKERD_PID/ns/net" -- python3 -m http.server --bind 127.0.0.1')
+    assert "trap on_exit EXIT" in lines

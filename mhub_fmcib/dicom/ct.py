@@ -20,7 +20,8 @@ from pydicom.uid import JPEGLSLossless, JPEGLSNearLossless
 
 from ..errors import DicomImportError, GeometryError
 from ..records import Volume
-from .index import InstanceRecord
+from .index import InstanceRecord, with_record_uids
+from .read import read_dataset
 from .uids import DECODE_ERRORS, READ_ERRORS, plausible_uid
 
 #: Relative tolerance on slice spacing uniformity (fraction of the median spacing).
@@ -89,7 +90,7 @@ def _floats(ds: pydicom.Dataset, keyword: str, n: int, series: str, path: str) -
 
 def _read(rec: InstanceRecord) -> pydicom.Dataset:
     try:
-        return pydicom.dcmread(rec.path)
+        return with_record_uids(read_dataset(rec.path), rec)
     except READ_ERRORS as e:
         raise DicomImportError(f"series {rec.series_instance_uid}: cannot read {rec.path}: {e}") from e
 
@@ -375,7 +376,7 @@ def _step_along_normal(
 
 def _decodes(path: Path) -> bool:
     try:
-        ds = pydicom.dcmread(path)
+        ds = read_dataset(path)
         return decode_pixels(ds).size == int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1)
     except DECODE_ERRORS:
         return False

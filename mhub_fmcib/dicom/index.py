@@ -6,6 +6,7 @@ can act on (:class:`SkippedFile`). Pixel data is never read here.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections import defaultdict
@@ -20,6 +21,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 
+from .read import NOT_PARSED, read_dataset
 from .uids import (
     CT_SOP_CLASSES,
     MEDIA_STORAGE_DIRECTORY,
@@ -145,6 +147,11 @@ def iter_files(root: Path) -> Iterator[Path]:
 
 
 _MEDIA_STORAGE_SOP_CLASS_UID = Tag(0x0002, 0x0002)
+_MEDIA_STORAGE_SOP_INSTANCE_UID = Tag(0x0002, 0x0003)
+_IMAGE_ORIENTATION = Tag(0x0020, 0x0037)
+_ROWS = Tag(0x0028, 0x0010)
+_COLUMNS = Tag(0x0028, 0x0011)
+_PIXEL_SPACING = Tag(0x0028, 0x0030)
 _IMAGE_TYPE = Tag(0x0008, 0x0008)
 _SOP_CLASS_UID = Tag(0x0008, 0x0016)
 _SOP_INSTANCE_UID = Tag(0x0008, 0x0018)
@@ -212,12 +219,63 @@ def _frame_of_reference(ds: pydicom.Dataset, kind: InstanceKind) -> str | None:
     return str(uid) if uid else None
 
 
+def derived_uid(*parts: str) -> str:
+    """A stable UID (``2.25.…``, from a hash of ``parts``) for an instance whose export left a
+    UID blank: the same file in the same place always gets the same UID."""
+    digest = hashlib.sha256("\0".join(["mhub-fmcib derived UID", *parts]).encode()).digest()
+    return f"2.25.{int.from_bytes(digest[:16], 'big')}"  # a UUID-derived UID (PS3.5 B.2)
+
+
+def _instance_uids(ds: pydicom.Dataset, kind: InstanceKind, path: Path) -> tuple[str, str, str]:
+    """Study, Series and SOP Instance UID of ``ds``. Anonymised CT often has them blank: the
+    SOP Instance UID is then taken from the file meta, and a blank Series (Study) Instance UID
+    is derived from the folder and the in-plane geometry (orientation, pixel grid, spacing), so
+    the files of one series in one folder form one series. SEG/RTSTRUCT get no derived UIDs."""
+    study = _text(ds, _STUDY_INSTANCE_UID)
+    series = _text(ds, _SERIES_INSTANCE_UID)
+    sop = _text(ds, _SOP_INSTANCE_UID)
+    if not sop and ds.file_meta:
+        sop = _text(ds.file_meta, _MEDIA_STORAGE_SOP_INSTANCE_UID)
+    if kind is not InstanceKind.CT or not sop:
+        return study, series, sop
+    folder = str(path.parent.resolve())
+    if not series:
+        geometry = [_text(ds, t) for t in (_IMAGE_ORIENTATION, _ROWS, _COLUMNS, _PIXEL_SPACING)]
+        series = derived_uid("series", folder, study, *geometry)
+    if not study:
+        study = derived_uid("study", folder)
+    return study, series, sop
+
+
+def uids_were_derived(path: Path) -> bool:
+    """Whether the Study or Series Instance UID of the CT file ``path`` is blank (so the
+    index derived it, :func:`derived_uid`)."""
+    try:
+        ds = read_dataset(path, stop_before_pixels=True)
+    except NOT_PARSED:
+        return False
+    return not (_text(ds, _STUDY_INSTANCE_UID) and _text(ds, _SERIES_INSTANCE_UID) and _text(ds, _SOP_INSTANCE_UID))
+
+
+def with_record_uids(ds: pydicom.Dataset, rec: InstanceRecord) -> pydicom.Dataset:
+    """``ds`` with its blank Study/Series/SOP Instance UIDs set to those the index gave its
+    record (from the file meta, or derived), so every output names the same UIDs."""
+    for keyword, uid in (
+        ("StudyInstanceUID", rec.study_instance_uid),
+        ("SeriesInstanceUID", rec.series_instance_uid),
+        ("SOPInstanceUID", rec.sop_instance_uid),
+    ):
+        if not str(ds.get(keyword, "") or "").strip(" \x00"):
+            setattr(ds, keyword, uid)
+    return ds
+
+
 def read_record(path: Path, known: FileStat | None = None) -> InstanceRecord | SkippedFile:
     """Index one file from its header (pixel data is not read); ``known`` is its size and
     mtime from the directory scan (else they are read with ``stat``)."""
     try:
         size, mtime_ns = (known.size, known.mtime_ns) if known is not None else _stat(path)
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = read_dataset(path, stop_before_pixels=True)
     except InvalidDicomError:
         return SkippedFile(path, SkipReason.NOT_DICOM)
     except READ_ERRORS as e:
@@ -242,9 +300,7 @@ def read_record(path: Path, known: FileStat | None = None) -> InstanceRecord | S
         else:
             modality = _text(ds, _MODALITY) or "?"
             return SkippedFile(path, SkipReason.OTHER_OBJECT, f"Modality {modality}, SOP Class {sop_class}")
-        study = _text(ds, _STUDY_INSTANCE_UID)
-        series = _text(ds, _SERIES_INSTANCE_UID)
-        sop = _text(ds, _SOP_INSTANCE_UID)
+        study, series, sop = _instance_uids(ds, kind, path)
         if not (study and series and sop):
             return SkippedFile(path, SkipReason.MISSING_UIDS)
         frames = _text(ds, _NUMBER_OF_FRAMES)

@@ -40,6 +40,7 @@ from pydicom.errors import InvalidDicomError
 from ..errors import SegmentationError
 from ..records import SeedPoint
 from .ct import CtSeries
+from .read import read_dataset
 from .uids import RT_STRUCTURE_SET_STORAGE
 
 #: Largest spread (mm, along the CT slice normal) of a closed contour's points.
@@ -170,7 +171,7 @@ def _parse_contours(item: pydicom.Dataset, where: str) -> tuple[Contour, ...]:
 def _open_rtstruct(path: Path) -> pydicom.Dataset:
     """The file read and checked to be an RT Structure Set with ROIs."""
     try:
-        ds = pydicom.dcmread(path)
+        ds = read_dataset(Path(path))
     except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, AttributeError) as e:
         raise SegmentationError(f"RTSTRUCT {path} cannot be read: {type(e).__name__}: {e}") from e
     sop_class = _text(ds.get("SOPClassUID"))

@@ -7,17 +7,22 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import highdicom as hd
 import numpy as np
 import numpy.typing as npt
 import pydicom
+from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from ..errors import SegmentationError
 from ..records import CodeTuple
 from .ct import MAX_VOXELS, CtSeries
+from .read import read_dataset
 from .uids import plausible_uid
+
+if TYPE_CHECKING:  # highdicom (~1 s to import) is loaded only when a SEG is read
+    import highdicom as hd
 
 
 @dataclass(frozen=True)
@@ -63,13 +68,25 @@ def read_seg(path: Path) -> SegObject:
     Raises:
         SegmentationError: the file is not a readable SEG.
     """
-    errors = (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError, struct.error)
+    errors = (
+        OSError,
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        struct.error,
+        InvalidDicomError,
+    )
     try:
         # the header is checked before highdicom builds its per-frame tables, whose size
         # follows NumberOfFrames (2**31 claimed frames would take tens of GB)
-        header = pydicom.dcmread(path, stop_before_pixels=True)
+        header = read_dataset(Path(path), stop_before_pixels=True)
         _check_pixel_data_size(header, Path(path), Path(path).stat().st_size)
-        seg = hd.seg.segread(str(path))
+        import highdicom as hd  # lazily: see the TYPE_CHECKING import
+
+        seg = hd.seg.Segmentation.from_dataset(read_dataset(Path(path)), copy=False)
     except errors as e:
         raise SegmentationError(f"SEG {path} cannot be read: {type(e).__name__}: {e}") from e
     _check_pixel_data_size(seg, Path(path), None)

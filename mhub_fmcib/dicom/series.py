@@ -8,13 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pydicom
 
 from ..errors import DicomImportError
 from ..image_io import read_image
 from ..records import SeedPoint, Volume
 from .ct import CtSeries, assemble_ct
 from .index import InstanceKind, InstanceRecord, index_folder
+from .read import read_dataset
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def series_extent_lps(records: Sequence[InstanceRecord]) -> tuple[np.ndarray, np
     headers only (ImagePositionPatient, ImageOrientationPatient, PixelSpacing, Rows, Columns)."""
     pts = []
     for rec in records:
-        ds = pydicom.dcmread(rec.path, stop_before_pixels=True)
+        ds = read_dataset(rec.path, stop_before_pixels=True)
         try:
             ipp = np.array([float(v) for v in ds.ImagePositionPatient])
             iop = np.array([float(v) for v in ds.ImageOrientationPatient])

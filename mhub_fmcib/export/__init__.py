@@ -1,32 +1,39 @@
-"""DICOM and QC outputs: TID 1500 SR, patch region SEG, QC pictures, output layout."""
+"""DICOM and QC outputs: TID 1500 SR, patch region SEG, QC pictures, output layout.
 
-from .layout import (
-    SEG_FILE_NAME,
-    SR_FILE_NAME,
-    ExportError,
-    atomic_write_dataset,
-    derive_uid,
-    dicom_output_dir,
-    safe_file_stem,
-)
-from .patch_seg import PatchRegionSeg, build_patch_region_seg, cube_mask, write_seg
-from .qc import render_patch_image, write_qc_index
-from .sr import build_feature_sr, write_sr
+The names below are loaded on first use (PEP 562): importing ``mhub_fmcib.export.atomic``
+or ``.tables`` does not import highdicom and the SR/SEG builders (~1-2 s), which a run
+without DICOM outputs never needs.
+"""
 
-__all__ = [
-    "SEG_FILE_NAME",
-    "SR_FILE_NAME",
-    "ExportError",
-    "PatchRegionSeg",
-    "atomic_write_dataset",
-    "build_feature_sr",
-    "build_patch_region_seg",
-    "cube_mask",
-    "derive_uid",
-    "dicom_output_dir",
-    "render_patch_image",
-    "safe_file_stem",
-    "write_qc_index",
-    "write_seg",
-    "write_sr",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "SEG_FILE_NAME": "layout",
+    "SR_FILE_NAME": "layout",
+    "ExportError": "layout",
+    "atomic_write_dataset": "layout",
+    "derive_uid": "layout",
+    "dicom_output_dir": "layout",
+    "safe_file_stem": "layout",
+    "PatchRegionSeg": "patch_seg",
+    "build_patch_region_seg": "patch_seg",
+    "cube_mask": "patch_seg",
+    "write_seg": "patch_seg",
+    "render_patch_image": "qc",
+    "write_qc_index": "qc",
+    "build_feature_sr": "sr",
+    "write_sr": "sr",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value

@@ -12,14 +12,16 @@ from PIL import Image
 
 from ..config import RunConfig
 from ..dicom.ct import CtSeries
+from ..dicom.read import read_dataset
 from ..plan import Case, DicomSegCase
 from ..provenance import Provenance
 from ..records import CaseFailure, LesionResult, LesionStatus, Volume
 from .atomic import atomic_write
 from .layout import ExportError
-from .patch_seg import build_patch_region_seg, write_seg
 from .qc import qc_file_name, render_patch_image
-from .sr import build_feature_sr, write_sr
+
+# The SR and SEG builders (highdicom, ~1 s to import) are imported by the hooks that use
+# them, so a run without DICOM outputs never loads them.
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,6 +53,16 @@ def _header_error(what: str, series_uid: str, e: Exception, flag: str) -> Export
     )
 
 
+def _check_frame_of_reference(what: str, ct: CtSeries, flag: str) -> None:
+    """A DICOM output placed on the CT needs its FrameOfReferenceUID (type 1 in SR and SEG)."""
+    if not ct.frame_of_reference_uid:
+        raise ExportError(
+            f"the {what} of CT series {ct.series_instance_uid} cannot be written: the CT has no "
+            f"FrameOfReferenceUID, which a DICOM {what} must name. Run with {flag} to skip it; the "
+            "features are in features.csv."
+        )
+
+
 def make_hooks(config: RunConfig, provenance: Provenance) -> list[CaseHook]:
     """The exporters ``config`` asks for (SR and SEG need a DICOM CT)."""
     hooks: list[CaseHook] = []
@@ -73,10 +85,13 @@ def export_sr(
     """One TID 1500 SR for the case's CT series (when it has an OK lesion)."""
     if not _ok(outcome) or outcome.ct is None:
         return []
+    from .sr import build_feature_sr, write_sr
+
+    _check_frame_of_reference("SR", outcome.ct, "--no-sr")
     segs: dict[str, pydicom.Dataset] = {}
     if isinstance(case, DicomSegCase):
         for rec in case.segs:
-            segs[rec.sop_instance_uid] = pydicom.dcmread(rec.path, stop_before_pixels=True)
+            segs[rec.sop_instance_uid] = read_dataset(rec.path, stop_before_pixels=True)
     try:
         sr = build_feature_sr(outcome.ct.datasets, outcome.results, provenance, segs, max_lesions=max_lesions)
         return [write_sr(sr, output)]
@@ -88,6 +103,9 @@ def export_patch_seg(outcome: CaseOutcome, output: Path, provenance: Provenance)
     """The "what the model saw" SEG: one 50 mm cube per OK lesion on the CT grid."""
     if not _ok(outcome) or outcome.ct is None:
         return []
+    from .patch_seg import build_patch_region_seg, write_seg
+
+    _check_frame_of_reference("patch-region SEG", outcome.ct, "--no-seg")
     try:
         built = build_patch_region_seg(outcome.ct.datasets, outcome.ct.volume, outcome.results, provenance)
         if built.dataset is None:

@@ -9,19 +9,23 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import __version__
-from ..config import RunConfig
+from ..config import Precision, RunConfig
 from ..provenance import collect_provenance
 from ..records import LESION_ID_COLUMNS, N_FEATURES, CaseFailure, LesionResult, LesionStatus
 from .atomic import atomic_write_json, atomic_write_text
 
+if TYPE_CHECKING:
+    from ..batch.manifest import RunManifest
+
 FEATURE_COLUMNS = tuple(f"feature_{i}" for i in range(N_FEATURES))
 ID_COLUMNS = LESION_ID_COLUMNS
 SEED_COLUMNS = ("seed_x_lps_mm", "seed_y_lps_mm", "seed_z_lps_mm", "seed_source", "seed_inside_mask")
-PROVENANCE_COLUMNS = ("weights_sha256", "software_version")
+PROVENANCE_COLUMNS = ("weights_sha256", "software_version", "precision")
 
 
 def format_float32(v: float) -> str:
@@ -51,9 +55,14 @@ def feature_table_columns(results: Sequence[LesionResult]) -> list[str]:
 
 
 def feature_rows(
-    results: Iterable[LesionResult], columns: Sequence[str], weights_sha256: str, version: str
+    results: Iterable[LesionResult],
+    columns: Sequence[str],
+    weights_sha256: str,
+    version: str,
+    precision: Precision = Precision.FP32,
 ) -> Iterable[list[str]]:
-    """One text row per OK result, in ``columns`` order."""
+    """One text row per OK result, in ``columns`` order (``precision``: the encoder
+    arithmetic the features were computed with)."""
     for r in results:
         if r.status is not LesionStatus.OK or r.features is None:
             continue
@@ -68,6 +77,7 @@ def feature_rows(
                 "seed_inside_mask": _opt(les.seed_inside_mask),
                 "weights_sha256": weights_sha256,
                 "software_version": version,
+                "precision": precision.value,
             }
         )
         values.update(dict(les.passthrough))
@@ -76,14 +86,20 @@ def feature_rows(
         yield head + [format_float32(v) for v in np.asarray(r.features, dtype=np.float32)]
 
 
-def write_features_csv(path: Path, results: Sequence[LesionResult], weights_sha256: str, version: str) -> int:
+def write_features_csv(
+    path: Path,
+    results: Sequence[LesionResult],
+    weights_sha256: str,
+    version: str,
+    precision: Precision = Precision.FP32,
+) -> int:
     """Write ``features.csv`` atomically; returns the number of rows written."""
     cols = feature_table_columns(results)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     n = 0
-    for row in feature_rows(results, cols, weights_sha256, version):
+    for row in feature_rows(results, cols, weights_sha256, version, precision):
         w.writerow(row)
         n += 1
     atomic_write_text(path, buf.getvalue())
@@ -131,6 +147,9 @@ class RunReport:
     results: list[LesionResult] = field(default_factory=list)
     failures: list[CaseFailure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: what a person should look at although the run succeeded (a SEG placed by Frame of
+    #: Reference, an image that is not ORIGINAL/HU-calibrated, derived UIDs)
+    warnings: list[str] = field(default_factory=list)
     skipped_files: list[dict[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     case_seconds: dict[str, float] = field(default_factory=dict)
@@ -139,6 +158,13 @@ class RunReport:
     interrupted: str = ""
     #: The disk-full message when OUTPUT filled up (the run stopped after the finished cases).
     output_full: str = ""
+    #: set when the run measured nothing because of its input (``--segments`` selecting no
+    #: segment): exit code 3, with this line
+    nothing_to_measure: str = ""
+    manifest: RunManifest | None = None
+    """What ``merge`` checks (``run.json``'s ``batch``): shard, input fingerprint, settings, records."""
+    merged_from: list[str] = field(default_factory=list)
+    """The shard folders, for a merged report."""
 
     @property
     def n_ok(self) -> int:
@@ -150,19 +176,23 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when every lesion and case succeeded, 1 when any failed, 4 when OUTPUT filled up,
-        130 when interrupted."""
+        """0 when every lesion and case succeeded, 1 when any failed, 3 when there was nothing
+        to measure, 4 when OUTPUT filled up, 130 when interrupted."""
         if self.output_full:
             return 4
         if self.interrupted:
             return 130
+        if self.nothing_to_measure:
+            return 3
         return 1 if self.n_failed else 0
 
 
 def write_run_outputs(report: RunReport, started: str, t_start: float) -> None:
     """``features.csv``, ``failures.csv`` and ``run.json`` of a report (each atomic)."""
     out = report.config.output
-    n = write_features_csv(out / "features.csv", report.results, report.weights_sha256, __version__)
+    n = write_features_csv(
+        out / "features.csv", report.results, report.weights_sha256, __version__, report.config.precision
+    )
     write_failures_csv(out / "failures.csv", report.results, report.failures)
     report.outputs = [str(out / "features.csv"), str(out / "failures.csv"), *report.outputs]
     report.timings["total_s"] = time.perf_counter() - t_start
@@ -204,7 +234,10 @@ def run_json(report: RunReport, started: str, n_rows: int) -> dict[str, object]:
         },
         "lesions": [_lesion_entry(r) for r in report.results],
         "errors": [f.to_dict() for f in report.failures],
+        "batch": report.manifest.to_json() if report.manifest else None,
+        **({"merged_from": report.merged_from} if report.merged_from else {}),
         "notes": report.notes,
+        "warnings": report.warnings,
         "skipped_files": report.skipped_files,
         "timings_s": report.timings,
         "case_seconds": report.case_seconds,

@@ -1,32 +1,48 @@
 """The feature extractor: the FMCIB network loaded once, in inference mode, on its device.
 
 ``FeatureExtractor.extract``: float32 patches (B, 50, 50, 50) -> float32 features (B, 4096).
+
+Set-up is cheap: the network is built with its initialisation skipped and the checked,
+memory-mapped weights are assigned into it (no second copy; ``benchmarks/startup.py``).
+
+Batch independence: a lesion's features do not depend on which other lesions share its
+batch. On CPU (oneDNN) the result of one sample is bit-identical for every batch of two or
+more, whatever the other samples are and wherever it sits in the batch; a batch of one takes
+another kernel path (up to ~8e-5 different at feature scale ~70, measured). A lone patch is
+therefore padded with a zero patch to a batch of two (``MIN_COMPUTE_BATCH``), so a lesion
+gets the same numbers whether its series has one lesion or sixty (tested).
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from torch import nn
 
+from ..config import Precision, RunConfig
 from ..records import N_FEATURES, PATCH_SIZE
-from .device import resolve_device
-from .network import FmcibResNet
+from .device import check_precision, resolve_device
+from .network import build_uninitialised
 from .weights import LoadedWeights
 
 log = logging.getLogger(__name__)
 
+#: Smallest batch the network is run with (see the module docstring).
+MIN_COMPUTE_BATCH = 2
+_AMP_DTYPES = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
+
 
 def _optimized_for_cpu(model: nn.Module, batch_size: int) -> nn.Module:
     """The model traced and frozen for CPU inference (batch norm folded into the
-    convolutions, weights pre-packed for oneDNN): about 10-15 % more throughput than eager
-    mode at batch 8 on a 2-core AVX-512 machine, for ~1.6 GB more memory and a few seconds
-    of set-up. Results differ from eager mode by float32 rounding only (tested). Falls back
-    to the eager model if tracing fails."""
+    convolutions, weights pre-packed for oneDNN): 1.2-1.5x the throughput of eager mode at
+    batch 8 (``benchmarks/encoder.py``), for ~1.6 GB more memory and a set-up of several
+    seconds. Results differ from eager mode by float32 rounding only (tested). Falls back to
+    the eager model if tracing fails."""
     example = torch.zeros(batch_size, 1, PATCH_SIZE, PATCH_SIZE, PATCH_SIZE)
     try:
         with warnings.catch_warnings(), torch.inference_mode():
@@ -40,32 +56,93 @@ def _optimized_for_cpu(model: nn.Module, batch_size: int) -> nn.Module:
         return model
 
 
+def nonfinite_reason(features: npt.NDArray[np.float32]) -> str | None:
+    """Why one feature vector (4096,) is unusable, or ``None`` if every value is finite."""
+    if bool(np.isfinite(features).all()):
+        return None
+    n_nan, n_inf = int(np.isnan(features).sum()), int(np.isinf(features).sum())
+    return (
+        f"the encoder gave non-finite features ({n_nan} NaN, {n_inf} inf of {features.size}) although the "
+        "weights and the patch were finite; with --precision fp16 this is an overflow (use bf16 or fp32)"
+    )
+
+
 class FeatureExtractor:
     """The encoder, loaded once, in eval/inference mode.
+
+    Args:
+        weights: checked weights (:func:`mhub_fmcib.model.weights.read_weights`).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        batch_size: patches per forward pass.
+        optimize: on CPU, trace and freeze the network (``--optimize-cpu``); batches are then
+            padded to ``batch_size`` (one traced graph serves all).
+        precision: ``fp32`` (default), or autocast to ``bf16`` / ``fp16`` (CUDA only) for
+            the convolutions; features stay float32 on output but differ from fp32 (see
+            ``benchmarks/README.md``).
+        channels_last: run in the channels-last-3d memory format (CUDA; see benchmarks).
 
     ``extract(patches)``: float32 (B, 50, 50, 50) or (B, 1, 50, 50, 50) -> float32 (B, 4096).
     """
 
     def __init__(
-        self, weights: LoadedWeights, device: str = "auto", batch_size: int = 4, optimize: bool = False
+        self,
+        weights: LoadedWeights,
+        device: str = "auto",
+        batch_size: int = 4,
+        optimize: bool = False,
+        precision: Precision = Precision.FP32,
+        channels_last: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
         self.weights = weights
         self.device = resolve_device(device)
+        self.precision = Precision(precision)
+        check_precision(self.precision, self.device)
         self.batch_size = batch_size
-        model = FmcibResNet()
-        model.load_state_dict(dict(weights.state_dict), strict=True)
-        self.model: nn.Module = model.to(self.device).eval()
+        model = build_uninitialised()
+        # the checked tensors become the network's parameters (no copy on CPU)
+        model.load_state_dict(dict(weights.state_dict), strict=True, assign=True)
+        model = model.to(self.device).eval()
+        self.channels_last = channels_last
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+        self.model: nn.Module = model
         self.fixed_batch = False
-        if optimize and self.device.type == "cpu":
+        if optimize and self.device.type == "cpu" and self.precision is Precision.FP32:
             self.model = _optimized_for_cpu(self.model, batch_size)
             # the traced graph is specialised per input shape (a copy of the packed weights
             # each): pad every batch to batch_size so that one graph serves all
             self.fixed_batch = isinstance(self.model, torch.jit.ScriptModule)
+        self._pin = self.device.type == "cuda"
+        if self._pin and self.precision is Precision.FP32:
+            # cuDNN's default TF32 convolutions would cut float32 to a 10-bit mantissa
+            # (features ~1e-3 off): fp32 means float32 (a process-wide torch setting)
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+
+    def _autocast(self) -> AbstractContextManager[object]:
+        if self.precision is Precision.FP32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=_AMP_DTYPES[self.precision])
+
+    def _to_device(self, chunk: npt.NDArray[np.float32]) -> torch.Tensor:
+        t = torch.from_numpy(chunk)
+        if self._pin:
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        else:
+            t = t.to(self.device)
+        return t.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else t
+
+    def compute_batch(self, n: int) -> int:
+        """How many patches the network is run with for a chunk of ``n``."""
+        return self.batch_size if self.fixed_batch else max(n, MIN_COMPUTE_BATCH)
 
     @torch.inference_mode()
     def extract(self, patches: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Features of ``patches``, in chunks of ``batch_size`` (see the class docstring).
+        Non-finite features are returned as they are; the caller fails those lesions
+        (:func:`nonfinite_reason`)."""
         x = np.asarray(patches, dtype=np.float32)
         if x.ndim == 4:
             x = x[:, None]
@@ -75,8 +152,24 @@ class FeatureExtractor:
         for s in range(0, x.shape[0], self.batch_size):
             chunk = x[s : s + self.batch_size]
             n = chunk.shape[0]
-            if self.fixed_batch and n < self.batch_size:
-                chunk = np.concatenate([chunk, np.zeros((self.batch_size - n, *chunk.shape[1:]), np.float32)])
-            t = torch.from_numpy(np.ascontiguousarray(chunk)).to(self.device)
-            out[s : s + n] = self.model(t).float().cpu().numpy()[:n]
+            m = self.compute_batch(n)
+            if m > n:
+                chunk = np.concatenate([chunk, np.zeros((m - n, *chunk.shape[1:]), np.float32)])
+            t = self._to_device(np.ascontiguousarray(chunk))
+            with self._autocast():
+                y = self.model(t)
+            out[s : s + n] = y.float().cpu().numpy()[:n]
         return out
+
+
+def extractor_for(config: RunConfig, weights: LoadedWeights) -> FeatureExtractor:
+    """The run's extractor: device, batch size, CPU optimisation, precision and memory
+    format from ``config``."""
+    return FeatureExtractor(
+        weights,
+        device=config.device,
+        batch_size=config.batch_size,
+        optimize=config.optimize_cpu,
+        precision=config.precision,
+        channels_last=config.channels_last,
+    )

@@ -9,12 +9,42 @@ outputs.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 from torch import nn
 
 #: Number of parameters and state-dict tensors of the published encoder.
 N_PARAMETERS = 184_477_824
 N_STATE_TENSORS = 322
+
+
+_SKIP_INIT: ContextVar[bool] = ContextVar("fmcib_skip_init", default=False)
+
+
+@contextmanager
+def uninitialised() -> Iterator[None]:
+    """Inside this context the network is built without initialising its convolutions
+    (neither PyTorch's default Kaiming-uniform nor FMCIB's Kaiming-normal): their weights are
+    left as allocated, to be replaced by ``load_state_dict(..., assign=True)``. Building the
+    FMCIB encoder this way takes ~0.05 s instead of ~4 s (``benchmarks/startup.py``); a
+    network built here must not be used before its weights are loaded."""
+    token = _SKIP_INIT.set(True)
+    try:
+        yield
+    finally:
+        _SKIP_INIT.reset(token)
+
+
+class Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` whose initialisation is skipped inside :func:`uninitialised` (the same
+    module in every other respect: same state-dict keys, same forward)."""
+
+    def reset_parameters(self) -> None:
+        if not _SKIP_INIT.get():
+            super().reset_parameters()
 
 
 class Bottleneck(nn.Module):
@@ -24,11 +54,11 @@ class Bottleneck(nn.Module):
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
         super().__init__()
-        self.conv1 = nn.Conv3d(in_planes, planes, kernel_size=1, bias=False)
+        self.conv1 = Conv3d(in_planes, planes, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm3d(planes)
-        self.conv2 = nn.Conv3d(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.conv2 = Conv3d(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm3d(planes)
-        self.conv3 = nn.Conv3d(planes, planes * self.expansion, kernel_size=1, bias=False)
+        self.conv3 = Conv3d(planes, planes * self.expansion, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm3d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
@@ -52,7 +82,7 @@ def bottleneck_stage(in_planes: int, planes: int, blocks: int, stride: int) -> n
     downsample: nn.Module | None = None
     if stride != 1 or in_planes != planes * Bottleneck.expansion:
         downsample = nn.Sequential(
-            nn.Conv3d(in_planes, planes * Bottleneck.expansion, 1, stride=stride, bias=True),
+            Conv3d(in_planes, planes * Bottleneck.expansion, 1, stride=stride, bias=True),
             nn.BatchNorm3d(planes * Bottleneck.expansion),
         )
     layers = [Bottleneck(in_planes, planes, stride, downsample)]
@@ -76,7 +106,7 @@ class FmcibResNet(nn.Module):
     ) -> None:
         super().__init__()
         planes = [int(p * widen_factor) for p in (64, 128, 256, 512)]
-        self.conv1 = nn.Conv3d(1, planes[0], kernel_size=7, stride=conv1_t_stride, padding=3, bias=False)
+        self.conv1 = Conv3d(1, planes[0], kernel_size=7, stride=conv1_t_stride, padding=3, bias=False)
         self.bn1 = nn.BatchNorm3d(planes[0])
         self.act = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
@@ -86,6 +116,8 @@ class FmcibResNet(nn.Module):
         self.layer3 = bottleneck_stage(ins[2], planes[2], layers[2], stride=2)
         self.layer4 = bottleneck_stage(ins[3], planes[3], layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
+        if _SKIP_INIT.get():
+            return
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -97,3 +129,10 @@ class FmcibResNet(nn.Module):
         x = self.maxpool(self.act(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)
+
+
+def build_uninitialised(conv1_t_stride: int = 2) -> FmcibResNet:
+    """The FMCIB encoder with its convolutions left uninitialised, in eval mode: the
+    skeleton that a checked state dict is assigned into (see :func:`uninitialised`)."""
+    with uninitialised():
+        return FmcibResNet(conv1_t_stride=conv1_t_stride).eval()

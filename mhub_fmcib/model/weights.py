@@ -9,21 +9,24 @@ found in the published or a Lightning layout, checked strictly against :class:`F
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from ..errors import WeightsError
-from ..export.atomic import atomic_write
-from .network import FmcibResNet
+from ..export.atomic import atomic_write, atomic_write_json
+from .network import FmcibResNet, build_uninitialised
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +124,62 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+#: File in the user cache that remembers the sha256 of weights files (see :func:`cached_sha256`).
+HASH_CACHE_FILE = "sha256-cache.json"
+_HASH_CACHE_ENTRIES = 32
+
+
+def _file_key(st: os.stat_result) -> dict[str, int]:
+    """What must be unchanged for a remembered hash to be trusted."""
+    return {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "inode": st.st_ino,
+        "device": st.st_dev,
+    }
+
+
+def _read_hash_cache(cache_file: Path) -> dict[str, dict[str, Any]]:
+    try:
+        obj = json.loads(cache_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    entries = obj.get("entries") if isinstance(obj, dict) else None
+    return {str(k): v for k, v in entries.items() if isinstance(v, dict)} if isinstance(entries, dict) else {}
+
+
+def cached_sha256(path: Path, cache_dir: Path | None) -> str:
+    """The file's sha256, remembered in ``cache_dir/sha256-cache.json`` under its resolved
+    path with its size, mtime, ctime, inode and device: a remembered hash is used only when
+    all five are unchanged, else the file is hashed again (~0.5 s for the 738 MB encoder).
+    A hash is remembered only if the file did not change while it was read and its mtime lies
+    before the read began (a file still being written is never remembered). ``cache_dir``
+    ``None``, or a cache that cannot be read or written, just means hashing every time."""
+    path = Path(path)
+    if cache_dir is None:
+        return sha256_file(path)
+    cache_file = Path(cache_dir) / HASH_CACHE_FILE
+    key = str(path.resolve())
+    before = _file_key(path.stat())
+    entries = _read_hash_cache(cache_file)
+    hit = entries.get(key)
+    if hit is not None and {k: hit.get(k) for k in before} == before and isinstance(hit.get("sha256"), str):
+        return str(hit["sha256"])
+    started_ns = time.time_ns()
+    digest = sha256_file(path)
+    if _file_key(path.stat()) != before or before["mtime_ns"] >= started_ns - 1_000_000_000:
+        return digest
+    entries.pop(key, None)
+    entries[key] = {**before, "sha256": digest}
+    keep = dict(list(entries.items())[-_HASH_CACHE_ENTRIES:])
+    try:
+        atomic_write_json(cache_file, {"version": 1, "entries": keep})
+    except OSError as e:
+        log.debug("sha256 cache %s not written (%s); the hash is computed again next time", cache_file, e)
+    return digest
+
+
 def _extract_trunk(obj: object, path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping):
         raise WeightsError(
@@ -158,33 +217,107 @@ def _extract_trunk(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in sd.items()}
 
 
+def _listed(items: Sequence[str], limit: int = 8) -> str:
+    return ", ".join(items[:limit]) + (f" … (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _castable(found: torch.dtype, expected: torch.dtype) -> bool:
+    """float64 in the file where the network has float32: accepted and cast (logged)."""
+    return found == torch.float64 and expected == torch.float32
+
+
 def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], path: Path) -> None:
-    """Raise :class:`WeightsError` naming every missing, unexpected or mis-shaped tensor."""
+    """Raise :class:`WeightsError` naming every missing, unexpected, mis-shaped or
+    wrongly typed tensor. Floating-point tensors must be float32; float64 is accepted (and
+    cast by :func:`conform_dtypes`); any other dtype (float16, bfloat16, integers) is refused,
+    since a silent cast would change the features."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(expected))
-    misshaped = sorted(
+    common = sorted(set(sd) & set(expected))
+    misshaped = [
         f"{k}: file {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(sd) & set(expected)
+        for k in common
         if tuple(sd[k].shape) != tuple(expected[k].shape)
-    )
-    if missing or unexpected or misshaped:
-        parts = []
-        for name, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-            if items:
-                shown = ", ".join(items[:8]) + (f" … (+{len(items) - 8} more)" if len(items) > 8 else "")
-                parts.append(f"{len(items)} {name}: {shown}")
+    ]
+    mistyped = [
+        f"{k}: {_dtype_name(sd[k].dtype)} (expected {_dtype_name(expected[k].dtype)})"
+        for k in common
+        if sd[k].dtype != expected[k].dtype and not _castable(sd[k].dtype, expected[k].dtype)
+    ]
+    if missing or unexpected or misshaped or mistyped:
+        found = (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("mis-shaped", misshaped),
+            ("of the wrong dtype", mistyped),
+        )
+        parts = [f"{len(items)} {name}: {_listed(items)}" for name, items in found if items]
         raise WeightsError(
             f"{path} does not match the FMCIB encoder ({'; '.join(parts)}). "
             "Pass the published model_weights.torch (Zenodo record 10528450) or a trunk "
-            "exported by mhub-fmcib-train."
+            "exported by mhub-fmcib-train (float32 tensors)."
         )
 
 
-def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
-    """Read the encoder tensors from a weights file with ``torch.load(weights_only=True)``."""
+def conform_dtypes(sd: Mapping[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """float64 tensors cast to float32 (said in the log); every other tensor as it is
+    (call after :func:`check_state_dict`, which refused every other dtype mismatch)."""
+    wide = [k for k, v in sd.items() if v.dtype == torch.float64]
+    if not wide:
+        return dict(sd)
+    log.info("%s: %d float64 tensors cast to float32 (%s)", path, len(wide), _listed(wide, 3))
+    return {k: (v.to(torch.float32) if v.dtype == torch.float64 else v) for k, v in sd.items()}
+
+
+def check_finite(sd: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Raise :class:`WeightsError` if any floating-point tensor holds NaN or ±inf: one pass
+    over the (memory-mapped) tensors, ~0.1-0.3 s for the 738 MB encoder, most of it the page-in
+    that the first forward pass would do anyway (``benchmarks/startup.py``)."""
+    bad = []
+    for k, v in sd.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            n_nan, n_inf = int(torch.isnan(v).sum()), int(torch.isinf(v).sum())
+            bad.append(f"{k} ({n_nan} NaN, {n_inf} inf of {v.numel()})")
+    if bad:
+        raise WeightsError(
+            f"{path} holds non-finite values in {len(bad)} tensor(s): {_listed(bad)}. Every feature "
+            "would be NaN. The file is corrupt or was saved from a diverged training run; pass "
+            "the published model_weights.torch or a checkpoint from before the divergence."
+        )
+
+
+def is_torch_file(path: Path) -> bool:
+    """Whether ``path`` starts like a file ``torch.save`` writes: a zip archive (the format
+    since torch 1.6) or a pickle (the legacy format: protocol byte 0x80, protocol 2-5)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head[:4] == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+def _torch_load_mapped(path: Path) -> object:
+    """``torch.load(weights_only=True)`` memory-mapped; a legacy (non-zip) file, which cannot
+    be mapped, is read into memory."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:
+        if "mmap" not in str(e):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    """Read the encoder tensors from a weights file with ``torch.load(weights_only=True)``,
+    memory-mapped (``mmap=True``: the tensors are copy-on-write views of the file, read on
+    first use, never copied into a second state dict). Files in torch's legacy
+    (non-zip) format cannot be mapped and are read into memory."""
+    try:
+        torch_file = is_torch_file(path)
+        obj = _torch_load_mapped(path) if torch_file else None
     except FileNotFoundError as e:
         raise WeightsError(f"weights file {path} does not exist") from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
@@ -197,24 +330,44 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
             f"{path} holds objects that cannot be loaded safely with weights_only=True "
             f"({type(e).__name__}). Only plain tensor dicts are accepted."
         ) from e
+    if not torch_file:
+        raise WeightsError(
+            f"{path} is not a PyTorch weights file (it is neither the zip archive nor the pickle that "
+            "torch.save writes). Check the path, or download the FMCIB weights again."
+        )
     return _extract_trunk(obj, path)
 
 
 @dataclass(frozen=True)
 class LoadedWeights:
-    """Encoder weights read from a file, with the file's sha256."""
+    """Encoder weights read from a file and checked, with the file's sha256.
+
+    ``state_dict``: the checked tensors (float32), memory-mapped from the file where it could
+    be mapped; the extractor assigns them into its network, so they are held once."""
 
     path: Path
     sha256: str
     state_dict: Mapping[str, torch.Tensor]
 
 
-def read_weights(path: Path) -> LoadedWeights:
-    """Read and check a weights file against the FMCIB encoder (strictly)."""
+def read_weights(path: Path, hash_cache_dir: Path | None = None) -> LoadedWeights:
+    """Read and check a weights file against the FMCIB encoder (strictly): names, shapes,
+    dtypes (float32; float64 cast), finite values.
+
+    Args:
+        path: the weights file.
+        hash_cache_dir: folder of the sha256 cache (:func:`cached_sha256`); ``None`` hashes
+            the file every time.
+
+    Raises:
+        WeightsError: unreadable, not the FMCIB encoder, wrong dtypes, or non-finite values.
+    """
     path = Path(path)
     sd = load_state_dict_file(path)
-    check_state_dict(FmcibResNet(), sd, path)
-    return LoadedWeights(path=path, sha256=sha256_file(path), state_dict=sd)
+    check_state_dict(build_uninitialised(), sd, path)
+    sd = conform_dtypes(sd, path)
+    check_finite(sd, path)
+    return LoadedWeights(path=path, sha256=cached_sha256(path, hash_cache_dir), state_dict=sd)
 
 
 def write_random_weights(path: Path, seed: int = 0, layout: str = "trunk") -> Path:

@@ -17,7 +17,7 @@ from ..dicom.ct import CtSeries
 from ..dicom.index import InstanceKind, InstanceRecord
 from ..dicom.rtstruct import RtStruct, list_rois, read_rtstruct, roi_mask_on_ct, roi_point, select_rois
 from ..dicom.seg import SegObject, read_seg, segment_mask_on_ct, select_segments
-from ..errors import CaseError, SegmentationError
+from ..errors import CaseError, NothingSelectedError, SegmentationError
 from ..records import CaseFailure, DicomOrigin, Lesion, SeedPoint, SeedSource, make_lesion_id
 from .from_files import series_ref
 from .geometry import centre_of_mass_lps, seed_inside_mask
@@ -65,7 +65,7 @@ class DicomSegment:
 
 
 def _nothing_selected(rec: InstanceRecord, available: Sequence[str], wanted: Sequence[str]) -> CaseFailure:
-    error = SegmentationError(
+    error = NothingSelectedError(
         f"{rec.kind.value} {rec.path}: none of its segments/ROIs ({', '.join(available)}) matches "
         f"--segments {', '.join(wanted)}"
     )

@@ -43,3 +43,73 @@ def test_exit_codes(tmp_path: Path, weights_file: Path) -> None:
         == 5
     )
     assert main(["run", str(img), str(tmp_path / "out"), "--batch-size", "0", "--mask", str(img)], env={}) == 2
+
+
+def test_dash_dash_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"], env={})
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"mhub-fmcib {__version__}"
+
+
+def _third_party_imports(package: Path) -> set[str]:
+    """Top-level modules that ``package``'s source imports (absolute imports only)."""
+    import ast
+    import sys
+
+    names: set[str] = set()
+    for py in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(py.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n != "mhub_fmcib"}
+
+
+def test_every_module_the_package_imports_is_a_base_dependency() -> None:
+    """A base install (``pip install mhub-fmcib``) can run every command, ``run --dicomweb``
+    included: each third-party module imported by mhub_fmcib/ comes from a distribution that
+    pyproject's ``dependencies`` (not an extra) names, or from one of their requirements."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    root = Path(__file__).resolve().parents[2]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    base = {canonicalize_name(Requirement(d).name) for d in deps}
+    assert {"dicomweb-client", "requests"} <= base
+    closure, todo = set(base), list(base)
+    while todo:  # the base dependencies' own requirements (no extras) come with them
+        for r in metadata.requires(todo.pop()) or []:
+            req = Requirement(r)
+            name = canonicalize_name(req.name)
+            if name not in closure and (req.marker is None or req.marker.evaluate({"extra": ""})):
+                closure.add(name)
+                todo.append(name)
+    providers = metadata.packages_distributions()
+    imported = _third_party_imports(root / "mhub_fmcib")
+    assert {"requests", "dicomweb_client"} <= imported
+    missing = {
+        m: providers.get(m) for m in imported if not {canonicalize_name(d) for d in providers.get(m, [])} & closure
+    }
+    assert not missing, f"imported by mhub_fmcib but not installed with the base package: {missing}"
+
+
+def test_dicomweb_without_its_client_names_the_pip_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An install made with --no-deps: the missing client is a usage error with the install line."""
+    import logging
+    import sys
+
+    from mhub_fmcib.cli import DICOMWEB_PIP_LINE
+
+    for mod in [m for m in sys.modules if m == "requests" or m.startswith(("requests.", "mhub_fmcib.dicomweb"))]:
+        monkeypatch.delitem(sys.modules, mod)
+    monkeypatch.setitem(sys.modules, "requests", None)  # what Python does for a module not installed
+    caplog.set_level(logging.ERROR, logger="mhub_fmcib")
+    code = main(["run", "--dicomweb", "http://127.0.0.1:9", "--study", "1.2.3", str(tmp_path / "out")], env={})
+    assert code == 2
+    assert DICOMWEB_PIP_LINE in caplog.text and "'requests'" in caplog.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -109,9 +110,15 @@ def test_flat_columns_read_the_origin() -> None:
     assert seg.id_columns() == {
         "lesion_id": "a", "study_instance_uid": "1.2.3", "series_instance_uid": "1.2.3.4",
         "seg_sop_instance_uid": "1.2.3.9", "segment_number": 2, "segment_label": "Nodule",
-        "image_path": None, "mask_path": None,
+        "seg_match": None, "image_path": None, "mask_path": None,
     }  # fmt: skip
     assert tuple(seg.id_columns()) == LESION_ID_COLUMNS
+    by_for = Lesion("a", SeedPoint(0, 0, 0), SeedSource.SEGMENT_CENTROID, True,
+                    replace(SEG_ORIGIN, seg_match="frame_of_reference"))  # fmt: skip
+    assert by_for.seg_match == "frame_of_reference"
+    assert Lesion.from_dict(_json(by_for.to_dict())) == by_for
+    with pytest.raises(ValueError, match="seg_match must be"):
+        DicomOrigin.from_dict({**SEG_ORIGIN.to_dict(), "seg_match": "guess"})
     rt = Lesion("b", SeedPoint(0, 0, 0), SeedSource.ROI_CENTROID, None, RT_ORIGIN)
     assert rt.seg_sop_instance_uid is None and rt.segment_number == 5 and rt.finding_type is None
     mask = Lesion("c", SeedPoint(0, 0, 0), SeedSource.MASK_CENTROID, True, MASK_ORIGIN)

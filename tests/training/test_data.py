@@ -114,3 +114,59 @@ def test_seed_outside_is_rejected(tiny: TinyCohort) -> None:
     vol = read_image(rec.image_path)
     with pytest.raises(Exception, match="outside"):
         extract_patch(vol, SeedPoint(1e4, 1e4, 1e4), size=64)
+
+
+def test_scan_random_background_is_a_fresh_random_50_cube_of_the_lesions_own_scan(tiny: TinyCohort) -> None:
+    from mhub_fmcib_train.data.cache import random_scan_patch
+    from mhub_fmcib_train.data.datasets import PretrainDataset
+
+    from mhub_fmcib.patch import reference_grid
+
+    cache = tiny.cache
+    assert len(cache.scans) == len({str(r.image_path) for r in cache.table.records})
+    for rec in cache.table.records[:3]:
+        scan = cache.scans[cache.lesion_scan[rec.index]]
+        assert scan.image_path == str(rec.image_path)
+        np.testing.assert_array_equal(np.asarray(scan.volume.array), read_image(rec.image_path).array)
+    scan = cache.scans[0]
+    grid = reference_grid(scan.volume)
+    # the same draws by hand: start uniform in [0, dim - 50] per axis of the 1 mm grid,
+    # the patch is extract_patch's crop [start, start + 50)
+    rng_a, rng_b = np.random.default_rng(9), np.random.default_rng(9)
+    starts = []
+    for _ in range(20):
+        got = random_scan_patch(scan, rng_a)
+        start = [int(rng_b.integers(0, d - 50 + 1)) for d in grid.shape]
+        starts.append(start)
+        c = grid.affine_lps @ np.array([s + 25.25 for s in start] + [1.0])
+        want = extract_patch(scan.volume, SeedPoint(*map(float, c[:3])), size=50).array
+        np.testing.assert_array_equal(got, want)
+        assert got.shape == (50, 50, 50)
+    assert len({tuple(s) for s in starts}) == 20  # fresh positions
+    ds = PretrainDataset(cache, [0, 1], [], SimCLRView(), 0, seed=0, negatives="scan_random")
+    item = ds[(0, 0)]
+    assert item["views"].shape == (2, 1, 50, 50, 50) and item["background"].shape == (2, 1, 50, 50, 50)
+    assert not np.array_equal(item["background"][0].numpy(), item["background"][1].numpy())  # two views
+    assert not np.array_equal(ds[(1, 0)]["background"].numpy(), item["background"].numpy())  # redrawn per epoch
+
+
+def test_shape_cohort_label_is_carried_by_shape_only(tmp_path: Path) -> None:
+    from mhub_fmcib_train.config import SyntheticConfig
+    from mhub_fmcib_train.synthetic import generate_cohort
+
+    cohort = generate_cohort(SyntheticConfig(output_dir=tmp_path, n_scans=24, shape=(72, 72, 32),
+                                             spacing=(1.0, 1.0, 2.0), classes="shape", seed=4))  # fmt: skip
+    with open(cohort.seeds_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["label"] for r in rows} == {"round", "lobulated"}
+    assert all(int(r["malignant"]) == (r["label"] == "lobulated") for r in rows)
+    vols: dict[str, list[float]] = {"round": [], "lobulated": []}
+    hu: dict[str, list[float]] = {"round": [], "lobulated": []}
+    for r in rows:
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(r["mask_path"])) == int(r["mask_label"])
+        vols[r["label"]].append(mask.sum() * 2.0 / (4 / 3 * np.pi * float(r["radius_mm"]) ** 3))
+        hu[r["label"]].append(float(r["mean_hu"]))
+    # volume matched to the sphere of the drawn radius in both classes (within voxelisation)
+    for cls in vols:
+        assert np.median(vols[cls]) == pytest.approx(1.0, abs=0.15), cls
+    assert abs(np.mean(hu["round"]) - np.mean(hu["lobulated"])) < 25  # same N(20, 30) HU

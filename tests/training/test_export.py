@@ -1,4 +1,4 @@
-"""The full-size FMCIB export path round-trips strictly through mhub_fmcib.encoder.read_weights."""
+"""The full-size FMCIB export path round-trips strictly through mhub_fmcib.model.weights.read_weights."""
 
 from __future__ import annotations
 

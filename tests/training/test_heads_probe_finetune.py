@@ -86,3 +86,22 @@ def test_finetune_end_to_end_from_random_and_from_checkpoint(tiny: TinyCohort, t
                           task="binary", head_hidden=(8,), epochs=1, batch_size=4, device="cpu")  # fmt: skip
     res2 = run_finetune(cfg2)
     assert res2.best_epoch == 1 and 0.0 <= res2.test_metric <= 1.0
+
+
+def test_scoring_in_batches_equals_one_patch_at_a_time(tiny: TinyCohort) -> None:
+    from mhub_fmcib_train.data.datasets import LabelledDataset
+    from mhub_fmcib_train.finetune import FinetuneModel, _predict
+    from mhub_fmcib_train.models import ClassifierHead
+    from torch.utils.data import DataLoader
+
+    torch.manual_seed(0)
+    enc = EncoderConfig(widen_factor=0.0625, layers=(1, 1, 1, 1))
+    model = FinetuneModel(build_encoder(enc), ClassifierHead(enc.n_features, (8,), 1))
+    rows = list(range(19))
+    ds = LabelledDataset(tiny.cache, rows, [0.0] * len(rows), None, 0, True)
+    one = DataLoader(ds, batch_sampler=[[(0, i)] for i in rows])
+    many = DataLoader(ds, batch_sampler=[[(0, i) for i in rows[k : k + 16]] for k in range(0, 19, 16)])
+    a = _predict(model, one, torch.device("cpu"), True)
+    b = _predict(model, many, torch.device("cpu"), True)
+    assert a.shape == b.shape == (19,)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

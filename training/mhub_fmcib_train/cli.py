@@ -115,15 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--output-dir", type=Path, default=None)
     sp.add_argument("--n-scans", type=int, default=None)
     sp.set_defaults(func=_cmd_synthetic)
-    try:
-        from .evaluation import cli as eval_cli
-    except ImportError:
-        eval_cli = None  # type: ignore[assignment]
-    if eval_cli is not None:
-        for hook in ("add_evaluate_subcommands", "add_radiomics_subcommand"):
-            fn_ = getattr(eval_cli, hook, None)
-            if fn_ is not None:
-                fn_(sub)
+    from .evaluation import cli as eval_cli  # needs no optional package to register
+
+    eval_cli.add_evaluate_subcommands(sub)
+    eval_cli.add_radiomics_subcommand(sub)
     return p
 
 

@@ -76,37 +76,76 @@ class AugmentConfig:
     """SimCLR view augmentations (pre-training); values in normalised units.
 
     Attributes:
-        crop_scale: range of the crop's volume relative to the 50³ output (0.5–1).
-        crop_ratio: range of each axis's aspect factor (log-uniform).
-        flip_p: probability of flipping each axis.
+        crop: ``"rand_scale"`` (the authors' ``RandomResizedCrop3D``: MONAI
+            ``RandScaleCrop`` on the 50³ patch with one scale ``s ~ U(crop_scale)`` for
+            every axis, edge ``ceil(50 s)`` = 25–50 voxels, random position inside the 50³,
+            then trilinear resize to 50³) or ``"volume_fraction"`` (ours before: the box's
+            *volume* is ``U(crop_scale) · 50³``, edges ~40–50 voxels with aspect factors
+            ``crop_ratio``, anywhere inside the cached cube).
+        crop_scale: range of the scale (0.5–1).
+        crop_ratio: range of each axis's aspect factor (``volume_fraction`` only).
+        flip: ``"one_axis"`` (MONAI ``RandAxisFlip``: with probability ``flip_p`` flip one
+            axis chosen at random, as the authors) or ``"each_axis"`` (each axis
+            independently with probability ``flip_p``).
+        flip_p: flip probability.
         histogram_shift_p / histogram_points: MONAI-style random histogram shift.
         smooth_p / smooth_sigma: Gaussian smoothing, sigma (voxels) drawn per axis.
+        clamp_air: set values below −1024 HU (normalised 0) to −1024 HU after the other
+            augmentations (the authors' ``ThresholdIntensity(threshold=-1024, cval=-1024)``).
     """
 
+    crop: Literal["rand_scale", "volume_fraction"] = "rand_scale"
     crop_scale: tuple[float, float] = (0.5, 1.0)
     crop_ratio: tuple[float, float] = (0.75, 1.3333333)
+    flip: Literal["one_axis", "each_axis"] = "one_axis"
     flip_p: float = 0.5
     histogram_shift_p: float = 0.5
     histogram_points: int = 10
     smooth_p: float = 0.5
     smooth_sigma: tuple[float, float] = (0.25, 1.5)
+    clamp_air: bool = True
+
+    def __post_init__(self) -> None:
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise ConfigError(f"augment.crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """``mhub-fmcib-train pretrain``.
+    """``mhub-fmcib-train pretrain``. Defaults are the authors' recipe (training/README.md
+    has the paper / authors' code / ours table).
 
     Attributes:
         output_dir: checkpoints/, log.csv, encoder.pt, config.toml go here.
+        loss: ``"background_infonce"`` (the authors' ``NegativeMiningInfoNCECriterion``:
+            per lesion a fresh random 50³ patch of its own scan, two views; denominators
+            hold only the other lesions' background views, 2(N−1) per anchor) or
+            ``"ntxent+background"`` (ours: NT-Xent with the 2N−2 other lesion views plus
+            ``background_per_lesion`` views of cached background cubes per lesion).
         batch_size: lesions per process per step (two views each).
-        background_per_lesion: background views per lesion added to the denominators.
+        background_per_lesion: background views per lesion (``ntxent+background`` only;
+            the authors' loss always uses two views of one patch).
         epochs / max_steps: stop after ``epochs`` passes or ``max_steps`` steps (if > 0).
+        optimizer: ``"lars"`` (the authors': scale mode, lr · trust · ‖p‖/‖g‖, every
+            tensor adapted) or ``"larc"`` (ours: clip mode min(lr, trust · ‖p‖/‖g‖),
+            1-D tensors excluded).
         lr: base learning rate; 0 means ``0.3 * global_batch / 256``.
-        warmup_steps: linear warm-up steps; cosine decay to ``final_lr_ratio`` after.
+        schedule: ``"warmup_cosine"`` (the paper: linear warm-up for ``warmup_steps`` then
+            cosine to ``final_lr_ratio``, per step) or ``"authors_code_cosine"`` (the
+            released config: cosine without warm-up, T_max in steps, stepped per epoch).
+        projection_batch_norm: BatchNorm in the projection head (ours; the authors' has none).
+        forward: ``"per_view"`` (the authors': each group of views — lesion view 1, lesion
+            view 2, background view(s) — goes through the network on its own, so batch norm
+            normalises each group with its own statistics) or ``"joint"`` (ours: one pass).
         checkpoint_every: steps between checkpoints (and one at the end).
         stop_after: stop (as if killed) after this many steps of this launch (tests); 0: never.
-        sync_batchnorm: convert BatchNorm to SyncBatchNorm under DDP.
-        bf16: bf16 autocast when running on CUDA.
+        sync_batchnorm: convert BatchNorm to SyncBatchNorm under DDP (CUDA only).
+        bn_mode: ``"train"`` (batch statistics, the authors'), ``"eval"`` (frozen running
+            statistics) or ``"groupnorm"`` (BatchNorm replaced by GroupNorm): the last two
+            make a step independent of how the global batch is split over processes, so
+            1 and 2 CPU processes give the same step (smoke comparison).
+        bf16: bf16 autocast on CUDA (off by default: the authors train in fp32).
         device: ``auto``, ``cpu`` or ``cuda``.
         tensorboard: also write TensorBoard events (needs the tensorboard package).
     """
@@ -115,25 +154,30 @@ class PretrainConfig:
     output_dir: Path
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: Literal["background_infonce", "ntxent+background"] = "background_infonce"
     projection_hidden: int = 2048
     projection_dim: int = 128
+    projection_batch_norm: bool = False
+    forward: Literal["per_view", "joint"] = "per_view"
     temperature: float = 0.1
     batch_size: int = 32
     background_per_lesion: int = 1
     epochs: int = 100
     max_steps: int = 0
+    optimizer: Literal["lars", "larc"] = "lars"
     lr: float = 0.0
     momentum: float = 0.9
     weight_decay: float = 1e-6
     trust_coefficient: float = 1e-3
-    lars_clip: bool = True
+    schedule: Literal["warmup_cosine", "authors_code_cosine"] = "warmup_cosine"
     warmup_steps: int = 10
     final_lr_ratio: float = 0.0
     checkpoint_every: int = 100
     log_every: int = 1
     stop_after: int = 0
     sync_batchnorm: bool = False
-    bf16: bool = True
+    bn_mode: Literal["train", "eval", "groupnorm"] = "train"
+    bf16: bool = False
     device: str = "auto"
     seed: int = 0
     tensorboard: bool = False
@@ -143,19 +187,25 @@ class PretrainConfig:
             raise ConfigError(f"batch_size must be >= 2 (contrastive loss), got {self.batch_size}")
         if self.epochs < 1 and self.max_steps < 1:
             raise ConfigError("set epochs or max_steps to at least 1")
+        if self.loss == "ntxent+background" and self.background_per_lesion < 0:
+            raise ConfigError("background_per_lesion must be >= 0")
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """``mhub-fmcib-train finetune``.
+    """``mhub-fmcib-train finetune``. Defaults: the authors' recipe (training/README.md).
 
     Attributes:
         init: ``foundation`` (``weights``: an exported/published trunk), ``random``
             (supervised baseline) or ``checkpoint`` (``weights``: another task's best.pt).
         task: ``binary`` (one logit, label values 0/1 or two classes) or ``classification``.
-        head_hidden: hidden sizes of the MLP head.
-        translate: maximum random translation per axis in voxels (±).
+        head_hidden: hidden sizes of the MLP head; unset: one hidden layer of half the
+            feature count (the authors' 4096 → 2048 → classes).
+        lr / momentum / weight_decay / batch_size: SGD; 0.003125 = 0.1 × 8 / 256, wd 0, batch 8.
+        translate / translate_p, flip / flip_p, rotate_p, smooth_p: augmentations, each
+            with its own probability (see :class:`~mhub_fmcib_train.transforms.FinetuneAugment`).
         step_size / gamma: multiply the learning rate by ``gamma`` every ``step_size`` epochs.
+        bf16: bf16 autocast on CUDA (off: fp32 as the authors).
     """
 
     data: DataConfig
@@ -164,16 +214,22 @@ class FinetuneConfig:
     weights: Path | None = None
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     task: Literal["binary", "classification"] = "binary"
-    head_hidden: tuple[int, ...] = (256,)
+    head_hidden: tuple[int, ...] | None = None
     dropout: float = 0.0
     epochs: int = 100
-    batch_size: int = 16
-    lr: float = 1e-3
+    batch_size: int = 8
+    lr: float = 0.003125
     momentum: float = 0.9
-    weight_decay: float = 1e-4
+    weight_decay: float = 0.0
     step_size: int = 30
     gamma: float = 0.1
     translate: int = 10
+    translate_p: float = 0.5
+    flip: Literal["one_axis", "each_axis"] = "one_axis"
+    flip_p: float = 0.5
+    rotate_p: float = 0.5
+    smooth_p: float = 0.5
+    bf16: bool = False
     device: str = "auto"
     seed: int = 0
 
@@ -198,7 +254,7 @@ class ProbeConfig:
     random_init: bool = False
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     task: Literal["binary", "classification"] = "binary"
-    n_trials: int = 20
+    n_trials: int = 100
     c_range: tuple[float, float] = (1e-6, 1e3)
     max_iter: int = 1000
     head_name: str = ""
@@ -215,9 +271,16 @@ class ProbeConfig:
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """``mhub-fmcib-train synthetic``: see :mod:`mhub_fmcib_train.synthetic`."""
+    """``mhub-fmcib-train synthetic``: see :mod:`mhub_fmcib_train.synthetic`.
+
+    Attributes:
+        classes: ``"mixed"`` (solid / lobulated / ground-glass, differing in shape, density
+            and texture) or ``"shape"`` (round / lobulated with the same volume, density and
+            texture distributions: only the shape carries the ``malignant`` label).
+    """
 
     output_dir: Path
+    classes: Literal["mixed", "shape"] = "mixed"
     n_scans: int = 24
     lesions_per_scan: tuple[int, int] = (1, 3)
     shape: tuple[int, int, int] = (128, 128, 48)
@@ -225,6 +288,33 @@ class SyntheticConfig:
     noise_hu: float = 25.0
     split_ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)
     seed: int = 0
+
+
+def _convert_tuple(args: tuple[Any, ...], value: Any, key: str, base: Path) -> tuple[Any, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{key} must be a list, got {value!r}")
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_convert(args[0], v, key, base) for v in value)
+    if len(value) != len(args):
+        raise ConfigError(f"{key} must have {len(args)} entries, got {value!r}")
+    return tuple(_convert(a, v, key, base) for a, v in zip(args, value, strict=True))
+
+
+def _convert_scalar(tp: Any, value: Any, key: str, base: Path) -> Any:
+    if tp is Path:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a path string, got {value!r}")
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (base / p).resolve()
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if tp is int or tp is bool or tp is str:
+        if type(value) is not tp:
+            raise ConfigError(f"{key} must be {tp.__name__}, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {tp}")
 
 
 def _convert(tp: Any, value: Any, key: str, base: Path) -> Any:
@@ -240,31 +330,12 @@ def _convert(tp: Any, value: Any, key: str, base: Path) -> Any:
             raise ConfigError(f"{key} must be one of {args}, got {value!r}")
         return value
     if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, key, base) for v in value)
-        if len(value) != len(args):
-            raise ConfigError(f"{key} must have {len(args)} entries, got {value!r}")
-        return tuple(_convert(a, v, key, base) for a, v in zip(args, value, strict=True))
+        return _convert_tuple(args, value, key, base)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"[{key}] must be a table, got {value!r}")
         return _build(tp, value, base, key)  # type: ignore[arg-type]
-    if tp is Path:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a path string, got {value!r}")
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else (base / p).resolve()
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
-    if tp is int or tp is bool or tp is str:
-        if type(value) is not tp:
-            raise ConfigError(f"{key} must be {tp.__name__}, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported type {tp}")
+    return _convert_scalar(tp, value, key, base)
 
 
 def _build(cls: type[T], table: dict[str, Any], base: Path, prefix: str = "") -> T:

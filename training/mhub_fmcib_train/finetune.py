@@ -29,20 +29,27 @@ from .data.cache import build_cache
 from .data.datasets import LabelledDataset, ResumableBatchSampler
 from .labels import TaskLabels
 from .models import ClassifierHead, build_encoder, load_trunk
+from .models.stem import use_fast_stem
 from .probe import score
 from .transforms import FinetuneAugment
 from .utils.checkpoint import save_atomic
 
+#: Patches per forward pass when scoring tune and test (eval mode: results do not depend on it).
+EVAL_BATCH = 16
+
 
 @dataclass(frozen=True)
 class FinetuneResult:
-    """Best epoch (1-based), its tune metric, the test metric and the checkpoint path."""
+    """Best epoch (1-based), its tune metric, the test metric, the checkpoint path and the
+    test predictions (probability of class 1 (n,) for binary tasks, (n, C) otherwise)."""
 
     best_epoch: int
     metric_name: str
     best_tune_metric: float
     test_metric: float
     checkpoint: Path
+    test_probabilities: npt.NDArray[np.float64]
+    test_targets: npt.NDArray[np.int64]
 
 
 class FinetuneModel(nn.Module):
@@ -81,19 +88,25 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
         if cfg.weights is None:  # guarded by FinetuneConfig
             raise ValueError("weights missing")
         trunk, enc_cfg = load_trunk(cfg.weights)
-    head = ClassifierHead(enc_cfg.n_features, cfg.head_hidden, 1 if binary else len(labels.class_names), cfg.dropout)
+    hidden = cfg.head_hidden if cfg.head_hidden is not None else (enc_cfg.n_features // 2,)
+    head = ClassifierHead(enc_cfg.n_features, hidden, 1 if binary else len(labels.class_names), cfg.dropout)
     model = FinetuneModel(trunk, head).to(device)
+    if device.type == "cpu":
+        use_fast_stem(model.trunk)
+    use_bf16 = cfg.bf16 and device.type == "cuda"
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
     train_ds = LabelledDataset(cache, [r.index for r in recs["train"]], ys["train"],
-                               FinetuneAugment(cfg.translate), cfg.seed, binary)  # fmt: skip
+                               FinetuneAugment(cfg.translate, cfg.translate_p, cfg.flip_p, cfg.flip, cfg.rotate_p,
+                                               cfg.smooth_p), cfg.seed, binary)  # fmt: skip
     bs = min(cfg.batch_size, len(train_ds))
     sampler = ResumableBatchSampler(len(train_ds), bs, 1, 0, cfg.seed)
 
     def eval_loader(split: str) -> DataLoader:
         ds = LabelledDataset(cache, [r.index for r in recs[split]], ys[split], None, cfg.seed, binary)
-        return DataLoader(ds, batch_sampler=ResumableBatchSampler(len(ds), 1, 1, 0, 0, shuffle=False),
-                          num_workers=0)  # fmt: skip
+        keys = [(0, i) for i in range(len(ds))]
+        batches = [keys[k : k + EVAL_BATCH] for k in range(0, len(keys), EVAL_BATCH)]  # the tail too
+        return DataLoader(ds, batch_sampler=batches, num_workers=0)
 
     tune_loader, test_loader = eval_loader("tune"), eval_loader("test")
     out = Path(cfg.output_dir)
@@ -111,7 +124,8 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
         lr = opt.param_groups[0]["lr"]
         for x, y in DataLoader(train_ds, batch_sampler=sampler, num_workers=cfg.data.workers):
             x, y = x.to(device), y.to(device)
-            logits = model(x)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                logits = model(x).float()
             loss = F.binary_cross_entropy_with_logits(logits[:, 0], y) if binary else F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -140,4 +154,5 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneResult:
     (out / "metrics.json").write_text(json.dumps(
         {"metric": metric, "best_epoch": best[1], "tune": best[0], "test": test_score,
          "init": cfg.init, "fraction": cfg.data.fraction}, indent=2))  # fmt: skip
-    return FinetuneResult(best[1], metric, float(best[0]), test_score, ckpt)
+    return FinetuneResult(best[1], metric, float(best[0]), test_score, ckpt, test_p,
+                          np.asarray(ys["test"], dtype=np.int64))  # fmt: skip

@@ -3,7 +3,7 @@
 Features are computed once per split from the cached cubes' central 50³ (the inference
 patch). Optuna (TPE, seeded) searches C log-uniformly in ``c_range``, fitting on train and
 scoring on tune (AUC for binary tasks, balanced accuracy otherwise); the final model is
-refitted on train with the best C and written as a head file that ``mhub_fmcib.heads``
+refitted on train with the best C and written as a head file that ``mhub_fmcib.model.heads``
 applies.
 """
 

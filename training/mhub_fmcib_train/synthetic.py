@@ -13,7 +13,13 @@ lobulated      3–5 overlapping spheres                N(10, 25)    40
 ground_glass   ellipsoid                              N(-450, 80)  70
 =============  =====================================  ===========  ===============
 
-``malignant`` is 1 for lobulated and ground-glass lesions. Survival (months) is
+``malignant`` is 1 for lobulated and ground-glass lesions.
+
+With ``classes = "shape"`` the lesions are ``round`` (an ellipsoid, axes within ±15 %) or
+``lobulated`` (a core and 4–6 overlapping lobes), ``malignant`` = lobulated, and nothing
+but the shape differs: each lesion's volume is drawn as that of a sphere of radius
+U(5, 9) mm for both classes (the lobulated shape is rescaled to it), its mean density from
+N(20, 30) HU and its texture (smooth noise of SD 30 HU) alike. Survival (months) is
 exponential with scale ``60 · exp(−0.25 · (radius_mm − 6))`` (bigger lesions die sooner),
 censored uniformly in [6, 60]; ``time`` and ``event`` hold the result. Scans are split
 into train/tune/test by ``split_ratios``.
@@ -78,6 +84,43 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float
     return n / sd if sd > 0 else n
 
 
+_SHAPE_CLASSES = ("round", "lobulated")
+_SHAPE_MEAN_HU = (20.0, 30.0)
+_SHAPE_TEXTURE_HU = 30.0
+
+
+def _shape_mask(
+    cls: str, centre: npt.NDArray[np.float64], grids: tuple[npt.NDArray[np.float64], ...], radius: float,
+    rng: np.random.Generator,
+) -> npt.NDArray[np.bool_]:  # fmt: skip
+    """Mask of a ``round`` or ``lobulated`` lesion whose volume is that of a sphere of
+    ``radius`` mm (lobulated: the unit shape is rescaled to that volume)."""
+    X, Y, Z = (g - c for g, c in zip(grids, centre, strict=True))
+    if cls == "round":
+        ax = rng.uniform(0.85, 1.15, size=3)
+        ax /= np.prod(ax) ** (1 / 3)  # same volume as the sphere
+        return ((X / (radius * ax[0])) ** 2 + (Y / (radius * ax[1])) ** 2 + (Z / (radius * ax[2])) ** 2) <= 1.0
+    n_lobes = int(rng.integers(4, 7))
+    dirs = rng.standard_normal((n_lobes, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    lobe_r = rng.uniform(0.45, 0.6, size=n_lobes)
+
+    def build(scale: float) -> npt.NDArray[np.bool_]:
+        m = X**2 + Y**2 + Z**2 <= (0.55 * scale) ** 2
+        for d, r in zip(dirs, lobe_r, strict=True):
+            o = d * 0.6 * scale
+            m |= (X - o[0]) ** 2 + (Y - o[1]) ** 2 + (Z - o[2]) ** 2 <= (r * scale) ** 2
+        return m
+
+    voxel = float(np.prod([np.ptp(g) / max(g.shape[a] - 1, 1) for a, g in enumerate(grids)]))
+    target = 4.0 / 3.0 * math.pi * radius**3
+    scale = radius
+    for _ in range(3):  # volume ~ scale³: rescale to the target volume
+        vol = float(build(scale).sum()) * voxel
+        scale *= (target / max(vol, voxel)) ** (1 / 3)
+    return build(scale)
+
+
 def _scan(
     cfg: SyntheticConfig, rng: np.random.Generator, patient: str, split: str
 ) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.uint8], npt.NDArray[np.float64], list[SyntheticLesion]]:
@@ -103,8 +146,9 @@ def _scan(
     lesions: list[SyntheticLesion] = []
     n_les = int(rng.integers(cfg.lesions_per_scan[0], cfg.lesions_per_scan[1] + 1))
     for n in range(1, n_les + 1):
-        cls = CLASSES[int(rng.integers(len(CLASSES)))]
-        radius = float(rng.uniform(4.0, 10.0))
+        classes = _SHAPE_CLASSES if cfg.classes == "shape" else CLASSES
+        cls = classes[int(rng.integers(len(classes)))]
+        radius = float(rng.uniform(5.0, 9.0) if cfg.classes == "shape" else rng.uniform(4.0, 10.0))
         lc, lr = lung_centres[int(rng.integers(2))]
         for _ in range(100):  # a centre well inside the lung, away from other lesions
             u = rng.uniform(-1, 1, size=3)
@@ -115,7 +159,9 @@ def _scan(
             if all(np.linalg.norm(centre - o) > 25.0 for o in others):
                 break
         d2 = ((X - centre[0]) ** 2 + (Y - centre[1]) ** 2 + (Z - centre[2]) ** 2) ** 0.5
-        if cls == "solid":
+        if cfg.classes == "shape":
+            m = _shape_mask(cls, centre, (X, Y, Z), radius, rng)
+        elif cls == "solid":
             m = d2 <= radius
         elif cls == "lobulated":
             m = d2 <= radius * 0.7
@@ -136,9 +182,9 @@ def _scan(
         m &= labels == 0
         if not m.any():
             continue
-        mu, sd = _DENSITY[cls]
+        mu, sd = _SHAPE_MEAN_HU if cfg.classes == "shape" else _DENSITY[cls]
         mean_hu = float(rng.normal(mu, sd))
-        tex = _TEXTURE[cls] * _smooth_noise(rng, shape, 1.0)
+        tex = (_SHAPE_TEXTURE_HU if cfg.classes == "shape" else _TEXTURE[cls]) * _smooth_noise(rng, shape, 1.0)
         hu[m] = mean_hu + tex[m]
         labels[m] = n
         com = np.array([X[m].mean(), Y[m].mean(), Z[m].mean()])
@@ -200,7 +246,7 @@ def generate_cohort(cfg: SyntheticConfig) -> SyntheticCohort:
                     "patient_id": les.patient_id,
                     "split": les.split,
                     "label": les.label,
-                    "malignant": MALIGNANT[les.label],
+                    "malignant": MALIGNANT.get(les.label, int(les.label == "lobulated")),
                     "radius_mm": f"{les.radius_mm:.3f}",
                     "mean_hu": f"{les.mean_hu:.1f}",
                     "time": f"{les.time:.3f}",

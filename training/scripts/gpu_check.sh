@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# GPU check (run on a machine with CUDA; ~3-5 min): bf16 pre-training steps/s of the full-size
-# FMCIB encoder, and 2-process DDP (nccl) on the GPUs present (both ranks share GPU 0 if only one).
+# GPU check (run on a machine with CUDA; ~3-5 min):
+#  1. sync BN: one pre-training step in 2 processes with SyncBatchNorm equals the 1-process step
+#     on the same global batch (sync_bn_check.py; nccl on 2+ GPUs, gloo when both ranks share
+#     GPU 0) -- the check that cannot run on CPU. Fails the script if it does not hold.
+#  2. bf16 pre-training steps/s of the full-size FMCIB encoder, 1 and 2 processes.
 # Usage: training/scripts/gpu_check.sh [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,6 +14,9 @@ export PYTHONPATH="$PWD:$PWD/training${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 [ -f .cache/synthetic/seeds.csv ] || "$PY" -m mhub_fmcib_train.cli synthetic --config training/configs/synthetic.toml
 NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+BACKEND=nccl; [ "$NGPU" -ge 2 ] || BACKEND=gloo
+"$PY" -m torch.distributed.run --standalone --nproc_per_node 2 training/scripts/sync_bn_check.py "$OUT" \
+  --backend "$BACKEND" | tee "$OUT/sync_bn.txt"
 for NPROC in 1 2; do
   cfg="$OUT/gpu_${NPROC}.toml"
   sed -e "s#^output_dir = .*#output_dir = \"$PWD/$OUT/run_${NPROC}proc\"#" \

@@ -601,6 +601,13 @@ def non_ct(t: Template, root: Path, rng: random.Random) -> list[BadInput]:
             ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = cls
             ds.Modality = {MR_IMAGE_STORAGE: "MR", PET_IMAGE_STORAGE: "PT", RT_DOSE: "RTDOSE"}.get(cls, "OT")
         p = write_ds(ds, root / "junk" / "nonct" / f"obj{m:02d}")
+        if cls == "no-uids":  # a CT slice without SeriesInstanceUID: a one-slice series, UID derived (issue 16)
+            from mhub_fmcib.dicom.index import InstanceRecord, read_record
+
+            rec = read_record(p)
+            assert isinstance(rec, InstanceRecord)
+            out.append(BadInput("non_ct", cls, (p,), frozenset({Outcome.NOTED}), series_uid=rec.series_instance_uid))
+            continue
         out.append(BadInput("non_ct", cls, (p,), frozenset({Outcome.SKIPPED})))
     return out
 

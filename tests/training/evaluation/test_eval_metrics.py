@@ -16,6 +16,8 @@ from mhub_fmcib_train.evaluation.metrics import (
 from scipy import stats
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, roc_auc_score
 
+from mhub_fmcib.errors import ConfigError
+
 
 def _binary(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -100,3 +102,37 @@ def test_comparison_table_layout() -> None:
     assert row.difference == pytest.approx(roc_auc_score(y, b) - roc_auc_score(y, a))
     assert 0 < row.p_value <= 1
     assert np.isnan(t[t.model == "foundation"].p_value).all()
+
+
+def test_protocols_by_name_paper_default_and_authors_code() -> None:
+    from mhub_fmcib_train.evaluation.metrics import STAT_PROTOCOLS, get_protocol
+
+    paper, code = get_protocol("paper"), get_protocol("authors_code")
+    assert (paper.n_resamples, paper.n_permutations, paper.alternative) == (9_999, 1_000, "two-sided")
+    assert (code.n_resamples, code.n_permutations, code.alternative) == (1_000, 1_000, "greater_authors_code")
+    assert set(STAT_PROTOCOLS) == {"paper", "authors_code"}
+    with pytest.raises(ConfigError, match="authors_code"):
+        get_protocol("nope")
+
+
+def test_authors_code_p_value_is_one_sided_share_of_null_at_or_above_observed() -> None:
+    from mhub_fmcib_train.evaluation.metrics import paired_permutation_test
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 2, 60)
+    a = y + rng.normal(0, 0.8, 60)
+    b = y + rng.normal(0, 1.2, 60)
+    got = paired_permutation_test(y, a, b, "auc_roc", 500, seed=3, alternative="greater_authors_code")
+    # independent re-derivation: same swap masks, sklearn's AUC, p = mean(null >= observed)
+    masks = np.random.default_rng(3).random((500, 60)) < 0.5
+    obs = roc_auc_score(y, a) - roc_auc_score(y, b)
+    null = np.array([roc_auc_score(y, np.where(m, b, a)) - roc_auc_score(y, np.where(m, a, b)) for m in masks])
+    assert got.difference == pytest.approx(obs, abs=1e-12)
+    assert got.p_value == pytest.approx(float(np.mean(null >= obs)), abs=1e-12)
+    two = paired_permutation_test(y, a, b, "auc_roc", 500, seed=3)
+    assert two.alternative == "two-sided" and got.alternative == "greater_authors_code"
+    # reversed models: the one-sided p flips to the other tail, the two-sided one does not
+    rev = paired_permutation_test(y, b, a, "auc_roc", 500, seed=3, alternative="greater_authors_code")
+    assert rev.p_value > 0.5 > got.p_value
+    assert paired_permutation_test(y, b, a, "auc_roc", 500, seed=3).p_value == pytest.approx(two.p_value)

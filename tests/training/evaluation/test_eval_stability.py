@@ -151,3 +151,33 @@ def test_inter_reader_with_feature_extractor(tmp_path: Path) -> None:
     assert np.all(np.isfinite(res.predictions))
     assert np.isnan(res.aucs).all()
     assert res.predictions[0, 0] != res.predictions[0, 1]
+
+
+def test_test_retest_icc_is_the_authors_pingouin_row_2_with_icc21_beside_it() -> None:
+    from mhub_fmcib_train.evaluation.stability import (
+        ICC_ROLES,
+        TEST_RETEST_ICC,
+        TEST_RETEST_ICC_BESIDE,
+        icc_table,
+        test_retest_icc,
+    )
+
+    rng = np.random.default_rng(7)
+    truth = rng.normal(0, 1, 40)
+    ratings = np.column_stack([truth + rng.normal(0, 0.2, 40), truth + 0.3 + rng.normal(0, 0.2, 40)])  # a shift
+    long = pd.DataFrame({"ID": np.repeat(np.arange(40), 2), "tag": np.tile(["a", "b"], 40), "pred_1": ratings.ravel()})
+    authors = pingouin.intraclass_corr(data=long, targets="ID", raters="tag", ratings="pred_1")
+    got = test_retest_icc(ratings)
+    assert (TEST_RETEST_ICC, TEST_RETEST_ICC_BESIDE) == ("ICC(3,1)", "ICC(2,1)")
+    # analysis/stability.py reports row 2 (pingouin < 0.7 names it ICC3, 0.7 ICC(C,1)); its
+    # column position moved between versions, so read the ICC column of that row
+    assert authors.iloc[2]["Type"] in ("ICC3", "ICC(C,1)")
+    assert got.paper == pytest.approx(authors.iloc[2]["ICC"], abs=1e-12)
+    assert got.absolute_agreement == pytest.approx(authors.iloc[1]["ICC"], abs=1e-12)  # ICC2 / ICC(A,1)
+    assert got.absolute_agreement < got.paper  # the systematic shift lowers agreement, not consistency
+    text = got.describe()
+    assert "ICC(3,1)" in text and "paper's figure" in text and "ICC(2,1)" in text and "absolute agreement" in text
+    table = icc_table(ratings).set_index("form")
+    assert table.loc["ICC(3,1)", "role"] == ICC_ROLES["ICC(3,1)"] and "paper" in table.loc["ICC(3,1)", "role"]
+    assert "beside" in table.loc["ICC(2,1)", "role"]
+    assert table.loc["ICC(1,1)", "role"] == ""

@@ -8,8 +8,12 @@ normalised values; see ``training/README.md`` ("one preprocessing").
 
 Layout of ``cache_dir/<key>/``: ``lesions.npy`` (N, R, R, R) in seeds-CSV row order,
 ``background.npy`` (M, R, R, R), ``background.csv`` (image_path, coordX, coordY, coordZ,
-split), ``meta.json``. ``<key>`` hashes the CSV bytes and the cache settings, so a changed
-table or setting builds a new cache instead of silently reusing an old one.
+split), ``scans/NNNNN.npy`` (each scan's HU voxels as read, (I, J, K), its own dtype) with
+``scans.json`` (image path, LPS affine, split per scan), ``meta.json``. The scans let the
+authors' criterion draw a fresh random 50³ background patch from a lesion's own scan at
+every step (:func:`random_scan_patch`, through the same ``extract_patch``). ``<key>``
+hashes the CSV bytes and the cache settings, so a changed table or setting builds a new
+cache instead of silently reusing an old one.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mhub_fmcib.image_io import read_image
-from mhub_fmcib.patch import extract_patch
+from mhub_fmcib.patch import extract_patch, reference_grid
 from mhub_fmcib.records import PATCH_SIZE, SeedPoint, Volume
 
 from ..config import DataConfig
@@ -35,12 +39,42 @@ from .table import LesionTable
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 #: HU below which a voxel counts as air for the background check.
 AIR_HU = -900.0
 #: Background cubes' centres are at least this far (Chebyshev, mm) from every seed of the
 #: scan, so the 50³ patches the encoder sees never overlap a lesion's patch.
 BACKGROUND_MIN_DISTANCE_MM = float(PATCH_SIZE)
+
+
+@dataclass(frozen=True, eq=False)
+class CachedScan:
+    """One scan of the cache: its HU voxels (memory-mapped) and geometry.
+
+    Attributes:
+        image_path: the image file the scan was read from.
+        split: split of the scan's lesions.
+        volume: HU voxels (I, J, K) with the LPS affine, as ``read_image`` returned them.
+    """
+
+    image_path: str
+    split: str
+    volume: Volume
+
+
+def random_scan_patch(scan: CachedScan, rng: np.random.Generator, size: int = PATCH_SIZE) -> npt.NDArray[np.float32]:
+    """A ``size``³ patch at a uniformly random position of the scan's 1 mm grid, as the
+    authors' ``SSLRadiomicsDataset.get_negative_sample`` draws it (``get_random_patch``:
+    start index uniform in ``[0, dim − size]`` per axis of the resampled grid, no overlap
+    check with the lesion). Extracted with :func:`extract_patch` (one preprocessing):
+    float32 (z, y, x), normalised units."""
+    grid = reference_grid(scan.volume)
+    start = [int(rng.integers(0, max(d - size, 0) + 1)) for d in grid.shape]
+    # centre index c = start + size/2 (crop [c - size/2, c + size/2)); +0.25 voxel so that
+    # the reference's truncation toward zero lands on c exactly
+    centre = np.array([s + size // 2 + 0.25 for s in start] + [1.0])
+    x, y, z = (grid.affine_lps @ centre)[:3]
+    return extract_patch(scan.volume, SeedPoint(float(x), float(y), float(z)), size=size).array
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,6 +87,8 @@ class PatchCache:
         background_splits: (M,) split of the scan each background cube comes from.
         table: the lesion table the cache was built from.
         folder: where the files are.
+        scans: one entry per scan (sorted by image path), its HU voxels memory-mapped.
+        lesion_scan: (N,) index into ``scans`` of each lesion's scan.
     """
 
     lesions: npt.NDArray[np.float32]
@@ -60,6 +96,8 @@ class PatchCache:
     background_splits: tuple[str, ...]
     table: LesionTable
     folder: Path
+    scans: tuple[CachedScan, ...] = ()
+    lesion_scan: tuple[int, ...] = ()
 
     @property
     def region_size(self) -> int:
@@ -154,8 +192,13 @@ def _build(cfg: DataConfig, table: LesionTable, folder: Path) -> None:
     bg_cubes: list[npt.NDArray[np.float32]] = []
     bg_rows: list[tuple[str, float, float, float, str]] = []
     t0 = time.perf_counter()
+    (folder / "scans").mkdir(exist_ok=True)
+    scans_meta: list[dict[str, object]] = []
     for scan_idx, (image, idxs) in enumerate(sorted(by_image.items())):
         volume = read_image(image)
+        np.save(folder / "scans" / f"{scan_idx:05d}.npy", np.ascontiguousarray(volume.array))
+        scans_meta.append({"image_path": str(image), "split": table.records[idxs[0]].split,
+                           "affine": np.asarray(volume.affine).tolist()})  # fmt: skip
         seeds = [table.records[i].seed for i in idxs]
         for i, s in zip(idxs, seeds, strict=True):
             les[i] = extract_patch(volume, s, size=r).array
@@ -182,6 +225,7 @@ def _build(cfg: DataConfig, table: LesionTable, folder: Path) -> None:
         "units": "(HU + 1024) / 3072, float32, (z, y, x), 1 mm",
         "build_seconds": round(time.perf_counter() - t0, 2),
     }
+    (folder / "scans.json").write_text(json.dumps(scans_meta))
     tmp_les.replace(folder / "lesions.npy")
     (folder / "meta.json").write_text(json.dumps(meta, indent=2))  # written last: marks complete
 
@@ -196,13 +240,21 @@ def build_cache(cfg: DataConfig) -> PatchCache:
     udist.barrier()
     with open(folder / "background.csv", newline="") as f:
         splits = tuple(row["split"] for row in csv.DictReader(f))
+    scans = tuple(
+        CachedScan(str(m["image_path"]), str(m["split"]),
+                   Volume(np.load(folder / "scans" / f"{k:05d}.npy", mmap_mode="r"), np.asarray(m["affine"])))
+        for k, m in enumerate(json.loads((folder / "scans.json").read_text()))
+    )  # fmt: skip
+    scan_of = {s.image_path: k for k, s in enumerate(scans)}
     return PatchCache(
         lesions=np.load(folder / "lesions.npy", mmap_mode="r"),
         background=np.load(folder / "background.npy", mmap_mode="r"),
         background_splits=splits,
         table=table,
         folder=folder,
+        scans=scans,
+        lesion_scan=tuple(scan_of[str(r.image_path)] for r in table.records),
     )
 
 
-__all__ = ["PatchCache", "build_cache", "cache_key", "sample_background"]
+__all__ = ["CachedScan", "PatchCache", "build_cache", "cache_key", "random_scan_patch", "sample_background"]

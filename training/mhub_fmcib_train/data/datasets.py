@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..transforms import FinetuneAugment, SimCLRView, centre_crop
-from .cache import PatchCache
+from .cache import PatchCache, random_scan_patch
 
 Key = tuple[int, int]  # (epoch, item index)
 
@@ -55,10 +56,16 @@ class ResumableBatchSampler(Sampler[list[Key]]):
 
 
 class PretrainDataset(Dataset[dict[str, torch.Tensor]]):
-    """Item ``(epoch, i)``: two SimCLR views of lesion ``lesion_rows[i]`` and
-    ``n_background`` views of background cubes drawn at random from ``background_rows``.
+    """Item ``(epoch, i)``: two SimCLR views of lesion ``lesion_rows[i]`` and its negatives.
 
-    Returns ``{"views": (2, 1, 50, 50, 50), "background": (n_background, 1, 50, 50, 50)}``.
+    ``negatives = "scan_random"`` (the authors'): one 50³ patch at a fresh random position
+    of the lesion's own scan (:func:`~mhub_fmcib_train.data.cache.random_scan_patch`), two
+    views of it: ``background`` is (2, 1, 50, 50, 50).
+    ``negatives = "cached_cubes"`` (ours): ``n_background`` views, one each, of background
+    cubes drawn at random from ``background_rows`` (cubes of any training scan that overlap
+    no lesion): ``background`` is (n_background, 1, 50, 50, 50).
+
+    Returns ``{"views": (2, 1, 50, 50, 50), "background": ...}``.
     """
 
     def __init__(
@@ -69,26 +76,37 @@ class PretrainDataset(Dataset[dict[str, torch.Tensor]]):
         view: SimCLRView,
         n_background: int,
         seed: int,
+        negatives: str = "scan_random",
     ) -> None:
-        if n_background > 0 and not background_rows:
+        if negatives not in ("scan_random", "cached_cubes"):
+            raise ValueError(f"negatives must be 'scan_random' or 'cached_cubes', got {negatives!r}")
+        if negatives == "cached_cubes" and n_background > 0 and not background_rows:
             raise ValueError("background views were requested but the cache holds no background cubes")
+        if negatives == "scan_random" and not cache.scans:
+            raise ValueError("the patch cache holds no scans; rebuild it (delete the cache folder)")
         self.cache, self.lesion_rows, self.background_rows = cache, list(lesion_rows), list(background_rows)
-        self.view, self.n_background, self.seed = view, n_background, seed
+        self.view, self.n_background, self.seed, self.negatives = view, n_background, seed, negatives
 
     def __len__(self) -> int:
         return len(self.lesion_rows)
 
-    def __getitem__(self, key: Key) -> dict[str, torch.Tensor]:
-        epoch, i = key
-        rng = np.random.default_rng([self.seed, epoch, i])
-        cube = np.asarray(self.cache.lesions[self.lesion_rows[i]])
-        views = np.stack([self.view(cube, rng), self.view(cube, rng)])[:, None]
+    def _background(self, row: int, rng: np.random.Generator) -> npt.NDArray[np.float32]:
+        if self.negatives == "scan_random":
+            patch = random_scan_patch(self.cache.scans[self.cache.lesion_scan[row]], rng)
+            return np.stack([self.view(patch, rng), self.view(patch, rng)])[:, None]
         bgs = []
         for _ in range(self.n_background):
             j = self.background_rows[int(rng.integers(len(self.background_rows)))]
             bgs.append(self.view(np.asarray(self.cache.background[j]), rng))
-        bg = np.stack(bgs)[:, None] if bgs else np.zeros((0, 1, 50, 50, 50), np.float32)
-        return {"views": torch.from_numpy(views), "background": torch.from_numpy(bg)}
+        return np.stack(bgs)[:, None] if bgs else np.zeros((0, 1, 50, 50, 50), np.float32)
+
+    def __getitem__(self, key: Key) -> dict[str, torch.Tensor]:
+        epoch, i = key
+        rng = np.random.default_rng([self.seed, epoch, i])
+        row = self.lesion_rows[i]
+        cube = np.asarray(self.cache.lesions[row])
+        views = np.stack([self.view(cube, rng), self.view(cube, rng)])[:, None]
+        return {"views": torch.from_numpy(views), "background": torch.from_numpy(self._background(row, rng))}
 
 
 class LabelledDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):

@@ -3,41 +3,94 @@
 The training CLI calls :func:`add_evaluate_subcommands` and :func:`add_radiomics_subcommand`
 with its ``subparsers``; each registered parser sets ``func`` to a handler taking the parsed
 ``argparse.Namespace`` and returning an exit status.
+
+Registering the commands needs nothing beyond the base package, so they are listed even
+when the ``train`` extra (pandas, scikit-learn, lifelines, matplotlib, pyradiomics) is
+missing; running one then fails with the ``pip install`` line (:func:`require_extra`).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from mhub_fmcib.errors import ConfigError
 
-from .metrics import N_BOOTSTRAP, N_PERMUTATIONS
+#: Bootstrap resamples and permutations of the paper (as in ``metrics``; repeated here so
+#: that registering the commands imports no optional package).
+N_BOOTSTRAP = 9_999
+N_PERMUTATIONS = 1_000
+#: The pyradiomics settings shipped with the package.
+DEFAULT_RADIOMICS_PARAMS = Path(__file__).with_name("radiomics_params.yaml")
+
+#: Modules each command needs (all in the ``train`` extra), by import name.
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "evaluate": ("pandas", "scipy", "sklearn", "lifelines", "matplotlib"),
+    "radiomics": ("pandas", "radiomics"),
+}
+INSTALL_HINT = "pip install 'mhub-fmcib[train]'"
 
 
+def require_extra(command: str) -> None:
+    """Raise :class:`ConfigError` naming the missing modules and the ``pip install`` line
+    when a module ``command`` needs cannot be imported."""
+    missing = []
+    for name in EXTRA_MODULES[command]:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ConfigError(
+            f"'{command}' needs the 'train' extra, which is not installed (cannot import {', '.join(missing)}); "
+            f"install it with: {INSTALL_HINT}"
+        )
+
+
+def _needs(command: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    def deco(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        @functools.wraps(fn)
+        def wrapped(args: argparse.Namespace) -> int:
+            require_extra(command)
+            return fn(args)
+
+        return wrapped
+
+    return deco
+
+
+@_needs("evaluate")
 def _cmd_report(args: argparse.Namespace) -> int:
+    from .metrics import get_protocol
     from .report import read_predictions, write_report
 
+    proto = get_protocol(args.protocol)
     rep = write_report(
         read_predictions(args.predictions),
         args.out,
         args.reference,
-        args.n_resamples,
-        args.n_permutations,
+        args.n_resamples if args.n_resamples is not None else proto.n_resamples,
+        args.n_permutations if args.n_permutations is not None else proto.n_permutations,
         args.seed,
         args.threshold_rule,
         args.time_unit,
+        proto.alternative,
     )
     print(f"wrote {len(rep.tables)} tables and {len(rep.figures)} figures to {rep.folder}")
     return 0
 
 
+@_needs("evaluate")
 def _cmd_stability(args: argparse.Namespace) -> int:
-    from .stability import TEST_RETEST_ICC, feature_agreement, icc_table
+    import pandas as pd
+
+    from .stability import feature_agreement, icc_table, test_retest_icc
     from .tables import write_table
 
     a = pd.read_csv(args.test, index_col=0)
@@ -53,7 +106,7 @@ def _cmd_stability(args: argparse.Namespace) -> int:
         write_table(
             icc_table(ratings),
             args.out / "icc",
-            f"ICC of {col!r}, test vs retest ({len(common)} lesions); reported form {TEST_RETEST_ICC}",
+            f"ICC of {col!r}, test vs retest ({len(common)} lesions): {test_retest_icc(ratings).describe()}",
         )
     feats = [c for c in a.columns if c != args.prediction_column and c in b.columns]
     if feats:
@@ -64,7 +117,10 @@ def _cmd_stability(args: argparse.Namespace) -> int:
     return 0
 
 
+@_needs("evaluate")
 def _cmd_tsne(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from .tsne import plot_tsne, tsne_embedding
 
     df = pd.read_csv(args.features, index_col=0)
@@ -75,7 +131,10 @@ def _cmd_tsne(args: argparse.Namespace) -> int:
     return 0
 
 
+@_needs("evaluate")
 def _cmd_biology(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from .biology import (
         compare_models,
         enrichment,
@@ -112,6 +171,7 @@ def _cmd_biology(args: argparse.Namespace) -> int:
     return 0
 
 
+@_needs("radiomics")
 def _cmd_radiomics(args: argparse.Namespace) -> int:
     from .radiomics_baseline import dicom_radiomics_table, radiomics_table, read_cases
 
@@ -132,7 +192,9 @@ def _cmd_radiomics(args: argparse.Namespace) -> int:
 
 def add_evaluate_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``evaluate {report,stability,tsne,biology}``; return the ``evaluate`` parser."""
-    ev = subparsers.add_parser("evaluate", help="statistics, tables and figures of a study")
+    ev = subparsers.add_parser(
+        "evaluate", help=f"statistics, tables and figures of a study (needs the train extra: {INSTALL_HINT})"
+    )
     sub = ev.add_subparsers(dest="evaluate_command", required=True)
 
     p = sub.add_parser("report", help="metrics with CIs, permutation tests, survival, KM plots")
@@ -144,8 +206,15 @@ def add_evaluate_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--reference", default=None, help="model the others are tested against")
-    p.add_argument("--n-resamples", type=int, default=N_BOOTSTRAP)
-    p.add_argument("--n-permutations", type=int, default=N_PERMUTATIONS)
+    p.add_argument(
+        "--protocol",
+        choices=("paper", "authors_code"),
+        default="paper",
+        help=f"paper: {N_BOOTSTRAP} resamples, {N_PERMUTATIONS} permutations, two-sided p (default); "
+        "authors_code: 1000 resamples, 1000 permutations, one-sided p as analysis/utils.py",
+    )
+    p.add_argument("--n-resamples", type=int, default=None, help="override the protocol's bootstrap resamples")
+    p.add_argument("--n-permutations", type=int, default=None, help="override the protocol's permutations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threshold-rule", choices=("median", "logrank"), default="median")
     p.add_argument("--time-unit", default="days")
@@ -181,16 +250,16 @@ def add_evaluate_subcommands(subparsers: Any) -> argparse.ArgumentParser:
 
 def add_radiomics_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``radiomics``: pyradiomics features table from image/mask files."""
-    from .radiomics_baseline import DEFAULT_PARAMS
-
-    p = subparsers.add_parser("radiomics", help="pyradiomics baseline features")
+    p = subparsers.add_parser(
+        "radiomics", help=f"pyradiomics baseline features (needs the train extra: {INSTALL_HINT})"
+    )
     p.add_argument("--cases", type=Path, help="CSV: case_id, image, mask[, label]")
     p.add_argument(
         "--dicom", type=Path, help="DICOM folder: CT with SEG/RTSTRUCT (masks as mhub-fmcib run places them)"
     )
     p.add_argument("--sources", default="SEG", help="SEG, RTSTRUCT or SEG,RTSTRUCT (with --dicom)")
     p.add_argument("--segments", action="append", default=[], help="segment numbers/labels or ROI names (--dicom)")
-    p.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="pyradiomics YAML")
+    p.add_argument("--params", type=Path, default=DEFAULT_RADIOMICS_PARAMS, help="pyradiomics YAML")
     p.add_argument("--out", type=Path, required=True, help="features CSV")
     p.set_defaults(func=_cmd_radiomics)
     return p

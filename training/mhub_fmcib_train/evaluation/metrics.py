@@ -21,6 +21,11 @@ Conventions:
   one-sided p-value, each ``(count + 1) / (n_permutations + 1)``, clipped to 1 (as
   ``scipy.stats.permutation_test(permutation_type="samples")``). When ``2**n`` does not
   exceed ``n_permutations`` all swaps are enumerated and the p-value is exact.
+* Protocols (:data:`STAT_PROTOCOLS`, by name): ``"paper"`` (default) — 9,999 bootstrap
+  resamples, 1,000 permutations, two-sided p as above; ``"authors_code"`` — what the
+  authors' ``analysis/utils.py`` (``get_model_comparison_stats``, ``N_RESAMPLES = 1000``)
+  computes: 1,000 resamples, 1,000 permutations and the **one-sided** p-value
+  ``mean(null >= observed)`` (A better than B; no +1 correction).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +50,36 @@ Metric = Callable[[IntArray, FloatArray], float]
 N_BOOTSTRAP = 9_999
 #: Permutations used by the paper for model comparisons.
 N_PERMUTATIONS = 1_000
+
+Alternative = Literal["two-sided", "greater_authors_code"]
+
+
+@dataclass(frozen=True)
+class StatProtocol:
+    """Resample counts and p-value rule of a statistics protocol."""
+
+    name: str
+    n_resamples: int
+    n_permutations: int
+    alternative: Alternative
+    description: str
+
+
+#: The named protocols: the paper's text (default) and the authors' released code.
+STAT_PROTOCOLS: dict[str, StatProtocol] = {
+    "paper": StatProtocol("paper", N_BOOTSTRAP, N_PERMUTATIONS, "two-sided",
+                          "paper: 9,999 bootstrap resamples; 1,000 permutations, two-sided p"),
+    "authors_code": StatProtocol("authors_code", 1_000, 1_000, "greater_authors_code",
+                                 "authors' code (analysis/utils.py): 1,000 resamples; 1,000 permutations, "
+                                 "one-sided p = mean(null >= observed)"),
+}  # fmt: skip
+
+
+def get_protocol(name: str) -> StatProtocol:
+    """The protocol called ``name``; :class:`ConfigError` listing the known names otherwise."""
+    if name not in STAT_PROTOCOLS:
+        raise ConfigError(f"unknown statistics protocol {name!r}; choose from {sorted(STAT_PROTOCOLS)}")
+    return STAT_PROTOCOLS[name]
 
 
 def _check(y: npt.ArrayLike, scores: npt.ArrayLike) -> tuple[IntArray, FloatArray]:
@@ -191,7 +227,7 @@ def bootstrap_ci(
 
 @dataclass(frozen=True)
 class PermutationResult:
-    """Paired two-sided permutation test of ``metric(A) - metric(B)``."""
+    """Paired permutation test of ``metric(A) - metric(B)`` (``alternative`` says which p)."""
 
     metric: str
     difference: float
@@ -199,6 +235,7 @@ class PermutationResult:
     n_permutations: int
     exact: bool
     seed: int
+    alternative: str = "two-sided"
 
 
 def paired_permutation_test(
@@ -208,8 +245,10 @@ def paired_permutation_test(
     metric: str,
     n_permutations: int = N_PERMUTATIONS,
     seed: int = 0,
+    alternative: Alternative = "two-sided",
 ) -> PermutationResult:
-    """Two-sided paired permutation test between two models' predictions on the same cases."""
+    """Paired permutation test between two models' predictions on the same cases:
+    two-sided (default) or the authors' code's one-sided ``mean(null >= observed)``."""
     fn = get_metric(metric)
     yy, sa = _check(y, scores_a)
     _, sb = _check(y, scores_b)
@@ -227,12 +266,17 @@ def paired_permutation_test(
     for k, m in enumerate(masks):
         mm = m[expand]
         null[k] = fn(yy, np.where(mm, sb, sa)) - fn(yy, np.where(mm, sa, sb))
+    if alternative == "greater_authors_code":
+        p = float(np.mean(null >= observed))
+        return PermutationResult(metric, float(observed), p, int(null.size), exact, seed, alternative)
+    if alternative != "two-sided":
+        raise ConfigError(f"unknown alternative {alternative!r}; use 'two-sided' or 'greater_authors_code'")
     gamma = abs(observed) * np.finfo(np.float64).eps * 100
     adjust = 0 if exact else 1
     p_less = (np.sum(null <= observed + gamma) + adjust) / (null.size + adjust)
     p_greater = (np.sum(null >= observed - gamma) + adjust) / (null.size + adjust)
     p = float(min(1.0, 2 * min(p_less, p_greater)))
-    return PermutationResult(metric, float(observed), p, int(null.size), exact, seed)
+    return PermutationResult(metric, float(observed), p, int(null.size), exact, seed, alternative)
 
 
 def comparison_table(
@@ -243,6 +287,7 @@ def comparison_table(
     n_resamples: int = N_BOOTSTRAP,
     n_permutations: int = N_PERMUTATIONS,
     seed: int = 0,
+    alternative: Alternative = "two-sided",
 ) -> pd.DataFrame:
     """One row per (model, metric) like the paper's Extended Data Tables 1–2.
 
@@ -270,7 +315,8 @@ def comparison_table(
                     row["difference"] = float("nan")
                     row["p_value"] = float("nan")
                 else:
-                    pt = paired_permutation_test(y, scores, model_scores[reference], metric, n_permutations, seed)
+                    pt = paired_permutation_test(y, scores, model_scores[reference], metric, n_permutations, seed,
+                                                 alternative)  # fmt: skip
                     row["difference"] = pt.difference
                     row["p_value"] = pt.p_value
             rows.append(row)

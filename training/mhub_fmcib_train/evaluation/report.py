@@ -28,6 +28,7 @@ from .metrics import (
     N_BOOTSTRAP,
     N_PERMUTATIONS,
     TASK_METRICS,
+    Alternative,
     comparison_table,
     paired_permutation_test,
 )
@@ -102,6 +103,7 @@ def write_report(
     seed: int = 0,
     threshold_rule: str = "median",
     time_unit: str = "days",
+    alternative: Alternative = "two-sided",
 ) -> Report:
     """Write metrics (with CIs and permutation p vs ``reference``), foundation-vs-radiomics,
     survival tables and Kaplan–Meier figures into ``out_dir``; return the paths."""
@@ -120,19 +122,20 @@ def write_report(
     tables: list[Path] = []
     figures: list[Path] = []
     out_dir.mkdir(parents=True, exist_ok=True)
-    cmp = comparison_table(y, scores, metrics, reference, n_resamples, n_permutations, seed)
+    cmp = comparison_table(y, scores, metrics, reference, n_resamples, n_permutations, seed, alternative)
     tables += write_table(
         cmp,
         out_dir / "metrics",
         f"Test-set metrics ({len(y)} cases); 95 % percentile bootstrap CI, {n_resamples} "
-        f"resamples; paired permutation p vs {reference}, {n_permutations} permutations",
+        f"resamples; paired permutation p vs {reference}, {n_permutations} permutations, {alternative}",
     )
     if "foundation" in scores and "radiomics" in scores:
         rows = []
         for metric in metrics:
             f = cmp[(cmp.model == "foundation") & (cmp.metric == metric)].iloc[0]
             r = cmp[(cmp.model == "radiomics") & (cmp.metric == metric)].iloc[0]
-            pt = paired_permutation_test(y, scores["foundation"], scores["radiomics"], metric, n_permutations, seed)
+            pt = paired_permutation_test(y, scores["foundation"], scores["radiomics"], metric, n_permutations, seed,
+                                         alternative)  # fmt: skip
             rows.append(
                 {
                     "metric": metric,

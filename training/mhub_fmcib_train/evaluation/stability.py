@@ -2,10 +2,13 @@
 
 ICC forms follow Shrout & Fleiss (1979), from the two-way ANOVA mean squares of an
 (n targets × k raters) table: ICC(1,1), ICC(2,1), ICC(3,1) and their k-rater means
-ICC(1,k), ICC(2,k), ICC(3,k). **Test–retest reliability of predictions is reported as
-ICC(2,1)**: two-way random effects, absolute agreement, single measurement (each lesion
-is a target, the test and retest scans are the two "raters"); the other forms are in the
-table too.
+ICC(1,k), ICC(2,k), ICC(3,k). Each lesion is a target, the test and retest scans are the
+two "raters". **The paper's test–retest figure is ICC(3,1)**: two-way mixed effects,
+consistency, single measurement — the authors' ``analysis/stability.py`` takes row 2 of
+pingouin's ``intraclass_corr`` table (``ICC3``). **ICC(2,1)** (two-way random effects,
+absolute agreement, single measurement), which also penalises a systematic test–retest
+shift, is reported beside it; :func:`test_retest_icc` returns both, labelled, and
+:func:`icc_table` all six forms with a ``role`` column.
 
 Test–retest features: for each feature, across lesions, Spearman's rho and R² (squared
 Pearson correlation, i.e. the coefficient of determination of a least-squares line) between
@@ -40,8 +43,16 @@ from .metrics import auc_roc
 FloatArray = npt.NDArray[np.float64]
 
 ICC_FORMS = ("ICC(1,1)", "ICC(2,1)", "ICC(3,1)", "ICC(1,k)", "ICC(2,k)", "ICC(3,k)")
-#: The form reported for test–retest reliability of predictions.
-TEST_RETEST_ICC = "ICC(2,1)"
+#: The form of the paper's test–retest figure (the authors' code: pingouin ICC3).
+TEST_RETEST_ICC = "ICC(3,1)"
+#: The form reported beside it (absolute agreement).
+TEST_RETEST_ICC_BESIDE = "ICC(2,1)"
+#: What each reported form is, as written into tables.
+ICC_ROLES = {
+    TEST_RETEST_ICC: "paper's figure: two-way mixed, consistency, single "
+    "(authors' analysis/stability.py, pingouin ICC3)",
+    TEST_RETEST_ICC_BESIDE: "beside it: two-way random, absolute agreement, single",
+}
 
 
 @dataclass(frozen=True)
@@ -93,9 +104,40 @@ def icc(ratings: npt.ArrayLike) -> IccTable:
 
 
 def icc_table(ratings: npt.ArrayLike) -> pd.DataFrame:
-    """The six ICCs as a table (``form, icc``)."""
+    """The six ICCs as a table (``form, icc, role``; ``role`` says which is the paper's
+    figure and which is reported beside it, empty for the others)."""
     t = icc(ratings)
-    return pd.DataFrame([{"form": f, "icc": v} for f, v in t.values])
+    return pd.DataFrame([{"form": f, "icc": v, "role": ICC_ROLES.get(f, "")} for f, v in t.values])
+
+
+@dataclass(frozen=True)
+class TestRetestIcc:
+    """The two reported test–retest ICCs of a prediction.
+
+    Attributes:
+        paper: ICC(3,1), consistency — the paper's figure (authors' code).
+        absolute_agreement: ICC(2,1), reported beside it.
+    """
+
+    paper: float
+    absolute_agreement: float
+    paper_form: str = TEST_RETEST_ICC
+    absolute_agreement_form: str = TEST_RETEST_ICC_BESIDE
+
+    def describe(self) -> str:
+        """``ICC(3,1) = 0.981 (paper's figure, consistency); ICC(2,1) = 0.975 (absolute agreement)``."""
+        return (f"{self.paper_form} = {self.paper:.3f} (paper's figure, consistency); "
+                f"{self.absolute_agreement_form} = {self.absolute_agreement:.3f} (absolute agreement)")  # fmt: skip
+
+
+def test_retest_icc(ratings: npt.ArrayLike) -> TestRetestIcc:
+    """ICC(3,1) and ICC(2,1) of an (n lesions, 2 scans) table, labelled."""
+    t = icc(ratings)
+    return TestRetestIcc(paper=t[TEST_RETEST_ICC], absolute_agreement=t[TEST_RETEST_ICC_BESIDE])
+
+
+test_retest_icc.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+TestRetestIcc.__test__ = False  # type: ignore[attr-defined]
 
 
 def feature_agreement(test: npt.ArrayLike, retest: npt.ArrayLike) -> pd.DataFrame:
@@ -143,7 +185,7 @@ def perturb_seeds(
 
 class FeatureSource(Protocol):
     """Anything with ``extract(patches (B,50,50,50) float32) -> (B, F) float32``,
-    e.g. :class:`mhub_fmcib.encoder.FeatureExtractor`."""
+    e.g. :class:`mhub_fmcib.model.extractor.FeatureExtractor`."""
 
     def extract(self, patches: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
 

@@ -7,19 +7,24 @@ from torch import nn
 
 
 class ProjectionHead(nn.Module):
-    """SimCLR projection: Linear(in, hidden) → BatchNorm → ReLU → Linear(hidden, out).
+    """SimCLR projection on the features. (B, in) → (B, out).
 
-    FMCIB: 4096 → 2048 → 128. Input (B, in) → output (B, out).
+    ``batch_norm=False`` (the authors': lightly ``SimCLRProjectionHead(4096, 2048, 128,
+    batch_norm=False)``): Linear(in, hidden) → ReLU → Linear(hidden, out), both with bias.
+    ``batch_norm=True`` (ours before): Linear(in, hidden, no bias) → BatchNorm1d → ReLU →
+    Linear(hidden, out). FMCIB: 4096 → 2048 → 128.
     """
 
-    def __init__(self, in_dim: int = 4096, hidden_dim: int = 2048, out_dim: int = 128) -> None:
+    def __init__(
+        self, in_dim: int = 4096, hidden_dim: int = 2048, out_dim: int = 128, batch_norm: bool = False
+    ) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim, bias=False),
-            nn.BatchNorm1d(hidden_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, out_dim),
+        first: list[nn.Module] = (
+            [nn.Linear(in_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim)]
+            if batch_norm
+            else [nn.Linear(in_dim, hidden_dim)]
         )
+        self.net = nn.Sequential(*first, nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -46,12 +51,19 @@ class ClassifierHead(nn.Module):
 
 
 class SimCLRModel(nn.Module):
-    """``trunk`` (encoder) followed by a projection head. (B, 1, D, H, W) → (B, out)."""
+    """``trunk`` (encoder) followed by a projection head. (B, 1, D, H, W) → (B, out).
+
+    Given a list of batches, each goes through the model on its own (its own batch-norm
+    statistics, as the authors' ``ExNegSimCLR`` forwards each view separately) and the
+    outputs are concatenated in order.
+    """
 
     def __init__(self, trunk: nn.Module, head: ProjectionHead) -> None:
         super().__init__()
         self.trunk = trunk
         self.head = head
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        if isinstance(x, list):
+            return torch.cat([self.head(self.trunk(xi)) for xi in x])
         return self.head(self.trunk(x))

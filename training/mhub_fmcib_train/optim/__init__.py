@@ -1,6 +1,6 @@
 """Optimisers and learning-rate schedules."""
 
-from .lars import LARC
-from .schedule import warmup_cosine, warmup_cosine_scheduler
+from .lars import LARC, LARS
+from .schedule import authors_code_cosine, build_scheduler, warmup_cosine, warmup_cosine_scheduler
 
-__all__ = ["LARC", "warmup_cosine", "warmup_cosine_scheduler"]
+__all__ = ["LARC", "LARS", "authors_code_cosine", "build_scheduler", "warmup_cosine", "warmup_cosine_scheduler"]

@@ -1,7 +1,15 @@
 """Augmentations on cached cubes (normalised units, (z, y, x))."""
 
 from .finetune import FinetuneAugment, centre_crop
-from .views import SimCLRView, gaussian_smooth, histogram_shift, random_resized_crop
+from .views import (
+    SimCLRView,
+    gaussian_smooth,
+    histogram_shift,
+    rand_scale_box,
+    rand_scale_crop,
+    random_flip,
+    random_resized_crop,
+)
 
 __all__ = [
     "FinetuneAugment",
@@ -9,5 +17,8 @@ __all__ = [
     "centre_crop",
     "gaussian_smooth",
     "histogram_shift",
+    "rand_scale_box",
+    "rand_scale_crop",
+    "random_flip",
     "random_resized_crop",
 ]

@@ -11,6 +11,7 @@ augmenting normalised values is the same as augmenting HU and normalising after.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +46,44 @@ def random_resized_crop(
     return out[0, 0].numpy()
 
 
+def rand_scale_box(
+    shape: tuple[int, ...], rng: np.random.Generator, scale: tuple[float, float]
+) -> tuple[list[int], list[int]]:
+    """MONAI ``RandScaleCrop(s, random_size=False)`` with ``s ~ U(scale)`` drawn once for
+    all axes: edge ``ceil(dim · s)`` per axis (25–50 voxels on a 50³ patch; 25 only when
+    s = 0.5 exactly), start uniform integer in ``[0, dim − edge]``. Returns (start, edges)."""
+    s = float(rng.uniform(*scale))
+    edges = [min(math.ceil(d * s), d) for d in shape]
+    start = [int(rng.integers(0, d - e + 1)) for d, e in zip(shape, edges, strict=True)]
+    return start, edges
+
+
+def rand_scale_crop(
+    patch: Array, rng: np.random.Generator, scale: tuple[float, float], out_size: int = PATCH_SIZE
+) -> tuple[Array, int]:
+    """The authors' ``RandomResizedCrop3D``: the box of :func:`rand_scale_box` inside
+    ``patch``, then trilinear resize (``align_corners=False``, MONAI
+    ``Resize(mode="trilinear")``) to ``out_size``³. Returns the view and the box edge."""
+    start, edges = rand_scale_box(patch.shape, rng, scale)
+    box = patch[start[0] : start[0] + edges[0], start[1] : start[1] + edges[1], start[2] : start[2] + edges[2]]
+    t = torch.from_numpy(np.ascontiguousarray(box, dtype=np.float32))[None, None]
+    out = F.interpolate(t, size=(out_size,) * 3, mode="trilinear", align_corners=False)
+    return out[0, 0].numpy(), edges[0]
+
+
+def random_flip(x: Array, rng: np.random.Generator, p: float, mode: str) -> Array:
+    """``one_axis``: with probability ``p`` flip one axis drawn uniformly (MONAI
+    ``RandAxisFlip``); ``each_axis``: flip each axis independently with probability ``p``."""
+    if mode == "one_axis":
+        if rng.random() < p:
+            x = np.flip(x, int(rng.integers(3)))
+    else:
+        for axis in range(3):
+            if rng.random() < p:
+                x = np.flip(x, axis)
+    return np.ascontiguousarray(x)
+
+
 def histogram_shift(x: Array, rng: np.random.Generator, n_points: int = 10) -> Array:
     """MONAI ``RandHistogramShift``: a random monotone piecewise-linear intensity map
     between the cube's minimum and maximum (``n_points`` control points, ends fixed)."""
@@ -66,20 +105,31 @@ def gaussian_smooth(x: Array, sigma: tuple[float, float, float]) -> Array:
 
 @dataclass(frozen=True)
 class SimCLRView:
-    """One augmented view of a cached cube: (R, R, R) → (50, 50, 50) float32."""
+    """One augmented view of a lesion's cached cube (R, R, R), or of a 50³ background
+    patch, → (50, 50, 50) float32, in the authors' order: crop + resize, flip, histogram
+    shift, smoothing, clamp below −1024 HU (normalised 0).
+
+    With ``crop = "rand_scale"`` the crop is taken inside the central 50³ of the input
+    (the lesion's patch, as the authors' 50³ positive); ``volume_fraction`` crops anywhere
+    inside the cube."""
 
     config: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __call__(self, cube: Array, rng: np.random.Generator) -> Array:
         c = self.config
-        x = random_resized_crop(np.asarray(cube), rng, c.crop_scale, c.crop_ratio)
-        for axis in range(3):
-            if rng.random() < c.flip_p:
-                x = np.flip(x, axis)
-        x = np.ascontiguousarray(x)
+        cube = np.asarray(cube)
+        if c.crop == "rand_scale":
+            o = (cube.shape[0] - PATCH_SIZE) // 2
+            patch = cube[o : o + PATCH_SIZE, o : o + PATCH_SIZE, o : o + PATCH_SIZE]
+            x, _ = rand_scale_crop(patch, rng, c.crop_scale)
+        else:
+            x = random_resized_crop(cube, rng, c.crop_scale, c.crop_ratio)
+        x = random_flip(x, rng, c.flip_p, c.flip)
         if rng.random() < c.histogram_shift_p:
             x = histogram_shift(x, rng, c.histogram_points)
         if rng.random() < c.smooth_p:
             sig = rng.uniform(*c.smooth_sigma, size=3)
             x = gaussian_smooth(x, (float(sig[0]), float(sig[1]), float(sig[2])))
-        return x
+        if c.clamp_air:
+            x = np.maximum(x, np.float32(0.0))
+        return np.ascontiguousarray(x, dtype=np.float32)

@@ -1,0 +1,61 @@
+"""Read one DICOM file, with or without the 128-byte preamble and ``DICM`` prefix.
+
+Many older exports (and pydicom's own ``rtstruct.dcm``) are a bare data set: no preamble, no
+File Meta Information. They are read with ``force=True`` and accepted only when they really
+parsed as DICOM (a SOP Class UID is present); the transfer syntax pydicom detected is then
+recorded in a file meta so pixel data can be decoded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from .uids import READ_ERRORS
+
+
+def read_dataset(path: Path, stop_before_pixels: bool = False) -> pydicom.Dataset:
+    """The data set of ``path``; a file without preamble/``DICM`` prefix is read when it parses
+    as DICOM.
+
+    Raises:
+        InvalidDicomError: not a DICOM file (no preamble and no SOP Class UID once forced).
+        READ_ERRORS (see :mod:`mhub_fmcib.dicom.uids`): damaged or truncated content.
+    """
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        pass
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
+    except READ_ERRORS as e:  # without a preamble, content that does not parse is not DICOM
+        raise InvalidDicomError(f"{path}: no DICOM preamble and does not parse as DICOM ({type(e).__name__})") from e
+    meta = getattr(ds, "file_meta", None)
+    sop_class = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta is not None else None)
+    if not sop_class or not str(sop_class).strip(" \x00"):
+        raise InvalidDicomError(f"{path}: no DICOM preamble and no SOP Class UID")
+    if meta is None or "TransferSyntaxUID" not in meta:
+        meta = meta if meta is not None else FileMetaDataset()
+        if ds.is_implicit_VR:
+            meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        else:
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian if ds.is_little_endian else ExplicitVRBigEndian
+        ds.file_meta = meta
+    return ds
+
+
+#: What :func:`read_dataset` raises for a file that is not (readable) DICOM.
+NOT_PARSED: tuple[type[BaseException], ...] = (InvalidDicomError, *READ_ERRORS)
+
+
+def looks_like_dicom(path: Path) -> bool:
+    """Whether ``path`` is a DICOM file by :func:`read_dataset`'s rule (headers only)."""
+    try:
+        read_dataset(path, stop_before_pixels=True)
+    except NOT_PARSED:
+        return False
+    return True
