@@ -34,6 +34,7 @@ from ..export.atomic import ignore_temporaries, is_temporary, remove_temporaries
 from ..export.qc import write_qc_index
 from ..export.tables import RunReport, write_run_outputs
 from ..records import CaseFailure
+from .lock import LOCK_NAME
 from .manifest import RunManifest
 from .store import CASES_DIR, CaseRecord, CaseStore
 
@@ -173,7 +174,8 @@ def _copy_outputs(shard: ShardRun, rec: CaseRecord, output: Path) -> None:
 def _check_output(output: Path, shards: Sequence[ShardRun]) -> None:
     if any(output.resolve() == s.folder.resolve() for s in shards):
         raise ConfigError(f"--output {output} is one of the shard folders: merge into a new folder")
-    if output.is_dir() and any(output.iterdir()):
+    # the lock file of this merge (cli) and temporaries do not make it non-empty
+    if output.is_dir() and any(p.name != LOCK_NAME and not is_temporary(p.name) for p in output.iterdir()):
         previous = output / "run.json"
         try:
             is_merge = "merged_from" in json.loads(previous.read_text(encoding="utf-8"))
