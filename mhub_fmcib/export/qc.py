@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw
 
 from ..records import LesionResult, LesionStatus, Patch
-from .atomic import atomic_write_text
+from .atomic import atomic_write, atomic_write_text
 from .layout import safe_file_stem
 
 #: Lung window in HU.
@@ -106,7 +107,7 @@ def write_qc_index(output: Path, results: Sequence[LesionResult]) -> Path:
         picture = ""
         if r.patch is not None:
             name = qc_file_name(r)
-            render_patch_image(r).save(qc_dir / name, format="PNG")
+            atomic_write(qc_dir / name, partial(render_patch_image(r).save, format="PNG"))
             src = html.escape(name, quote=True)
             alt = html.escape(r.lesion.lesion_id, quote=True)
             picture = f'<img src="{src}" alt="patch of {alt}">'
