@@ -9,6 +9,7 @@ not writable; 5 weights missing or invalid.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -464,8 +465,16 @@ def cmd_index(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_merge(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
-    with OutputLock(args.output):
-        report = merge_outputs(args.shards, args.output)
+    existed = args.output.exists()
+    try:
+        with OutputLock(args.output):
+            report = merge_outputs(args.shards, args.output)
+    except FmcibError:
+        if not existed:  # a refused merge leaves nothing behind, not even the lock's folder
+            (args.output / ".mhub-fmcib.lock").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                args.output.rmdir()
+        raise
     print(
         escape_control(
             f"merged {len(args.shards)} output(s): {report.n_ok} lesion(s) in {args.output / 'features.csv'}"
