@@ -9,15 +9,20 @@ not writable; 5 weights missing or invalid.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
+from .batch.diskfull import OutputFullError, disk_full_message, is_disk_full
+from .batch.lock import OutputLock
 from .batch.merge import merge_outputs
 from .batch.progress import make_progress
 from .config import InputKind, RunConfig, parse_precision
@@ -25,12 +30,13 @@ from .dicom.index import InstanceKind, iter_files
 from .dicom.index_db import index_folder_cached
 from .dicom.read import looks_like_dicom
 from .errors import ConfigError, FmcibError, NothingToMeasureError, WeightsError
-from .export.atomic import atomic_write_json
+from .export.atomic import TMP_PREFIX, atomic_write_json
 from .model.device import check_precision, resolve_device
 from .model.extractor import FeatureExtractor, extractor_for
 from .model.weights import default_cache_dir, read_weights, resolve_weights, sha256_file
 from .pipeline import StopFlag, load_extractor, run
 from .provenance import collect_provenance
+from .terminal import SafeFormatter, escape_control
 from .workflows import Workflow, list_workflows, load_workflow
 
 log = logging.getLogger("mhub_fmcib")
@@ -105,6 +111,13 @@ def _add_settings_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+class SafeArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors (which echo the arguments given) escape control characters."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(escape_control(message))
+
+
 CONTAINER_DESCRIPTION = """\
 Measure every lesion of the mounted input with FMCIB (the image's ENTRYPOINT).
 
@@ -121,7 +134,7 @@ Exit codes: 0 all measured; 1 some lesions or series failed (see run.json); 2 us
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = SafeArgumentParser(
         prog="mhub-fmcib", description="FMCIB foundation-model features from DICOM CT and segmentations."
     )
     parser.add_argument("--version", action="version", version=f"mhub-fmcib {__version__}")
@@ -184,7 +197,7 @@ def unwritable(folder: Path) -> OSError | None:
     """Create ``folder`` if needed and write/remove a probe file; the error, or ``None``."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".mhub-fmcib-write-test"
+        probe = folder / f"{TMP_PREFIX}write-test"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
@@ -225,9 +238,10 @@ def _run_reported(config: RunConfig, env: Mapping[str, str], progress: str, extr
     """Run with stop handlers and the chosen progress display; log the summary."""
     stop = StopFlag()
     install_stop_handlers(stop)
-    report = run(config, env, extractor=extractor, progress=make_progress(progress, sys.stderr.isatty()), stop=stop)
-    if report.nothing_to_measure:
-        log.error("%s", report.nothing_to_measure)
+    with OutputLock(config.output):  # one run per OUTPUT (a second one exits 2)
+        report = run(config, env, extractor=extractor, progress=make_progress(progress, sys.stderr.isatty()), stop=stop)
+        if report.nothing_to_measure:
+            log.error("%s", report.nothing_to_measure)
     log.info(
         "%d lesion(s) measured, %d failed; results in %s",
         report.n_ok,
@@ -254,9 +268,10 @@ def cmd_version(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     try:
         loc = resolve_weights(args.weights, env, allow_download=False)
     except WeightsError as e:
-        print(f"mhub-fmcib {__version__}\nweights    not found ({e})")
+        print(f"mhub-fmcib {__version__}\nweights    not found ({escape_control(str(e))})")
         return EXIT_OK
-    print(collect_provenance(sha256_file(loc.path), loc.path.name).as_text())
+    text = collect_provenance(sha256_file(loc.path), loc.path.name).as_text()
+    print("\n".join(escape_control(line) for line in text.splitlines()))
     return EXIT_OK
 
 
@@ -271,9 +286,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     """Entry point of the ``mhub-fmcib`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    # every log line with its control characters escaped (input text cannot drive the terminal)
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level, handlers=[handler])
+    logging.captureWarnings(True)  # warnings of libraries (pydicom) through the same formatter
     env = dict(os.environ) if env is None else env
     logging.getLogger("highdicom").setLevel(logging.WARNING)
     commands = {
@@ -298,6 +315,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except FmcibError as e:
         log.error("%s", e)
         return EXIT_FAILURES
+    except OutputFullError as e:
+        log.error("%s", e)
+        return EXIT_OUTPUT
+    except (OSError, sqlite3.OperationalError) as e:
+        if not is_disk_full(e):
+            raise
+        log.error("%s", disk_full_message(Path(getattr(args, "output", None) or "."), e, 0, 0, 0))
+        return EXIT_OUTPUT
     except KeyboardInterrupt:
         log.error("aborted")
         return EXIT_INTERRUPTED
@@ -400,7 +425,10 @@ def cmd_container(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     except WeightsError as e:
         log.error("%s. Pass another weights file with -v FILE:/weights/w.torch:ro -e FMCIB_WEIGHTS=/weights/w.torch", e)
         return EXIT_WEIGHTS
-    print(f"workflow {wf.name}; device {args.device}; weights {loc.path} sha256 {weights.sha256}", file=sys.stderr)
+    print(
+        escape_control(f"workflow {wf.name}; device {args.device}; weights {loc.path} sha256 {weights.sha256}"),
+        file=sys.stderr,
+    )
     seeds = wf.input_kind is InputKind.SEEDS_CSV
     if inp is None:
         base = RunConfig.from_args(args, input=args.output, seeds=seeds)
@@ -431,14 +459,27 @@ def cmd_index(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     ]
     rows += [(f"skipped: {k}", v) for k, v in sorted(reasons.items())]
     width = max(len(k) for k, _ in rows)
-    print("\n".join(f"{k:<{width}}  {v:>8}" for k, v in rows))
+    print("\n".join(escape_control(f"{k:<{width}}  {v:>8}") for k, v in rows))
     return EXIT_OK
 
 
 def cmd_merge(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
-    report = merge_outputs(args.shards, args.output)
-    print(f"merged {len(args.shards)} output(s): {report.n_ok} lesion(s) in {args.output / 'features.csv'}")
+    existed = args.output.exists()
+    try:
+        with OutputLock(args.output):
+            report = merge_outputs(args.shards, args.output)
+    except FmcibError:
+        if not existed:  # a refused merge leaves nothing behind, not even the lock's folder
+            (args.output / ".mhub-fmcib.lock").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                args.output.rmdir()
+        raise
+    print(
+        escape_control(
+            f"merged {len(args.shards)} output(s): {report.n_ok} lesion(s) in {args.output / 'features.csv'}"
+        )
+    )
     return report.exit_code
 
 
@@ -498,20 +539,21 @@ def run_dicomweb_studies(base: RunConfig, args: argparse.Namespace, env: Mapping
     output.mkdir(parents=True, exist_ok=True)
     stop = StopFlag()
     install_stop_handlers(stop)
-    rep = run_dicomweb(
-        settings,
-        args.study,
-        output,
-        StudyRunner(base, env, stop),
-        args.store,
-        studies_file=args.studies,
-        queries=args.query,
-        include_unsegmented=base.input_kind is InputKind.SEEDS_CSV,
-        should_stop=lambda: stop.requested,
-    )
-    atomic_write_json(output / "dicomweb.json", rep.to_json())
+    with OutputLock(output):
+        rep = run_dicomweb(
+            settings,
+            args.study,
+            output,
+            StudyRunner(base, env, stop),
+            args.store,
+            studies_file=args.studies,
+            queries=args.query,
+            include_unsegmented=base.input_kind is InputKind.SEEDS_CSV,
+            should_stop=lambda: stop.requested,
+        )
+        atomic_write_json(output / "dicomweb.json", rep.to_json())
     for st in rep.studies:
-        print(f"{st.study_uid}: {st.status.value}{(' (' + str(st.error) + ')') if st.error else ''}")
+        print(escape_control(f"{st.study_uid}: {st.status.value}{(' (' + str(st.error) + ')') if st.error else ''}"))
     if rep.interrupted:
         log.warning(
             "%s: stopped; %d studies not started, listed in %s",

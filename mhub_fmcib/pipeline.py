@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .batch.diskfull import OutputFullError, disk_full_message, is_disk_full, tree_bytes
 from .batch.manifest import RunManifest, input_fingerprint, run_settings
 from .batch.progress import NoProgress, Progress
 from .batch.store import CaseRecord, CaseStore, fingerprint, shard_of
@@ -361,13 +362,28 @@ def run_cases(
             report.cases_skipped += 1
             progress.case_done(case.case_id, len(old.results), failed=False, skipped=True)
             continue
-        rec = run_case(case, fp, stages, config)
-        store.save(rec)
+        try:
+            rec = run_case(case, fp, stages, config)
+            store.save(rec)
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            report.output_full = output_full(report, records, len(cases) - len(records), e)
+            break
         records.append(rec)
         progress.case_done(case.case_id, len(rec.results), failed=not rec.complete, skipped=False)
     progress.close()
     report.timings["cases_s"] = time.perf_counter() - t0
     return records
+
+
+def output_full(report: RunReport, records: Sequence[CaseRecord], n_left: int, e: BaseException) -> str:
+    """The disk-full message of a run (logged); the run then stops after the finished cases."""
+    done = [CaseStore(report.config.output).path(r.case_id) for r in records]
+    finished = tree_bytes([*done, *(Path(o) for r in records for o in r.outputs)])
+    msg = disk_full_message(report.config.output, e, finished, len(records), n_left)
+    log.error("%s", msg)
+    return msg
 
 
 def collect(report: RunReport, records: Sequence[CaseRecord]) -> None:
@@ -432,8 +448,17 @@ def run(
     report.nothing_to_measure = nothing_selected(report)
     if report.nothing_to_measure:
         report.notes.append(report.nothing_to_measure)
-    if config.export_qc:  # from the per-lesion rows every case wrote (also the resumed ones)
-        index = write_qc_index(config.output, report.results, report.failures, report.demonstration)
-        report.outputs.append(str(index))
-    write_run_outputs(report, started, t_start)
+    try:
+        if config.export_qc:  # from the per-lesion rows every case wrote (also the resumed ones)
+            index = write_qc_index(config.output, report.results, report.failures, report.demonstration)
+            report.outputs.append(str(index))
+        write_run_outputs(report, started, t_start)
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        msg = report.output_full or disk_full_message(config.output, e, 0, 0, 0)
+        raise OutputFullError(
+            f"{msg}. features.csv, failures.csv and run.json could not be written either "
+            "(each is written whole or not at all: nothing half-written is left)"
+        ) from e
     return report

@@ -30,9 +30,11 @@ from typing import Any
 
 from ..config import RunConfig
 from ..errors import ConfigError
+from ..export.atomic import ignore_temporaries, is_temporary, remove_temporaries
 from ..export.qc import write_qc_index
 from ..export.tables import RunReport, write_run_outputs
 from ..records import CaseFailure
+from .lock import LOCK_NAME
 from .manifest import RunManifest
 from .store import CASES_DIR, CaseRecord, CaseStore
 
@@ -159,11 +161,11 @@ def _config(first: ShardRun, output: Path) -> RunConfig:
 def _copy_outputs(shard: ShardRun, rec: CaseRecord, output: Path) -> None:
     """The record folder and the files its case wrote (DICOM, QC) into ``output``."""
     src = CaseStore(shard.folder).path(rec.case_id)
-    shutil.copytree(src, output / CASES_DIR / src.name, dirs_exist_ok=True)
+    shutil.copytree(src, output / CASES_DIR / src.name, dirs_exist_ok=True, ignore=ignore_temporaries)
     root = shard.folder.resolve()
     for written in rec.outputs:
         p = Path(written).resolve()
-        if p.is_relative_to(root) and p.is_file():
+        if p.is_relative_to(root) and p.is_file() and not is_temporary(p.name):
             dest = output / p.relative_to(root)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(p, dest)
@@ -172,7 +174,8 @@ def _copy_outputs(shard: ShardRun, rec: CaseRecord, output: Path) -> None:
 def _check_output(output: Path, shards: Sequence[ShardRun]) -> None:
     if any(output.resolve() == s.folder.resolve() for s in shards):
         raise ConfigError(f"--output {output} is one of the shard folders: merge into a new folder")
-    if output.is_dir() and any(output.iterdir()):
+    # the lock file of this merge (cli) and temporaries do not make it non-empty
+    if output.is_dir() and any(p.name != LOCK_NAME and not is_temporary(p.name) for p in output.iterdir()):
         previous = output / "run.json"
         try:
             is_merge = "merged_from" in json.loads(previous.read_text(encoding="utf-8"))
@@ -209,6 +212,7 @@ def merge_outputs(shards: Sequence[Path], output: Path) -> RunReport:
         demonstration=bool(first.doc.get("demonstration", False)),  # same weights: same mark
     )
     output.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(output)
     for s, rec in records.values():
         _copy_outputs(s, rec, output)
     in_records = {(f.case_id, f.reason) for _, rec in records.values() for f in rec.failures}

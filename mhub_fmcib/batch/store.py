@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..export.atomic import atomic_directory, is_temporary, write_file
+from ..export.atomic import atomic_directory, remove_temporaries, write_file
 from ..records import N_FEATURES, CaseFailure, LesionResult, LesionStatus
 
 CASES_DIR = "cases"
@@ -160,9 +159,7 @@ class CaseStore:
         ]
         return sorted(recs, key=lambda r: r.case_id)
 
-    def clean_temporaries(self) -> None:
-        """Remove folders a killed run left half-written."""
-        if self.root.is_dir():
-            for d in self.root.iterdir():
-                if is_temporary(d.name):
-                    shutil.rmtree(d, ignore_errors=True)
+    def clean_temporaries(self) -> list[Path]:
+        """Remove the temporaries a killed run left anywhere under OUTPUT (``cases/``,
+        ``dicom/``, ``qc/``, the top): see :func:`~mhub_fmcib.export.atomic.remove_temporaries`."""
+        return remove_temporaries(self.root.parent)

@@ -149,6 +149,8 @@ def iter_files(root: Path) -> Iterator[Path]:
 _MEDIA_STORAGE_SOP_CLASS_UID = Tag(0x0002, 0x0002)
 _MEDIA_STORAGE_SOP_INSTANCE_UID = Tag(0x0002, 0x0003)
 _IMAGE_ORIENTATION = Tag(0x0020, 0x0037)
+_IMAGE_POSITION = Tag(0x0020, 0x0032)
+_PER_FRAME_GROUPS = Tag(0x5200, 0x9230)
 _ROWS = Tag(0x0028, 0x0010)
 _COLUMNS = Tag(0x0028, 0x0011)
 _PIXEL_SPACING = Tag(0x0028, 0x0030)
@@ -236,8 +238,8 @@ def _instance_uids(ds: pydicom.Dataset, kind: InstanceKind, path: Path) -> tuple
     sop = _text(ds, _SOP_INSTANCE_UID)
     if not sop and ds.file_meta:
         sop = _text(ds.file_meta, _MEDIA_STORAGE_SOP_INSTANCE_UID)
-    if kind is not InstanceKind.CT or not sop:
-        return study, series, sop
+    if kind is not InstanceKind.CT or not sop or not _has_image_geometry(ds):
+        return study, series, sop  # only an image with its geometry can be placed in a derived series
     folder = str(path.parent.resolve())
     if not series:
         geometry = [_text(ds, t) for t in (_IMAGE_ORIENTATION, _ROWS, _COLUMNS, _PIXEL_SPACING)]
@@ -245,6 +247,10 @@ def _instance_uids(ds: pydicom.Dataset, kind: InstanceKind, path: Path) -> tuple
     if not study:
         study = derived_uid("study", folder)
     return study, series, sop
+
+
+def _has_image_geometry(ds: pydicom.Dataset) -> bool:
+    return _IMAGE_POSITION in ds or _PER_FRAME_GROUPS in ds
 
 
 def uids_were_derived(path: Path) -> bool:

@@ -18,6 +18,11 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 from .uids import READ_ERRORS
 
 
+def _has_dicm_prefix(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(132)[128:132] == b"DICM"
+
+
 def read_dataset(path: Path, stop_before_pixels: bool = False) -> pydicom.Dataset:
     """The data set of ``path``; a file without preamble/``DICM`` prefix is read when it parses
     as DICOM.
@@ -29,7 +34,8 @@ def read_dataset(path: Path, stop_before_pixels: bool = False) -> pydicom.Datase
     try:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:
-        pass
+        if _has_dicm_prefix(path):
+            raise  # a file with the prefix whose header is damaged is not read by force
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
     except READ_ERRORS as e:  # without a preamble, content that does not parse is not DICOM

@@ -6,12 +6,18 @@ whole new one, never a part, and a crash leaves either the old file or none. Tem
 files are created with mode 0666 and folders with 0777, less the process umask, exactly like
 ``open()`` and ``mkdir`` (so 0644 / 0755 under the usual umask 022) — never the owner-only
 0600 of :func:`tempfile.mkstemp`.
+
+Every temporary name starts with :data:`TMP_PREFIX` (``.fmcib-tmp-``): files
+``.fmcib-tmp-<name>.<random>``, folders ``.fmcib-tmp-<name>.<random>`` and a replaced folder
+``.fmcib-tmp-<name>.old.<random>``. A run removes every such leftover under OUTPUT before it
+starts (:func:`remove_temporaries`), and ``merge`` never copies one (:func:`ignore_temporaries`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
@@ -21,12 +27,15 @@ from typing import IO, Any
 
 FILE_MODE = 0o666
 DIR_MODE = 0o777
-#: Prefix of the temporary names (``.<name>.<random>.part``); a run removes leftovers.
-TMP_SUFFIX = ".part"
+#: The one prefix of temporary names (files and folders); a run removes leftovers.
+TMP_PREFIX = ".fmcib-tmp-"
+#: Temporary names of earlier versions (``.<name>.<12 hex>.part``, ``.tmp-<name>-<hex>``, a
+#: case record's ``<32 hex>.old``): still recognised, so their leftovers are removed too.
+_LEGACY_TMP = re.compile(r"^\..+\.[0-9a-f]{12}\.part$|^\.tmp-.+-[0-9a-f]+$|^[0-9a-f]{32}\.old$")
 
 
-def _temp_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
+def _temp_sibling(path: Path, tag: str = "") -> Path:
+    return path.with_name(f"{TMP_PREFIX}{path.name}{tag}.{secrets.token_hex(6)}")
 
 
 def fsync_dir(folder: Path) -> None:
@@ -81,19 +90,18 @@ def atomic_directory(dest: Path) -> Iterator[Path]:
     """Fill a temporary folder next to ``dest``, then swap it in place of ``dest``.
 
     Yields the temporary folder; when the block ends without error it replaces ``dest``
-    (an old ``dest`` is renamed to ``<dest>.old`` first and removed after), so ``dest`` is
+    (an old ``dest`` is renamed to a temporary ``.old`` name first and removed after), so ``dest`` is
     always either the whole old folder or the whole new one. On error the temporary folder
     is removed. Files inside are written with :func:`write_file`.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".tmp-{dest.name}-{secrets.token_hex(6)}")
+    tmp = _temp_sibling(dest)
     os.mkdir(tmp, DIR_MODE)
     try:
         yield tmp
         if dest.exists():
-            old = dest.with_name(dest.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
+            old = _temp_sibling(dest, ".old")
             dest.rename(old)
             tmp.rename(dest)
             shutil.rmtree(old, ignore_errors=True)
@@ -118,4 +126,32 @@ def write_file(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
 
 def is_temporary(name: str) -> bool:
     """Whether a file or folder name is a leftover of an interrupted atomic write."""
-    return (name.startswith(".") and name.endswith(TMP_SUFFIX)) or name.startswith(".tmp-") or name.endswith(".old")
+    return name.startswith(TMP_PREFIX) or bool(_LEGACY_TMP.match(name))
+
+
+def remove_temporaries(root: Path) -> list[Path]:
+    """Remove every temporary file or folder anywhere below ``root`` (what a killed run
+    left); symlinks are not followed. Returns what was removed."""
+    removed: list[Path] = []
+    if not Path(root).is_dir():
+        return removed
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        d = Path(dirpath)
+        for name in [n for n in dirnames if is_temporary(n)]:
+            dirnames.remove(name)
+            p = d / name
+            if p.is_symlink():
+                p.unlink()
+            else:
+                shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+        for name in filenames:
+            if is_temporary(name):
+                (d / name).unlink(missing_ok=True)
+                removed.append(d / name)
+    return removed
+
+
+def ignore_temporaries(folder: str, names: list[str]) -> set[str]:
+    """``ignore=`` of :func:`shutil.copytree`: never copy a temporary."""
+    return {n for n in names if is_temporary(n)}

@@ -164,6 +164,8 @@ class RunReport:
     outputs: list[str] = field(default_factory=list)
     cases_skipped: int = 0
     interrupted: str = ""
+    #: The disk-full message when OUTPUT filled up (the run stopped after the finished cases).
+    output_full: str = ""
     #: set when the run measured nothing because of its input (``--segments`` selecting no
     #: segment): exit code 3, with this line
     nothing_to_measure: str = ""
@@ -183,7 +185,9 @@ class RunReport:
     @property
     def exit_code(self) -> int:
         """0 when every lesion and case succeeded, 1 when any failed, 3 when there was nothing
-        to measure, 130 when interrupted."""
+        to measure, 4 when OUTPUT filled up, 130 when interrupted."""
+        if self.output_full:
+            return 4
         if self.interrupted:
             return 130
         if self.nothing_to_measure:
@@ -239,6 +243,7 @@ def run_json(report: RunReport, started: str, n_rows: int) -> dict[str, object]:
             "skipped_files": len(report.skipped_files),
             "cases_reused_from_earlier_run": report.cases_skipped,
             "interrupted": report.interrupted,
+            "output_full": report.output_full,
             "exit_code": report.exit_code,
         },
         "lesions": [_lesion_entry(r) for r in report.results],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import os
 import random
+import re
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -729,3 +730,31 @@ def junk_files(root: Path, n: int, seed: int = 0) -> Iterator[Path]:
         else:
             p.write_bytes(rng.randbytes(rng.randrange(16, 2048)))
         yield p
+
+
+# ---- issue 15's operator faults (points 6-11): builders for the CLI-level fault tests
+
+#: Terminal control text: ESC sequences (colour, window title), BEL, CR, C1 CSI, a bidi
+#: override and a forged log line after a newline.
+CONTROL_TEXT = "\x1b[31mred\x1b]0;title\x07\rERROR forged\x9b2J\u202etxt\nINFO forged"
+#: The raw control bytes that must never reach stderr (newline is the log's own).
+RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def with_control_text(src: Path, dest: Path) -> Path:
+    """A copy of the export ``src`` in a folder whose name holds ESC/BEL/CR, with
+    PatientName of every file and the label of every SEG segment holding
+    :data:`CONTROL_TEXT` (the pixels and UIDs are unchanged). Returns the copy's root."""
+    root = dest / ("in" + CONTROL_TEXT.replace("\n", "").replace("/", ""))
+    for p in sorted(src.rglob("*")):
+        if not p.is_file():
+            continue
+        out = root / p.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        ds = pydicom.dcmread(p)
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.PatientName = CONTROL_TEXT.replace("\n", " ")
+        for seg in ds.get("SegmentSequence", []):
+            seg.SegmentLabel = CONTROL_TEXT.replace("\n", " ")[:64]
+        ds.save_as(out)
+    return root

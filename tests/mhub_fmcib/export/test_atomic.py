@@ -70,6 +70,9 @@ def test_a_failed_directory_keeps_the_old_one(tmp_path: Path) -> None:
 
 
 def test_temporary_names_are_recognised() -> None:
+    assert is_temporary(".fmcib-tmp-features.csv.0a1b2c3d4e5f") and is_temporary(".fmcib-tmp-rec.old.0a1b2c")
+    # leftovers of earlier versions' names
     assert is_temporary(".features.csv.0a1b2c3d4e5f.part")
-    assert is_temporary(".tmp-abc-0a1b2c") and is_temporary("abc.old")
+    assert is_temporary(".tmp-abc-0a1b2c") and is_temporary("0123456789abcdef0123456789abcdef.old")
+    assert not is_temporary("abc.old") and not is_temporary(".part")
     assert not is_temporary("features.csv") and not is_temporary(".hidden")
