@@ -29,15 +29,9 @@ install-test: $(VENV)/.installed-test
 
 # Debian tools the tests use: Orthanc + DICOMweb plugin, dcmtk's dsrdump, chromium (the QC
 # page in a browser), node + npm (dcmjs reads our SR and SEG). Installed when running as
-# root and missing; otherwise those tests skip with a reason (they fail in CI).
+# root and missing (only those missing); otherwise those tests skip with a reason.
 system-deps:
-	@if command -v Orthanc >/dev/null 2>&1 && command -v dsrdump >/dev/null 2>&1 \
-	    && [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] \
-	    && command -v chromium >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then :; \
-	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	        orthanc orthanc-dicomweb dcmtk chromium nodejs npm >/dev/null; \
-	else echo "note: Orthanc/dcmtk/chromium/npm missing and not root: their tests will skip"; fi
+	@bash scripts/system-deps.sh
 
 # dcmjs (tests/js/package-lock.json) for the test that reads our SR and SEG as OHIF would.
 tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
