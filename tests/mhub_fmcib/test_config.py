@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mhub_fmcib.cli import build_parser
+from mhub_fmcib.cli import build_parser, container_workflow
 from mhub_fmcib.config import InputKind, RunConfig
 from mhub_fmcib.errors import ConfigError
 
@@ -42,7 +42,9 @@ def test_from_args_run_and_container_give_the_same_config(tmp_path: Path) -> Non
     out = tmp_path / "out"
     flags = ("--segments", "1,2", "--device", "cpu", "--batch-size", "3", "--shard", "1/2", "--no-qc", "--workers", "2")
     run_cfg = RunConfig.from_args(_args("run", str(dicom), str(out), "--workflow", "default", *flags))
-    ct_cfg = RunConfig.from_args(_args("container", "--input", str(dicom), "--output", str(out), *flags))
+    ct_args = _args("container", "--input", str(dicom), "--output", str(out), *flags)
+    ct_args.workflow = container_workflow(ct_args).name  # as cmd_container does: no --workflow is default
+    ct_cfg = RunConfig.from_args(ct_args)
     assert run_cfg == ct_cfg
     assert run_cfg.segments == ("1", "2") and run_cfg.shard == (1, 2) and not run_cfg.export_qc
     assert run_cfg.workflow == "default" and run_cfg.index_workers == 2

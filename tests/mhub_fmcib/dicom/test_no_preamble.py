@@ -68,7 +68,7 @@ def test_ct_and_seg_without_preamble_give_the_same_case(tmp_path: Path) -> None:
     got, want = assemble_ct(case.ct), assemble_ct(original.ct)
     np.testing.assert_array_equal(np.asarray(got.volume.array), np.asarray(want.volume.array))
     np.testing.assert_array_equal(got.volume.affine, want.volume.affine)
-    lesions, failures = lesions_from_segments(case.segs, got, ())
-    want_lesions, _ = lesions_from_segments(original.segs, want, ())
+    lesions, _masks, failures = lesions_from_segments(case.segs, got, ())
+    want_lesions, _, _ = lesions_from_segments(original.segs, want, ())
     assert not failures, [f.reason for f in failures]
     assert [les.seed for les in lesions] == [les.seed for les in want_lesions]
