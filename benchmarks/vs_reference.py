@@ -72,12 +72,51 @@ def read_features(path: Path, first: str) -> np.ndarray:
     return np.asarray([[float(v) for v in r[i : i + 4096]] for r in rows[1:]], dtype=np.float32)
 
 
+def summarise(
+    res: dict[str, object],
+    runs: dict[str, list[dict[str, float]]],
+    counts: list[int],
+    variants: list[tuple[str, ...]],
+    diffs: dict[str, float],
+    out_path: Path,
+) -> None:
+    """Medians, speed-ups and the fixed + per-lesion fit of what has run so far, written to
+    ``out_path`` (after every repeat: an interrupted benchmark keeps its finished repeats)."""
+    for k, rs in runs.items():
+        res[k] = {m: statistics.median(r[m] for r in rs) for m in rs[0]} | {"all": rs}
+    for n in counts:
+        ref = res[f"reference_{n}"]
+        for name, _ in variants:
+            ours = res[f"{name}_{n}"]
+            res[f"speedup_{name}_{n}"] = {m: ref[m] / ours[m] for m in ("wall_s", "cpu_s")}  # type: ignore[index]
+    if len(counts) >= 2:  # fixed + per-lesion cost from the two smallest/largest counts (medians)
+        lo, hi = min(counts), max(counts)
+        for name in ["reference", *(v[0] for v in variants)]:
+            fit = {}
+            for m in ("wall_s", "cpu_s"):
+                t_lo, t_hi = res[f"{name}_{lo}"][m], res[f"{name}_{hi}"][m]  # type: ignore[index]
+                per = (t_hi - t_lo) / (hi - lo)
+                fit[m] = {"fixed_s": t_lo - per * lo, "per_lesion_s": per}
+            res[f"fit_{name}"] = fit
+    res["max_abs_feature_diff"] = diffs
+    res["load_average_end"] = os.getloadavg()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(res, indent=1))
+    print(json.dumps({k: v for k, v in res.items() if k.startswith(("speedup", "fit", "max_abs", "load"))}, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ref-python", type=Path, default=os.environ.get("FMCIB_REF_PYTHON"))
     ap.add_argument("--seeds", default="5,60")
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--ours-args", default="", help="extra arguments for mhub-fmcib run")
+    ap.add_argument("--ours-args", default="", help="extra arguments for every mhub-fmcib run")
+    ap.add_argument(
+        "--variants",
+        default="ours=",
+        help="our runs, NAME=ARGS;NAME=ARGS (e.g. 'eager=--encoder eager;traced=--encoder traced'), each timed",
+    )
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "vs_reference.json")
     a = ap.parse_args()
     if a.ref_python is None or not Path(a.ref_python).exists():
         print(
@@ -90,7 +129,8 @@ def main() -> None:
     image = ROOT / "sample_data" / "nrrd" / "lung1_image.nrrd"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "")}
     env = {k: v for k, v in env.items() if v}
-    res: dict[str, object] = {"load_average_start": os.getloadavg()}
+    variants = [tuple(v.split("=", 1)) for v in a.variants.split(";") if v.strip()]
+    res: dict[str, object] = {"load_average_start": os.getloadavg(), "variants": dict(variants)}
     runs: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
@@ -116,33 +156,26 @@ def main() -> None:
                     ],
                     env,
                 )
+                r["load_1min"] = os.getloadavg()[0]
                 runs.setdefault(f"reference_{n}", []).append(r)
-                out = tmp / f"ours_{n}_{rep}"
-                cmd = [sys.executable, "-c", OURS_DRIVER, "run", str(seeds), str(out), "--seeds", "--weights", str(w)]
-                cmd += ["--no-sr", "--no-seg", "--no-qc", *a.ours_args.split()]
-                o = timed_run(cmd, env)
-                runs.setdefault(f"ours_{n}", []).append(o)
-                print(f"rep {rep} n={n}: reference {r['wall_s']:.1f} s, ours {o['wall_s']:.1f} s", flush=True)
-                if rep == 0:
-                    diffs[str(n)] = float(
-                        np.abs(
-                            read_features(ref_out, "pred_0") - read_features(out / "features.csv", "feature_0")
-                        ).max()
-                    )
-    for k, rs in runs.items():
-        res[k] = {m: statistics.median(r[m] for r in rs) for m in rs[0]} | {"all": rs}
-    for n in counts:
-        ref, ours = res[f"reference_{n}"], res[f"ours_{n}"]
-        res[f"speedup_{n}"] = {m: ref[m] / ours[m] for m in ("wall_s", "cpu_s")}  # type: ignore[index]
-    res["max_abs_feature_diff_ours_vs_reference"] = diffs
-    res["load_average_end"] = os.getloadavg()
-    out_dir = ROOT / "benchmarks" / "out"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "vs_reference.json").write_text(json.dumps(res, indent=1))
-    print(json.dumps({k: v for k, v in res.items() if not k.startswith(("reference_", "ours_"))}, indent=1))
-    for n in counts:
-        ref, ours, sp = res[f"reference_{n}"], res[f"ours_{n}"], res[f"speedup_{n}"]
-        print(f"| {n} seeds | reference {ref['wall_s']:.1f} s | ours {ours['wall_s']:.1f} s | {sp['wall_s']:.1f}x |")  # type: ignore[index]
+                line = f"rep {rep} n={n}: reference {r['wall_s']:.1f} s ({r['cpu_s']:.1f} cpu s)"
+                for name, extra in variants:
+                    out = tmp / f"{name}_{n}_{rep}"
+                    cmd = [sys.executable, "-c", OURS_DRIVER, "run", str(seeds), str(out), "--seeds"]
+                    cmd += ["--weights", str(w), "--no-sr", "--no-seg", "--no-qc", *a.ours_args.split(), *extra.split()]
+                    o = timed_run(cmd, env)
+                    o["load_1min"] = os.getloadavg()[0]
+                    runs.setdefault(f"{name}_{n}", []).append(o)
+                    line += f", {name} {o['wall_s']:.1f} s ({o['cpu_s']:.1f} cpu s)"
+                    if rep == 0:
+                        theirs = read_features(ref_out, "pred_0")
+                        ours = read_features(out / "features.csv", "feature_0")
+                        diffs[f"{name}_{n}"] = float(np.abs(theirs - ours).max())
+                        if name != variants[0][0]:
+                            first = read_features(tmp / f"{variants[0][0]}_{n}_0" / "features.csv", "feature_0")
+                            diffs[f"{name}_{n}_vs_{variants[0][0]}"] = float(np.abs(first - ours).max())
+                print(line, flush=True)
+            summarise(res, runs, counts, variants, diffs, a.out)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,11 @@ def _add_settings_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--weights", type=Path, help="encoder weights file (else $FMCIB_WEIGHTS, else the user cache)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--batch-size", type=int, default=8, help="patches per forward pass (default 8)")
+    p.add_argument(
+        "--batch-size",
+        default="auto",
+        help="patches per forward pass, or auto (default: 8 on CPU, chosen by free GPU memory on CUDA)",
+    )
     p.add_argument(
         "--head", action="append", type=Path, default=[], help="linear head file from mhub-fmcib-train probe"
     )
@@ -83,6 +87,13 @@ def _add_settings_args(p: argparse.ArgumentParser) -> None:
         "AVX-512 BF16/AMX) or fp16 (CUDA); recorded in run.json, features.csv and the SR",
     )
     p.add_argument("--channels-last", action="store_true", help="run the encoder in the channels-last-3d memory format")
+    p.add_argument(
+        "--prefetch",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="prepare the next case (decoding, patches) while the encoder runs the current one "
+        "(default auto: on with CUDA, off on CPU)",
+    )
     p.add_argument("--shard", help="i/N: process only shard i (0-based) of N, split by series UID hash")
     p.add_argument("--no-resume", action="store_true", help="re-run cases already finished in OUTPUT")
     p.add_argument("--workers", type=int, default=1, help="processes for reading DICOM headers (default 1)")

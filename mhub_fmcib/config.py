@@ -57,13 +57,17 @@ class RunConfig:
         segments: keep only these segments (numbers as ``"1"`` or labels); empty keeps all.
         weights: explicit weights file (``--weights``); else resolved from env/cache.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        batch_size: patches per forward pass.
+        batch_size: patches per forward pass; ``None`` (``--batch-size auto``): 8 on a CPU,
+            chosen by free memory on CUDA (:func:`mhub_fmcib.model.extractor.choose_batch_size`).
         optimize_cpu: on CPU, trace and freeze the encoder for oneDNN (~10-15 % faster at
             batch 8, ~1.6 GB more memory, batches padded to ``batch_size``; features differ
             from eager mode by float32 rounding only).
         precision: encoder arithmetic, :class:`Precision` (recorded in ``run.json``,
             ``features.csv`` and the SR).
         channels_last: run the encoder in the channels-last-3d memory format.
+        prefetch: prepare the next case (decoding, patches) in a thread while the encoder
+            runs the current one; ``None`` (``--prefetch auto``): on a CUDA device only.
+            Results and their order do not depend on it.
         export_sr: write a TID 1500 SR per CT series (DICOM workflows).
         export_seg: write the "patch region" SEG per CT series (DICOM workflows).
         export_qc: write QC pictures and ``qc/index.html``.
@@ -83,10 +87,11 @@ class RunConfig:
     segments: tuple[str, ...] = ()
     weights: Path | None = None
     device: str = "auto"
-    batch_size: int = 4
+    batch_size: int | None = None
     optimize_cpu: bool = False
     precision: Precision = Precision.FP32
     channels_last: bool = False
+    prefetch: bool | None = None
     export_sr: bool = True
     export_seg: bool = True
     export_qc: bool = True
@@ -99,7 +104,7 @@ class RunConfig:
     index_workers: int = 1
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.input_kind is InputKind.IMAGE_FILE and self.mask is None:
             raise ConfigError(
@@ -189,7 +194,7 @@ class RunConfig:
             segments=tuple(s.strip() for item in args.segments for s in item.split(",") if s.strip()),
             weights=args.weights,
             device=args.device,
-            batch_size=args.batch_size,
+            batch_size=parse_batch_size(str(args.batch_size)),
             heads=tuple(args.head),
             shard=parse_shard(args.shard),
             resume=not args.no_resume,
@@ -198,6 +203,7 @@ class RunConfig:
             optimize_cpu=args.optimize_cpu,
             precision=parse_precision(args.precision),
             channels_last=args.channels_last,
+            prefetch=parse_switch(args.prefetch, "--prefetch"),
         )
         off = {key: False for flag, key in _EXPORT_FLAGS if getattr(args, flag)}
         if not args.workflow:
@@ -227,6 +233,33 @@ def parse_precision(text: object) -> Precision:
         return Precision(str(text).lower())
     except ValueError:
         raise ConfigError(f"--precision must be fp32, bf16 or fp16, got {text!r}") from None
+
+
+def parse_batch_size(text: str) -> int | None:
+    """``--batch-size``: ``"auto"`` -> ``None``, else a whole number (checked by RunConfig).
+
+    Raises:
+        ConfigError: neither.
+    """
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--batch-size must be a whole number or auto, got {text!r}") from None
+
+
+def parse_switch(text: str, flag: str) -> bool | None:
+    """``"auto"`` -> ``None``, ``"on"`` -> ``True``, ``"off"`` -> ``False``.
+
+    Raises:
+        ConfigError: any other value.
+    """
+    values = {"auto": None, "on": True, "off": False}
+    key = text.strip().lower()
+    if key not in values:
+        raise ConfigError(f"{flag} must be auto, on or off, got {text!r}")
+    return values[key]
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

@@ -9,9 +9,11 @@ recorded with a reason and never stops the others. The encoder is loaded once pe
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -139,19 +141,30 @@ def patch_of(lesion: Lesion, volume: Volume) -> Patch:
     return patch
 
 
-def measure(
-    lesions: Sequence[Lesion], volume: Volume, extractor: FeatureExtractor, heads: Sequence[LinearHead] = ()
-) -> list[LesionResult]:
-    """Patches for every lesion, then features in batches, then heads. A bad seed fails only
-    its lesion."""
-    results: dict[int, LesionResult] = {}
+def patches_of(lesions: Sequence[Lesion], volume: Volume) -> tuple[list[tuple[int, Patch]], dict[int, LesionResult]]:
+    """Stage 3 for a case: ``(index, patch)`` of every lesion whose patch could be cut, and
+    the failed result of each lesion whose seed is bad (by index)."""
+    failed: dict[int, LesionResult] = {}
     todo: list[tuple[int, Patch]] = []
     for i, les in enumerate(lesions):
         try:
             todo.append((i, patch_of(les, volume)))
         except CaseError as e:
             log.error("%s: %s", les.lesion_id, e)
-            results[i] = LesionResult(lesion=les, status=LesionStatus.FAILED, error=str(e))
+            failed[i] = LesionResult(lesion=les, status=LesionStatus.FAILED, error=str(e))
+    return todo, failed
+
+
+def encode(
+    lesions: Sequence[Lesion],
+    todo: Sequence[tuple[int, Patch]],
+    failed: Mapping[int, LesionResult],
+    extractor: FeatureExtractor,
+    heads: Sequence[LinearHead] = (),
+) -> list[LesionResult]:
+    """Stage 4: features of the patches ``todo`` in batches, then heads; the results of all
+    ``lesions`` in order (``failed``: those that had no patch)."""
+    results = dict(failed)
     if todo:
         feats = extractor.extract(np.stack([p.array for _, p in todo]))
         preds = predictions(heads, feats)
@@ -167,18 +180,57 @@ def measure(
     return [results[i] for i in range(len(lesions))]
 
 
-def process_case(
-    case: Case, config: RunConfig, extractor: FeatureExtractor, heads: Sequence[LinearHead] = ()
-) -> CaseOutcome:
-    """Import one case, form its lesions, measure them. Never raises a CaseError."""
+def measure(
+    lesions: Sequence[Lesion], volume: Volume, extractor: FeatureExtractor, heads: Sequence[LinearHead] = ()
+) -> list[LesionResult]:
+    """Patches for every lesion, then features in batches, then heads. A bad seed fails only
+    its lesion."""
+    todo, failed = patches_of(lesions, volume)
+    return encode(lesions, todo, failed, extractor, heads)
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """A case after stages 1-3 (import, lesions, patches), ready for the encoder; or the
+    reason the whole case failed (``failure``). ``seconds``: time spent preparing."""
+
+    case: Case
+    imported: Imported | None
+    todo: tuple[tuple[int, Patch], ...] = ()
+    failed: Mapping[int, LesionResult] = field(default_factory=dict)
+    failure: CaseFailure | None = None
+    seconds: float = 0.0
+
+
+def prepare_case(case: Case, config: RunConfig) -> Prepared:
+    """Stages 1-3 of one case (no torch: this is what the prefetch thread runs). Never
+    raises a CaseError: it becomes the case's ``failure``."""
     t0 = time.perf_counter()
     try:
         imported = IMPORTERS[type(case)](case, config)
-        results = measure(imported.lesions, imported.volume, extractor, heads)
+        todo, failed = patches_of(imported.lesions, imported.volume)
     except CaseError as e:
         failure = CaseFailure.of(case.case_id, e, case.failure_paths())
         log.error("%s: %s", case.case_id, e)
-        return CaseOutcome(case=case, results=(), failures=(failure,), seconds=time.perf_counter() - t0)
+        return Prepared(case, None, failure=failure, seconds=time.perf_counter() - t0)
+    return Prepared(case, imported, tuple(todo), failed, seconds=time.perf_counter() - t0)
+
+
+def finish_case(prepared: Prepared, extractor: FeatureExtractor, heads: Sequence[LinearHead] = ()) -> CaseOutcome:
+    """Stage 4 of a prepared case: its outcome. Never raises a CaseError."""
+    t0 = time.perf_counter()
+    case, imported = prepared.case, prepared.imported
+    failure = prepared.failure
+    results: list[LesionResult] = []
+    if imported is not None:
+        try:
+            results = encode(imported.lesions, prepared.todo, prepared.failed, extractor, heads)
+        except CaseError as e:
+            failure = CaseFailure.of(case.case_id, e, case.failure_paths())
+            log.error("%s: %s", case.case_id, e)
+    seconds = prepared.seconds + time.perf_counter() - t0
+    if imported is None or failure is not None:
+        return CaseOutcome(case=case, results=(), failures=(failure,) if failure else (), seconds=seconds)
     for f in imported.failures:
         log.error("%s: %s", f.case_id, f.reason)
     return CaseOutcome(
@@ -188,8 +240,15 @@ def process_case(
         ct=imported.ct,
         volume=imported.volume,
         masks=imported.masks,
-        seconds=time.perf_counter() - t0,
+        seconds=seconds,
     )
+
+
+def process_case(
+    case: Case, config: RunConfig, extractor: FeatureExtractor, heads: Sequence[LinearHead] = ()
+) -> CaseOutcome:
+    """Import one case, form its lesions, measure them. Never raises a CaseError."""
+    return finish_case(prepare_case(case, config), extractor, heads)
 
 
 def load_extractor(config: RunConfig, env: Mapping[str, str]) -> FeatureExtractor:
@@ -324,9 +383,11 @@ def export_case(case: Case, outcome: CaseOutcome, hooks: Sequence[CaseHook]) -> 
     return outputs, failures
 
 
-def run_case(case: Case, fp: str, stages: Stages, config: RunConfig) -> CaseRecord:
-    """One case through stages 1-5, as the record the case store keeps."""
-    outcome = process_case(case, config, stages.extractor, stages.heads)
+def run_case(case: Case, fp: str, stages: Stages, config: RunConfig, prepared: Prepared | None = None) -> CaseRecord:
+    """One case through stages 1-5 (1-3 already done if ``prepared`` is given), as the
+    record the case store keeps."""
+    prepared = prepared if prepared is not None else prepare_case(case, config)
+    outcome = finish_case(prepared, stages.extractor, stages.heads)
     outputs, export_failures = export_case(case, outcome, stages.hooks)
     return CaseRecord(
         case_id=case.case_id,
@@ -339,39 +400,147 @@ def run_case(case: Case, fp: str, stages: Stages, config: RunConfig) -> CaseReco
     )
 
 
+@dataclass(frozen=True, eq=False)
+class Planned:
+    """One case as the run loop takes it: its fingerprint, and either the finished record
+    to reuse (``--resume``) or, when prefetched, its stages 1-3 (``prepared``)."""
+
+    case: Case
+    fingerprint: str
+    reuse: CaseRecord | None = None
+    prepared: Prepared | None = None
+
+
+def plan_case(case: Case, config: RunConfig, store: CaseStore, weights_sha256: str, prepare: bool) -> Planned:
+    """The fingerprint of ``case``, its finished record if it can be reused, else (when
+    ``prepare``) its stages 1-3."""
+    fp = fingerprint(case.input_files(), weights_sha256, __version__, case_settings(case, config))
+    old = store.load(case.case_id) if config.resume else None
+    if old is not None and old.complete and old.fingerprint == fp:
+        return Planned(case, fp, reuse=old)
+    return Planned(case, fp, prepared=prepare_case(case, config) if prepare else None)
+
+
+class Prefetcher:
+    """Stages 1-3 of the next case (decoding, patches: numpy/pydicom work) in a background
+    thread while the caller encodes and exports the current one: exactly one case ahead
+    (a case is started only once the caller has taken the one before it), in input order.
+
+    A case that fails in the thread fails as it would without prefetching (its failure is
+    part of its :class:`Prepared`); any other exception is raised by :meth:`next` for the
+    case it happened in. The thread is a daemon: a second SIGINT (``KeyboardInterrupt``)
+    in the caller does not wait for it.
+    """
+
+    def __init__(self, cases: Sequence[Case], make: Callable[[Case], Planned]) -> None:
+        self._cases = cases
+        self._make = make
+        self._items: queue.Queue[Planned | BaseException] = queue.Queue()
+        self._slot = threading.Semaphore(1)  # one case prepared or ready, beside the caller's
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="fmcib-prefetch", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        for case in self._cases:
+            while not self._slot.acquire(timeout=0.1):
+                if self._closed.is_set():
+                    return
+            if self._closed.is_set():
+                return
+            try:
+                self._items.put(self._make(case))
+            except BaseException as e:  # noqa: BLE001 -- handed to the caller, raised there
+                self._items.put(e)
+                return
+
+    def next(self, stop: StopFlag | None) -> Planned | None:
+        """The next case, or ``None`` if ``stop`` is requested while waiting for it.
+
+        Raises:
+            BaseException: whatever preparing that case raised, other than a CaseError.
+        """
+        while True:
+            try:
+                item = self._items.get(timeout=0.1)
+            except queue.Empty:
+                if stop is not None and stop.requested:
+                    return None
+                continue
+            self._slot.release()
+            if isinstance(item, BaseException):
+                raise item
+            return item
+
+    def close(self, wait: bool = True) -> None:
+        """Stop preparing; with ``wait``, until the thread has ended (a case it is
+        preparing is finished first and dropped)."""
+        self._closed.set()
+        if wait:
+            self._thread.join()
+
+
+def use_prefetch(config: RunConfig, extractor: FeatureExtractor) -> bool:
+    """``--prefetch``: on, off, or (auto) on a CUDA device only: on a 2-core CPU the
+    encoder already uses every core (``benchmarks/README.md``)."""
+    if config.prefetch is not None:
+        return config.prefetch
+    return extractor.device.type == "cuda"
+
+
 def run_cases(
     cases: Sequence[Case], stages: Stages, report: RunReport, progress: Progress, stop: StopFlag | None
 ) -> list[CaseRecord]:
     """Every case in turn, reusing finished records (``--resume``); stops after the case in
-    flight when ``stop`` is requested."""
+    flight when ``stop`` is requested. With prefetching (:func:`use_prefetch`) the next
+    case's stages 1-3 run in a thread meanwhile; outputs and their order are the same."""
     config = report.config
     store = CaseStore(config.output)
     store.clean_temporaries()
     records: list[CaseRecord] = []
     progress.start(len(cases))
     t0 = time.perf_counter()
-    for case in cases:
-        if stop is not None and stop.requested:
-            report.interrupted = stop.signal_name or "stop requested"
-            report.notes.append(f"interrupted by {report.interrupted}: {len(cases) - len(records)} case(s) not run")
-            break
-        fp = fingerprint(case.input_files(), report.weights_sha256, __version__, case_settings(case, config))
-        old = store.load(case.case_id) if config.resume else None
-        if old is not None and old.complete and old.fingerprint == fp:
-            records.append(old)
-            report.cases_skipped += 1
-            progress.case_done(case.case_id, len(old.results), failed=False, skipped=True)
-            continue
-        try:
-            rec = run_case(case, fp, stages, config)
-            store.save(rec)
-        except OSError as e:
-            if not is_disk_full(e):
-                raise
-            report.output_full = output_full(report, records, len(cases) - len(records), e)
-            break
-        records.append(rec)
-        progress.case_done(case.case_id, len(rec.results), failed=not rec.complete, skipped=False)
+    prefetch = use_prefetch(config, stages.extractor)
+    log.debug("prefetch of the next case: %s", "on" if prefetch else "off")
+    fetcher = (
+        Prefetcher(cases, lambda c: plan_case(c, config, store, report.weights_sha256, prepare=True))
+        if prefetch and cases
+        else None
+    )
+    try:
+        for case in cases:
+            item = None
+            if not (stop is not None and stop.requested):
+                item = (
+                    fetcher.next(stop)
+                    if fetcher is not None
+                    else plan_case(case, config, store, report.weights_sha256, prepare=False)
+                )
+            if item is None:
+                report.interrupted = (stop.signal_name if stop else "") or "stop requested"
+                report.notes.append(f"interrupted by {report.interrupted}: {len(cases) - len(records)} case(s) not run")
+                break
+            if item.reuse is not None:
+                records.append(item.reuse)
+                report.cases_skipped += 1
+                progress.case_done(case.case_id, len(item.reuse.results), failed=False, skipped=True)
+                continue
+            try:
+                rec = run_case(case, item.fingerprint, stages, config, item.prepared)
+                store.save(rec)
+            except OSError as e:
+                if not is_disk_full(e):
+                    raise
+                report.output_full = output_full(report, records, len(cases) - len(records), e)
+                break
+            records.append(rec)
+            progress.case_done(case.case_id, len(rec.results), failed=not rec.complete, skipped=False)
+    except BaseException:
+        if fetcher is not None:
+            fetcher.close(wait=False)
+        raise
+    if fetcher is not None:
+        fetcher.close()
     progress.close()
     report.timings["cases_s"] = time.perf_counter() - t0
     return records

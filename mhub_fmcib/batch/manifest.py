@@ -94,8 +94,9 @@ def input_fingerprint(
 
 
 #: RunConfig fields that differ between the shards of one batch, or are covered elsewhere
-#: (``input`` and the files by the input fingerprint, ``weights`` by its sha256)
-PER_SHARD = frozenset({"input", "output", "shard", "resume", "index_workers", "weights"})
+#: (``input`` and the files by the input fingerprint, ``weights`` by its sha256), or do not
+#: change results (``prefetch``)
+PER_SHARD = frozenset({"input", "output", "shard", "resume", "index_workers", "weights", "prefetch"})
 
 
 def run_settings(config: RunConfig, weights_sha256: str, version: str) -> dict[str, str]:

@@ -11,6 +11,11 @@ more, whatever the other samples are and wherever it sits in the batch; a batch 
 another kernel path (up to ~8e-5 different at feature scale ~70, measured). A lone patch is
 therefore padded with a zero patch to a batch of two (``MIN_COMPUTE_BATCH``), so a lesion
 gets the same numbers whether its series has one lesion or sixty (tested).
+
+Batch size: ``None`` (``--batch-size auto``, the default) is :data:`DEFAULT_CPU_BATCH` on a
+CPU; on CUDA it is chosen from the device's free memory and the measured activation memory
+of a probe batch (:func:`choose_batch_size`). On CUDA the patches go through pinned host
+buffers with non-blocking copies, so that the next chunk is copied while the device computes.
 """
 
 from __future__ import annotations
@@ -34,6 +39,15 @@ log = logging.getLogger(__name__)
 
 #: Smallest batch the network is run with (see the module docstring).
 MIN_COMPUTE_BATCH = 2
+#: ``--batch-size auto`` on a CPU (throughput flat from 8 on, ``benchmarks/README.md``).
+DEFAULT_CPU_BATCH = 8
+#: Largest batch ``--batch-size auto`` picks on CUDA (past it a larger batch buys nothing
+#: but latency and memory for the next case's patches).
+MAX_AUTO_BATCH = 128
+#: Activation memory per patch assumed when the CUDA probe cannot measure it (bytes; the
+#: widest activation is 128 x 25^3 float32 = 8 MB, a few are alive at once, plus cuDNN
+#: workspace): deliberately high.
+ESTIMATED_BYTES_PER_PATCH = 64 * 2**20
 _AMP_DTYPES = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 
 
@@ -56,6 +70,63 @@ def _optimized_for_cpu(model: nn.Module, batch_size: int) -> nn.Module:
         return model
 
 
+def choose_batch_size(
+    free_bytes: int,
+    per_patch_bytes: float,
+    *,
+    reserve_fraction: float = 0.2,
+    reserve_bytes: int = 512 * 2**20,
+    max_batch: int = MAX_AUTO_BATCH,
+) -> int:
+    """The largest batch whose activations fit into a device's free memory.
+
+    Args:
+        free_bytes: free device memory after the weights are on it (``torch.cuda.mem_get_info``).
+        per_patch_bytes: activation memory one patch of a batch needs (bytes; measured on a
+            probe batch, else :data:`ESTIMATED_BYTES_PER_PATCH`).
+        reserve_fraction, reserve_bytes: kept free (fragmentation, other processes, the
+            features on their way back): the larger of the two.
+        max_batch: upper bound.
+
+    Returns:
+        A multiple of 8 when at least 8 fit (kernels favour it), else the largest count that
+        fits, never below :data:`MIN_COMPUTE_BATCH`.
+
+    Raises:
+        ValueError: ``per_patch_bytes`` is not positive.
+    """
+    if per_patch_bytes <= 0:
+        raise ValueError(f"per-patch memory must be positive, got {per_patch_bytes}")
+    usable = free_bytes - max(reserve_bytes, int(free_bytes * reserve_fraction))
+    n = min(int(usable // per_patch_bytes), max_batch)
+    if n >= 8:
+        n -= n % 8
+    return max(n, MIN_COMPUTE_BATCH)
+
+
+def _cuda_bytes_per_patch(
+    model: nn.Module, device: torch.device, autocast: AbstractContextManager[object], channels_last: bool
+) -> float:
+    """Peak activation memory per patch of a probe batch of 2 on ``device`` (bytes), or
+    :data:`ESTIMATED_BYTES_PER_PATCH` when the probe fails (out of memory)."""
+    n = MIN_COMPUTE_BATCH
+    x = torch.zeros(n, 1, PATCH_SIZE, PATCH_SIZE, PATCH_SIZE, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    try:
+        with torch.inference_mode(), autocast:
+            model(x)
+        torch.cuda.synchronize(device)
+    except torch.cuda.OutOfMemoryError:
+        log.warning("CUDA probe batch ran out of memory; assuming %d MiB per patch", ESTIMATED_BYTES_PER_PATCH >> 20)
+        return float(ESTIMATED_BYTES_PER_PATCH)
+    per = (torch.cuda.max_memory_allocated(device) - base) / n
+    return max(per, 1.0)
+
+
 def nonfinite_reason(features: npt.NDArray[np.float32]) -> str | None:
     """Why one feature vector (4096,) is unusable, or ``None`` if every value is finite."""
     if bool(np.isfinite(features).all()):
@@ -73,7 +144,8 @@ class FeatureExtractor:
     Args:
         weights: checked weights (:func:`mhub_fmcib.model.weights.read_weights`).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        batch_size: patches per forward pass.
+        batch_size: patches per forward pass; ``None``: chosen (:data:`DEFAULT_CPU_BATCH`
+            on CPU, by free memory on CUDA: :func:`choose_batch_size`).
         optimize: on CPU, trace and freeze the network (``--optimize-cpu``); batches are then
             padded to ``batch_size`` (one traced graph serves all).
         precision: ``fp32`` (default), or autocast to ``bf16`` / ``fp16`` (CUDA only) for
@@ -88,18 +160,17 @@ class FeatureExtractor:
         self,
         weights: LoadedWeights,
         device: str = "auto",
-        batch_size: int = 4,
+        batch_size: int | None = 4,
         optimize: bool = False,
         precision: Precision = Precision.FP32,
         channels_last: bool = False,
     ) -> None:
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
         self.weights = weights
         self.device = resolve_device(device)
         self.precision = Precision(precision)
         check_precision(self.precision, self.device)
-        self.batch_size = batch_size
         model = build_uninitialised()
         # the checked tensors become the network's parameters (no copy on CPU)
         model.load_state_dict(dict(weights.state_dict), strict=True, assign=True)
@@ -108,30 +179,64 @@ class FeatureExtractor:
         if channels_last:
             model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
         self.model: nn.Module = model
-        self.fixed_batch = False
-        if optimize and self.device.type == "cpu" and self.precision is Precision.FP32:
-            self.model = _optimized_for_cpu(self.model, batch_size)
-            # the traced graph is specialised per input shape (a copy of the packed weights
-            # each): pad every batch to batch_size so that one graph serves all
-            self.fixed_batch = isinstance(self.model, torch.jit.ScriptModule)
         self._pin = self.device.type == "cuda"
         if self._pin and self.precision is Precision.FP32:
             # cuDNN's default TF32 convolutions would cut float32 to a 10-bit mantissa
             # (features ~1e-3 off): fp32 means float32 (a process-wide torch setting)
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
+        self.bytes_per_patch: float | None = None  # measured on CUDA for batch_size=None
+        self.batch_size = self._batch_size(batch_size)
+        self.fixed_batch = False
+        if optimize and self.device.type == "cpu" and self.precision is Precision.FP32:
+            self.model = _optimized_for_cpu(self.model, self.batch_size)
+            # the traced graph is specialised per input shape (a copy of the packed weights
+            # each): pad every batch to batch_size so that one graph serves all
+            self.fixed_batch = isinstance(self.model, torch.jit.ScriptModule)
+        self._buffers: list[torch.Tensor] = []  # pinned host buffers (CUDA), made on first use
+        self._copied: list[torch.cuda.Event | None] = [None, None]
+
+    def _batch_size(self, requested: int | None) -> int:
+        """``requested``, or the chosen batch size (see the class docstring)."""
+        if requested is not None:
+            return requested
+        if self.device.type != "cuda":
+            return DEFAULT_CPU_BATCH
+        self.bytes_per_patch = _cuda_bytes_per_patch(self.model, self.device, self._autocast(), self.channels_last)
+        free, total = torch.cuda.mem_get_info(self.device)
+        n = choose_batch_size(free, self.bytes_per_patch)
+        log.info(
+            "batch size %d: %.0f MiB per patch measured, %.1f of %.1f GiB free on %s",
+            n, self.bytes_per_patch / 2**20, free / 2**30, total / 2**30, self.device,
+        )  # fmt: skip
+        return n
 
     def _autocast(self) -> AbstractContextManager[object]:
         if self.precision is Precision.FP32:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=_AMP_DTYPES[self.precision])
 
-    def _to_device(self, chunk: npt.NDArray[np.float32]) -> torch.Tensor:
-        t = torch.from_numpy(chunk)
-        if self._pin:
-            t = t.pin_memory().to(self.device, non_blocking=True)
+    def _to_device(self, chunk: npt.NDArray[np.float32], k: int) -> torch.Tensor:
+        """``chunk`` (m, 1, 50, 50, 50) on the device. On CUDA through one of two pinned host
+        buffers (alternating with ``k``) and a non-blocking copy: the host fills the next
+        chunk's buffer while the device computes; a buffer is refilled only once its last
+        copy has finished."""
+        if not self._pin:
+            t = torch.from_numpy(chunk).to(self.device)
         else:
-            t = t.to(self.device)
+            if not self._buffers:
+                shape = (self.batch_size, 1, PATCH_SIZE, PATCH_SIZE, PATCH_SIZE)
+                self._buffers = [torch.empty(shape, dtype=torch.float32).pin_memory() for _ in range(2)]
+            slot = k % 2
+            done = self._copied[slot]
+            if done is not None:
+                done.synchronize()
+            buf = self._buffers[slot][: chunk.shape[0]]
+            buf.numpy()[...] = chunk
+            t = buf.to(self.device, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self._copied[slot] = event
         return t.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else t
 
     def compute_batch(self, n: int) -> int:
@@ -148,18 +253,20 @@ class FeatureExtractor:
             x = x[:, None]
         if x.ndim != 5 or x.shape[1:] != (1, PATCH_SIZE, PATCH_SIZE, PATCH_SIZE):
             raise ValueError(f"patches must be (B, 1, 50, 50, 50), got {x.shape}")
-        out = np.empty((x.shape[0], N_FEATURES), dtype=np.float32)
-        for s in range(0, x.shape[0], self.batch_size):
+        outs: list[torch.Tensor] = []  # on the device until the end (no sync per chunk on CUDA)
+        for k, s in enumerate(range(0, x.shape[0], self.batch_size)):
             chunk = x[s : s + self.batch_size]
             n = chunk.shape[0]
             m = self.compute_batch(n)
             if m > n:
                 chunk = np.concatenate([chunk, np.zeros((m - n, *chunk.shape[1:]), np.float32)])
-            t = self._to_device(np.ascontiguousarray(chunk))
+            t = self._to_device(np.ascontiguousarray(chunk), k)
             with self._autocast():
                 y = self.model(t)
-            out[s : s + n] = y.float().cpu().numpy()[:n]
-        return out
+            outs.append(y.float()[:n])
+        if not outs:
+            return np.empty((0, N_FEATURES), dtype=np.float32)
+        return torch.cat(outs).cpu().numpy()
 
 
 def extractor_for(config: RunConfig, weights: LoadedWeights) -> FeatureExtractor:

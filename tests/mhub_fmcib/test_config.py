@@ -23,7 +23,7 @@ def test_every_setting_round_trips_through_json(tmp_path: Path) -> None:
         segments=("1", "Nodule"), weights=tmp_path / "w.torch", device="cpu", batch_size=3, optimize_cpu=True,
         export_sr=False, export_seg=False, export_qc=False, heads=(tmp_path / "h.json",),
         segmentation_sources=("RTSTRUCT", "SEG"), workflow="from_nifti_mask", sr_max_lesions=7, shard=(1, 4),
-        resume=False, index_workers=2,
+        resume=False, index_workers=2, prefetch=True,
     )  # fmt: skip
     doc = json.loads(json.dumps(cfg.to_dict()))
     assert set(doc) == {f.name for f in fields(RunConfig)}
