@@ -198,6 +198,19 @@ def test_non_finite_weights_are_named(extractor: FeatureExtractor) -> None:
     check_finite(extractor.weights.state_dict, Path("w.torch"))  # the good ones pass
 
 
+def test_finite_check_by_sum_is_exact() -> None:
+    """The check sums each tensor first: a sum that overflows float32 although every value
+    is finite passes (checked element by element), a single inf or NaN among millions fails."""
+    big = torch.full((1000,), 3e38)  # finite, but its float32 sum is inf
+    assert not bool(torch.isfinite(big.sum()))
+    check_finite({"big": big, "ints": torch.arange(5)}, Path("w.torch"))
+    for bad_value, expected in ((float("inf"), "0 NaN, 1 inf"), (float("nan"), "1 NaN, 0 inf")):
+        many = torch.zeros(2_000_000)
+        many[1_234_567] = bad_value
+        with pytest.raises(WeightsError, match=rf"many \({expected} of 2000000\)"):
+            check_finite({"many": many, "big": big}, Path("w.torch"))
+
+
 def test_nan_weights_file_exits_5_with_a_clear_message(
     weights_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
