@@ -2,14 +2,17 @@
 
 1. Dense rates of this GPU: an 8192² matmul in float32 (TF32 off), bfloat16 and float16.
 2. Encoder: patches/s for ``--precision fp32|bf16|fp16`` x memory format (NCDHW,
-   channels-last-3d) x batch (8, 32, 64), each as a fraction of the matching dense rate
-   (25.7 GFLOP per patch), peak GPU memory per batch, and the features' max abs deviation
-   from fp32 on the same patches (and fp32 GPU from fp32 CPU).
+   channels-last-3d) x batch (32 and ``auto``: chosen by free memory and the measured
+   activation memory per patch), each as a fraction of the matching dense rate (25.7
+   GFLOP per patch), peak GPU memory, and the features' max abs deviation from fp32 on the
+   same patches (and of fp32 on the GPU from fp32 on the CPU).
 3. End to end: a 20-study export (``fmcib_testlib.export_builder.make_export``) through
-   :func:`mhub_fmcib.pipeline.run` with SR, SEG and QC: lesions/s, and the share of wall time
-   the GPU waits (wall time outside the encoder's forward passes: decoding, patches, exports).
+   :func:`mhub_fmcib.pipeline.run` with SR, SEG and QC, ``--batch-size auto``, fp32 and
+   bf16, prefetch off and on (``benchmarks/prefetch.py``): lesions/s, the share of wall time
+   the GPU waits for decoding (``decode_wait_share``) and the share it is idle for any
+   reason, exports included (``encoder_idle_share``).
 
-Writes ``benchmarks/out/gpu.json``; prints one JSON document. Several minutes on one GPU.
+Writes ``benchmarks/out/gpu.json``; prints one JSON document. About 3-6 minutes on one GPU.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "lib"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from mhub_fmcib.config import Precision, RunConfig  # noqa: E402
+from mhub_fmcib.config import Precision  # noqa: E402
 from mhub_fmcib.model.extractor import FeatureExtractor  # noqa: E402
 from mhub_fmcib.model.weights import read_weights, write_random_weights  # noqa: E402
 
@@ -64,27 +68,33 @@ def encoder_rates(weights_path: Path, dense: dict[str, float]) -> dict[str, obje
     ref: np.ndarray | None = None
     for prec in ("fp32", "bf16", "fp16"):
         for cl in (False, True):
-            for bs in (8, 32, 64):
+            for requested in (32, None):
                 ex = FeatureExtractor(
-                    weights, device="cuda", batch_size=bs, precision=Precision(prec), channels_last=cl
+                    weights, device="cuda", batch_size=requested, precision=Precision(prec), channels_last=cl
                 )
+                bs = ex.batch_size
+                n = 4 * bs  # four chunks per call: the pinned double buffers overlap copy and compute
+                if x.shape[0] < n:
+                    x = np.concatenate([x] * (n // x.shape[0] + 1))[:n]
                 f = ex.extract(x[:bs])
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
                 times = []
-                for _ in range(5):
+                for _ in range(3):
                     t = time.perf_counter()
-                    ex.extract(x[:bs])  # includes host->device copy and the features' way back
+                    ex.extract(x[:n])  # includes host->device copies and the features' way back
                     times.append(time.perf_counter() - t)
-                pps = bs / statistics.median(times)
-                key = f"{prec}_{'cl3d' if cl else 'ncdhw'}_b{bs}"
+                pps = n / statistics.median(times)
+                key = f"{prec}_{'cl3d' if cl else 'ncdhw'}_b{'auto' if requested is None else bs}"
                 entry: dict[str, float] = {
                     "patches_per_s": pps,
                     "tflop_per_s": pps * GFLOP_PER_PATCH / 1000,
                     "fraction_of_dense": pps * GFLOP_PER_PATCH / 1000 / dense[prec],
                     "peak_gpu_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
+                    "batch": bs,
+                    "bytes_per_patch_measured": ex.bytes_per_patch or 0.0,
                 }
-                if prec == "fp32" and not cl and bs == 8:
+                if prec == "fp32" and not cl and requested == 32:
                     ref = f[:8]
                     entry["max_abs_diff_vs_cpu_fp32"] = float(np.abs(f[:8] - cpu).max())
                 if ref is not None:
@@ -94,38 +104,6 @@ def encoder_rates(weights_path: Path, dense: dict[str, float]) -> dict[str, obje
                 del ex
                 torch.cuda.empty_cache()
     return res
-
-
-def end_to_end(work: Path, weights_path: Path, precision: str, batch: int) -> dict[str, float]:
-    from fmcib_testlib.export_builder import make_export
-
-    from mhub_fmcib.pipeline import run
-
-    export = work / "export20"
-    if not export.exists():
-        make_export(export, 20)
-    ex = FeatureExtractor(read_weights(weights_path), device="cuda", batch_size=batch, precision=Precision(precision))
-    spent = {"s": 0.0}
-    inner = ex.extract
-
-    def extract(p: np.ndarray) -> np.ndarray:
-        t = time.perf_counter()
-        try:
-            return inner(p)  # synchronous: the features come back to the host
-        finally:
-            spent["s"] += time.perf_counter() - t
-
-    ex.extract = extract  # type: ignore[method-assign]
-    t = time.perf_counter()
-    report = run(RunConfig(input=export, output=work / f"out_{precision}", resume=False), {}, extractor=ex)
-    wall = time.perf_counter() - t
-    return {
-        "lesions_ok": report.n_ok,
-        "wall_s": wall,
-        "lesions_per_s": report.n_ok / wall,
-        "encoder_s": spent["s"],
-        "gpu_wait_share": 1 - spent["s"] / wall,
-    }
 
 
 def main() -> None:
@@ -138,7 +116,9 @@ def main() -> None:
         tmp = Path(tmp_s)
         w = write_random_weights(tmp / "model_weights.torch")
         res["encoder"] = encoder_rates(w, dense)
-        res["end_to_end_20_studies"] = {p: end_to_end(tmp, w, p, 32) for p in ("fp32", "bf16")}
+    from prefetch import compare  # benchmarks/prefetch.py, beside this file
+
+    res["end_to_end_20_studies"] = {p: compare("cuda", 20, 1, p, None, exports=True) for p in ("fp32", "bf16")}
     out = ROOT / "benchmarks" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu.json").write_text(json.dumps(res, indent=1))
