@@ -60,7 +60,8 @@ def _add_settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--batch-size",
         default="auto",
-        help="patches per forward pass, or auto (default: 8 on CPU, chosen by free GPU memory on CUDA)",
+        help="patches per forward pass, or auto (default: by free memory, at most 32 on CPU, 8 with "
+        "--optimize-cpu; on CUDA from the free GPU memory and a probe batch)",
     )
     p.add_argument(
         "--head", action="append", type=Path, default=[], help="linear head file from mhub-fmcib-train probe"

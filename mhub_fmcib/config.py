@@ -57,8 +57,9 @@ class RunConfig:
         segments: keep only these segments (numbers as ``"1"`` or labels); empty keeps all.
         weights: explicit weights file (``--weights``); else resolved from env/cache.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        batch_size: patches per forward pass; ``None`` (``--batch-size auto``): 8 on a CPU,
-            chosen by free memory on CUDA (:func:`mhub_fmcib.model.extractor.choose_batch_size`).
+        batch_size: patches per forward pass; ``None`` (``--batch-size auto``): chosen by
+            free memory (:func:`mhub_fmcib.model.extractor.choose_batch_size`; at most 32 on
+            a CPU, 8 with ``optimize_cpu``).
         optimize_cpu: on CPU, trace and freeze the encoder for oneDNN (~10-15 % faster at
             batch 8, ~1.6 GB more memory, batches padded to ``batch_size``; features differ
             from eager mode by float32 rounding only).

@@ -12,17 +12,23 @@ another kernel path (up to ~8e-5 different at feature scale ~70, measured). A lo
 therefore padded with a zero patch to a batch of two (``MIN_COMPUTE_BATCH``), so a lesion
 gets the same numbers whether its series has one lesion or sixty (tested).
 
-Batch size: ``None`` (``--batch-size auto``, the default) is :data:`DEFAULT_CPU_BATCH` on a
-CPU; on CUDA it is chosen from the device's free memory and the measured activation memory
-of a probe batch (:func:`choose_batch_size`). On CUDA the patches go through pinned host
+Batch size: ``None`` (``--batch-size auto``, the default) is chosen by memory
+(:func:`choose_batch_size`): on a CPU up to :data:`MAX_AUTO_CPU_BATCH` from the available
+RAM (eager oneDNN re-lays the 738 MB of weights out once per forward pass, so a larger batch
+costs fewer CPU seconds per patch: batch 32 ~1.3x fewer than batch 8, identical features,
+~0.5 GB more peak RSS; ``benchmarks/README.md``), :data:`DEFAULT_CPU_BATCH` with
+``--optimize-cpu`` (its graph pads every batch to the batch size); on CUDA from the device's
+free memory and the measured activation memory of a probe batch. On CUDA the patches go through pinned host
 buffers with non-blocking copies, so that the next chunk is copied while the device computes.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -39,8 +45,15 @@ log = logging.getLogger(__name__)
 
 #: Smallest batch the network is run with (see the module docstring).
 MIN_COMPUTE_BATCH = 2
-#: ``--batch-size auto`` on a CPU (throughput flat from 8 on, ``benchmarks/README.md``).
+#: ``--batch-size auto`` on a CPU with ``--optimize-cpu`` (its traced graph pads every batch
+#: to this size), and the CLI's default before ``auto``.
 DEFAULT_CPU_BATCH = 8
+#: Largest batch ``--batch-size auto`` picks on a CPU (per-patch CPU time measured 0.46 /
+#: 0.39 / 0.34 CPU s at batch 8 / 16 / 32; beyond, memory grows for little).
+MAX_AUTO_CPU_BATCH = 32
+#: Peak RSS per patch of a CPU batch (bytes; measured ~22 MB: 1.50 GB at batch 8, 2.03 GB at
+#: batch 32 for the whole run), rounded up.
+CPU_BYTES_PER_PATCH = 32 * 2**20
 #: Largest batch ``--batch-size auto`` picks on CUDA (past it a larger batch buys nothing
 #: but latency and memory for the next case's patches).
 MAX_AUTO_BATCH = 128
@@ -102,6 +115,18 @@ def choose_batch_size(
     if n >= 8:
         n -= n % 8
     return max(n, MIN_COMPUTE_BATCH)
+
+
+def available_host_memory() -> int:
+    """Bytes of RAM this process may still use: the system's available memory, bounded by a
+    cgroup v2 limit (containers, Slurm) where one is set."""
+    avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+    except (OSError, ValueError):
+        return avail
+    return avail if limit == "max" else min(avail, max(int(limit) - used, 0))
 
 
 def _cuda_bytes_per_patch(
@@ -186,9 +211,10 @@ class FeatureExtractor:
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
         self.bytes_per_patch: float | None = None  # measured on CUDA for batch_size=None
+        self._traced_on_cpu = optimize and self.device.type == "cpu" and self.precision is Precision.FP32
         self.batch_size = self._batch_size(batch_size)
         self.fixed_batch = False
-        if optimize and self.device.type == "cpu" and self.precision is Precision.FP32:
+        if self._traced_on_cpu:
             self.model = _optimized_for_cpu(self.model, self.batch_size)
             # the traced graph is specialised per input shape (a copy of the packed weights
             # each): pad every batch to batch_size so that one graph serves all
@@ -201,7 +227,9 @@ class FeatureExtractor:
         if requested is not None:
             return requested
         if self.device.type != "cuda":
-            return DEFAULT_CPU_BATCH
+            if self._traced_on_cpu:
+                return DEFAULT_CPU_BATCH
+            return choose_batch_size(available_host_memory(), CPU_BYTES_PER_PATCH, max_batch=MAX_AUTO_CPU_BATCH)
         self.bytes_per_patch = _cuda_bytes_per_patch(self.model, self.device, self._autocast(), self.channels_last)
         free, total = torch.cuda.mem_get_info(self.device)
         n = choose_batch_size(free, self.bytes_per_patch)

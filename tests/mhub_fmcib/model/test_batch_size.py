@@ -1,21 +1,25 @@
-"""``--batch-size auto`` (issue 18, point 6): on CUDA the batch is chosen from the free device
-memory and the activation memory per patch (a pure function, tested with given numbers); on
-a CPU it is 8, today's default; the flag parses ``auto`` and whole numbers."""
+"""``--batch-size auto`` (issue 18, points 2 and 6): the batch is chosen from free memory and
+the memory per patch (a pure function, tested with given numbers): on CUDA from the device's
+free memory and a measured probe, on a CPU from the available RAM, at most 32 (fewer CPU
+seconds per patch than 8, the same features); the flag parses ``auto`` and whole numbers."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mhub_fmcib.cli import build_parser, main
 from mhub_fmcib.config import RunConfig, parse_batch_size
 from mhub_fmcib.errors import ConfigError
 from mhub_fmcib.model.extractor import (
-    DEFAULT_CPU_BATCH,
+    CPU_BYTES_PER_PATCH,
     MAX_AUTO_BATCH,
+    MAX_AUTO_CPU_BATCH,
     MIN_COMPUTE_BATCH,
     FeatureExtractor,
+    available_host_memory,
     choose_batch_size,
 )
 
@@ -49,9 +53,16 @@ def test_batch_chooser_keeps_the_reserve_and_bounds() -> None:
         choose_batch_size(free, 0)
 
 
-def test_auto_on_cpu_is_todays_default(extractor: FeatureExtractor) -> None:
+def test_auto_on_cpu_is_chosen_by_available_memory(extractor: FeatureExtractor) -> None:
     auto = FeatureExtractor(extractor.weights, device="cpu", batch_size=None)
-    assert auto.batch_size == DEFAULT_CPU_BATCH == 8 and auto.bytes_per_patch is None
+    free = available_host_memory()
+    assert 0 < free < 2**50
+    expected = choose_batch_size(free, CPU_BYTES_PER_PATCH, max_batch=MAX_AUTO_CPU_BATCH)
+    assert auto.batch_size == expected and auto.bytes_per_patch is None
+    assert choose_batch_size(16 * GiB, CPU_BYTES_PER_PATCH, max_batch=MAX_AUTO_CPU_BATCH) == 32
+    assert choose_batch_size(768 * MiB, CPU_BYTES_PER_PATCH, max_batch=MAX_AUTO_CPU_BATCH) == 8  # a small cgroup
+    x = np.random.default_rng(1).normal(0.2, 0.3, size=(3, 50, 50, 50)).astype(np.float32)
+    np.testing.assert_array_equal(auto.extract(x), extractor.extract(x))  # batch 4 and auto: same features
 
 
 def test_batch_size_flag(tmp_path: Path) -> None:
