@@ -60,6 +60,7 @@ from .layout import (
 )
 from .sr_encoding import (
     NumItemTemplate,
+    concept_head_template,
     declare_explicit_vr_little_endian,
     encode_items,
     encode_num_items,
@@ -107,33 +108,51 @@ _TYPE2_COPIED = (
     "AccessionNumber",
 )
 
-_FEATURE_CONCEPTS: list[hd.sr.CodedConcept] = []
+
+def feature_code(index: int) -> tuple[str, str]:
+    """(Code Value, Code Meaning) of feature ``index`` (0-based) in :data:`FMCIB_SCHEME`."""
+    return f"feature_{index}", f"FMCIB feature {index}"
 
 
+@functools.cache
 def feature_concept(index: int) -> hd.sr.CodedConcept:
-    """Concept name of feature ``index`` (0-based): ``(feature_<index>, 99FMCIB, ...)``."""
-    if not _FEATURE_CONCEPTS:
-        _FEATURE_CONCEPTS.extend(
-            hd.sr.CodedConcept(f"feature_{i}", FMCIB_SCHEME, f"FMCIB feature {i}") for i in range(N_FEATURES)
-        )
-    return _FEATURE_CONCEPTS[index]
+    """Concept name of feature ``index`` (0-based): ``(feature_<index>, 99FMCIB, ...)``,
+    built when first asked for."""
+    value, meaning = feature_code(index)
+    return hd.sr.CodedConcept(value, FMCIB_SCHEME, meaning)
+
+
+#: Features whose template heads are compared with pydicom's encoding of the highdicom item
+#: each time the templates are built (all 4096 in the tests).
+_SPOT_CHECKED = (1, 9, 10, 99, 100, 999, 1000, N_FEATURES - 1)
 
 
 @functools.cache
 def feature_templates() -> tuple[NumItemTemplate, ...]:
-    """The value-independent encoded parts of every feature's NUM item, built once per process.
+    """The value-independent encoded parts of every feature's NUM item, built on the first
+    call (the first SR of a process) and kept.
 
     highdicom's ``Measurement`` (the call each group's first feature goes through) builds the
     item of feature 0; the item of feature ``i`` is that item with the Concept Name Code
-    Sequence of :func:`feature_concept` ``(i)``. (The tests compare whole SRs with the
-    reference encoding, in which highdicom builds every item.)
+    Sequence of :func:`feature_concept` ``(i)``, whose head :func:`concept_head_template`
+    fills in (checked against pydicom for :data:`_SPOT_CHECKED`; the tests compare all
+    4096 and whole SRs with the reference encoding, in which highdicom builds every item).
+
+    Raises:
+        ExportError: a spot-checked head differs from pydicom's encoding.
     """
     item = hd.sr.Measurement(name=feature_concept(0), value=0.0, unit=UNIT_NONE)[0]
     first = template_from_item(item)  # checks the layout; every feature has the same unit
+    heads = concept_head_template(item)
     out = [first]
-    for i in range(1, N_FEATURES):
+    out.extend(NumItemTemplate(head=heads.head(*feature_code(i)), units=first.units) for i in range(1, N_FEATURES))
+    for i in _SPOT_CHECKED:
         item.ConceptNameCodeSequence = [feature_concept(i)]
-        out.append(NumItemTemplate(head=num_item_head(item), units=first.units))
+        if num_item_head(item) != out[i].head:
+            raise ExportError(
+                f"internal error: the SR encoder's template of feature {i} differs from pydicom's "
+                "encoding; install the pydicom and highdicom versions pinned in requirements/ or report this"
+            )
     return tuple(out)
 
 
