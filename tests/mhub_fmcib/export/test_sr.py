@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import highdicom as hd
@@ -20,7 +21,7 @@ from mhub_fmcib.export import ExportError, build_feature_sr, build_feature_srs, 
 from mhub_fmcib.export.patch_seg import build_patch_region_seg, write_seg
 from mhub_fmcib.export.sr import ALGORITHM_NAME, FMCIB_SCHEME, lesion_tracking_uid, prediction_concept
 from mhub_fmcib.provenance import Provenance
-from mhub_fmcib.records import LesionResult, SeedPoint
+from mhub_fmcib.records import LesionResult, LesionStatus, SeedPoint
 
 NODULE = SeedPoint(-21.858572, -120.535814, -611.496416)  # sample_data/README.md
 
@@ -301,7 +302,12 @@ def test_200_lesions_in_one_series(  # type: ignore[no-untyped-def]
 
 
 def _tracking_uids(sr: pydicom.Dataset) -> list[str]:
-    return [g["tracking_uid"] for g in map(_read_group, _groups(sr))]  # type: ignore[misc]
+    """Each group's Tracking Unique Identifier (the items before its measurements)."""
+    out = []
+    for group in _groups(sr):
+        items = group.ContentSequence
+        out.append(next(str(it.UID) for it in items if it.ValueType == "UIDREF" and it.UID))
+    return out
 
 
 def _tool(name: str) -> str:
@@ -312,48 +318,81 @@ def _tool(name: str) -> str:
     return found
 
 
-def test_60_lesions_give_two_cross_referenced_srs(  # type: ignore[no-untyped-def]
-    tmp_path: Path, provenance: Provenance, ct_factory, result_factory, failed_factory, dciodvfy
-) -> None:
-    """Above the limit (50) a series' lesions go into several SRs: 60 -> 50 + 10, one SR
-    series, InstanceNumbers 1 and 2, each valid (dciodvfy, dcmqi, highdicom), each naming
-    the other in its Pertinent Other Evidence, every lesion's Tracking UID in exactly one."""
+def _lesions(ct_factory, result_factory, n: int, seed: int) -> tuple[list[pydicom.Dataset], list[LesionResult]]:  # type: ignore[no-untyped-def]
     cts, vol = ct_factory(shape=(40, 40, 20))
-    rng = np.random.default_rng(60)
-    seeds = rng.uniform([-38, -28, -18], [38, 48, 35], size=(60, 3))
-    res = [result_factory(vol, cts[0], f"L{i:02d}", SeedPoint(*map(float, s)), rng) for i, s in enumerate(seeds)]
-    res.insert(7, failed_factory(cts[0], "bad", SeedPoint(900.0, 0.0, 0.0), "seed outside the image"))
-    parts = build_feature_srs(cts, res, provenance)
-    paths = write_srs(parts, tmp_path)
-    assert [p.name for p in paths] == ["fmcib_features_SR_part1of2.dcm", "fmcib_features_SR_part2of2.dcm"]
-    assert all(p.parent == paths[0].parent for p in paths)
+    rng = np.random.default_rng(seed)
+    seeds = rng.uniform([-38, -28, -18], [38, 48, 35], size=(n, 3))
+    return cts, [result_factory(vol, cts[0], f"L{i:02d}", SeedPoint(*map(float, s)), rng) for i, s in enumerate(seeds)]
+
+
+def _check_parts(
+    cts: list[pydicom.Dataset], results: Sequence[LesionResult], paths: Sequence[Path], sizes: Sequence[int]
+) -> list[pydicom.Dataset]:
+    """The parts hold ``sizes`` lesions, one SR series, InstanceNumbers 1..n, each naming
+    every other part in its Pertinent Other Evidence and the CT as evidence; every OK
+    lesion's Tracking UID is in exactly one part."""
     back = [pydicom.dcmread(p) for p in paths]
-    assert [len(_groups(b)) for b in back] == [50, 10]
-    assert [int(b.InstanceNumber) for b in back] == [1, 2]
-    assert len({b.SeriesInstanceUID for b in back}) == 1 and len({b.SOPInstanceUID for b in back}) == 2
+    assert [len(_groups(b)) for b in back] == list(sizes)
+    assert [int(b.InstanceNumber) for b in back] == list(range(1, len(paths) + 1))
+    assert len({b.SeriesInstanceUID for b in back}) == 1 and len({b.SOPInstanceUID for b in back}) == len(back)
     assert {b.StudyInstanceUID for b in back} == {cts[0].StudyInstanceUID}
     assert back[0].SeriesInstanceUID not in {ds.SeriesInstanceUID for ds in cts}
     series_uid = str(cts[0].SeriesInstanceUID)
     tracking = [u for b in back for u in _tracking_uids(b)]
-    ok_ids = [r.lesion.lesion_id for r in res if r.lesion.lesion_id != "bad"]
+    ok_ids = [r.lesion.lesion_id for r in results if r.status is LesionStatus.OK]
     assert sorted(tracking) == sorted(lesion_tracking_uid(series_uid, i) for i in ok_ids)
-    assert len(set(tracking)) == 60
-    for b, other in ((back[0], back[1]), (back[1], back[0])):
+    assert len(set(tracking)) == len(tracking) == len(ok_ids)
+    for b in back:
         (item,) = b.PertinentOtherEvidenceSequence
         assert item.StudyInstanceUID == b.StudyInstanceUID
         (series,) = item.ReferencedSeriesSequence
         assert series.SeriesInstanceUID == b.SeriesInstanceUID
-        assert [(r.ReferencedSOPClassUID, r.ReferencedSOPInstanceUID) for r in series.ReferencedSOPSequence] == [
-            (other.SOPClassUID, other.SOPInstanceUID)
-        ]
+        others = [(o.SOPClassUID, o.SOPInstanceUID) for o in back if o is not b]
+        assert [(r.ReferencedSOPClassUID, r.ReferencedSOPInstanceUID) for r in series.ReferencedSOPSequence] == others
         (evidence,) = b.CurrentRequestedProcedureEvidenceSequence
         assert [s.SeriesInstanceUID for s in evidence.ReferencedSeriesSequence] == [series_uid]
         assert len(evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence) == len(cts)
-    for path, n in zip(paths, (50, 10), strict=True):
+    return back
+
+
+def test_60_lesions_give_two_cross_referenced_srs(  # type: ignore[no-untyped-def]
+    tmp_path: Path, provenance: Provenance, ct_factory, result_factory, failed_factory
+) -> None:
+    """Above the limit (50) a series' lesions go into several SRs: 60 -> 50 + 10 (a failed
+    lesion among them is in none), every lesion's Tracking UID in exactly one, the parts
+    cross-referenced (``_check_parts``). The validators read the smaller split of
+    ``test_every_part_of_a_split_sr_is_valid`` (dciodvfy takes ~0.5 s and highdicom's
+    ``srread`` ~2 s per lesion)."""
+    cts, res = _lesions(ct_factory, result_factory, 60, 60)
+    res.insert(7, failed_factory(cts[0], "bad", SeedPoint(900.0, 0.0, 0.0), "seed outside the image"))
+    paths = write_srs(build_feature_srs(cts, res, provenance), tmp_path)
+    assert [p.name for p in paths] == ["fmcib_features_SR_part1of2.dcm", "fmcib_features_SR_part2of2.dcm"]
+    assert all(p.parent == paths[0].parent for p in paths)
+    back = _check_parts(cts, res, paths, (50, 10))
+    _check_features(_read_group(_groups(back[1])[9]), res[60])
+    # the same input gives the same UIDs; at the limit one SR under the usual name, no cross-reference
+    assert [p.SOPInstanceUID for p in build_feature_srs(cts, res, provenance)] == [b.SOPInstanceUID for b in back]
+    (single,) = build_feature_srs(cts, res[:51], provenance)
+    assert len(_groups(single)) == 50 and "PertinentOtherEvidenceSequence" not in single
+    assert single.SOPInstanceUID == build_feature_sr(cts, res[:51], provenance).SOPInstanceUID
+    assert write_srs([single], tmp_path / "one")[0].name == "fmcib_features_SR.dcm"
+    with pytest.raises(ExportError, match="at least 1"):
+        build_feature_srs(cts, res, provenance, max_lesions=0)
+
+
+def test_every_part_of_a_split_sr_is_valid(  # type: ignore[no-untyped-def]
+    tmp_path: Path, provenance: Provenance, ct_factory, result_factory, dciodvfy
+) -> None:
+    """12 lesions with a limit of 5: three SRs (5 + 5 + 2), each passing dciodvfy (the one
+    allowed warning per use of 99FMCIB), dcmqi's tid1500reader and highdicom's srread."""
+    cts, res = _lesions(ct_factory, result_factory, 12, 12)
+    paths = write_srs(build_feature_srs(cts, res, provenance, max_lesions=5), tmp_path)
+    assert [p.name for p in paths] == [f"fmcib_features_SR_part{i}of3.dcm" for i in (1, 2, 3)]
+    _check_parts(cts, res, paths, (5, 5, 2))
+    for path, n in zip(paths, (5, 5, 2), strict=True):
         problems, allowed = dciodvfy(path)
         assert problems == []
         assert allowed == n * (4096 + 3) + 1
-        assert len(_groups(hd.sr.srread(path))) == n  # highdicom reads it back
         out = tmp_path / f"{path.stem}.json"
         proc = subprocess.run(
             [_tool("tid1500reader"), "--inputDICOM", str(path), "--outputMetadata", str(out)],
@@ -363,14 +402,11 @@ def test_60_lesions_give_two_cross_referenced_srs(  # type: ignore[no-untyped-de
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert len(json.loads(out.read_text())["Measurements"]) == n
-    # the same input gives the same UIDs; at the limit one SR under the usual name, no cross-reference
-    again = build_feature_srs(cts, res, provenance)
-    assert [p.SOPInstanceUID for p in again] == [b.SOPInstanceUID for b in back]
-    (single,) = build_feature_srs(cts, res[:51], provenance)
-    assert len(_groups(single)) == 50 and "PertinentOtherEvidenceSequence" not in single
-    assert write_srs([single], tmp_path / "one")[0].name == "fmcib_features_SR.dcm"
-    with pytest.raises(ExportError, match="at least 1"):
-        build_feature_srs(cts, res, provenance, max_lesions=0)
+    last = hd.sr.srread(paths[-1])
+    assert len(last.content.get_volumetric_roi_measurement_groups()) == 2
+    assert (
+        last.PertinentOtherEvidenceSequence[0].ReferencedSeriesSequence[0].SeriesInstanceUID == last.SeriesInstanceUID
+    )
 
 
 def _algorithm_parameters(sr: pydicom.Dataset) -> list[list[str]]:
@@ -411,6 +447,6 @@ def test_precision_is_an_algorithm_parameter(  # type: ignore[no-untyped-def]
     assert all(p[-1] == "precision=fp32" for p in _algorithm_parameters(fp32))
     assert bf16.SOPInstanceUID != fp32.SOPInstanceUID and bf16.SeriesInstanceUID != fp32.SeriesInstanceUID
     # highdicom reads the file back with its groups and parameters
-    groups = hd.sr.srread(path).content.get_volumetric_roi_measurement_groups()
-    assert len(groups) == 2
-    assert all(p[-1] == "precision=bf16" for p in _algorithm_parameters(hd.sr.srread(path)))
+    again = hd.sr.srread(path)
+    assert len(again.content.get_volumetric_roi_measurement_groups()) == 2
+    assert all(p[-1] == "precision=bf16" for p in _algorithm_parameters(again))
