@@ -189,3 +189,5 @@ def test_lesions_above_the_sr_limit_go_into_several_srs_listed_in_run_json(
     parts = [pydicom.dcmread(p) for p in files]
     groups = [len(p.ContentSequence[-1].ContentSequence) for p in parts]
     assert groups == [2, 1] and [int(p.InstanceNumber) for p in parts] == [1, 2]
+    texts = {str(getattr(it, "TextValue", "")) for it in _walk(parts[1])}
+    assert "precision=fp32" in texts  # the run's --precision, as the hook passes it
