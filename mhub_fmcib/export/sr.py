@@ -242,8 +242,9 @@ def _uid_key(
 def sr_uids(
     series_uid: str, results: Sequence[LesionResult], provenance: Provenance, precision: Precision = Precision.FP32
 ) -> tuple[str, str]:
-    """(SeriesInstanceUID, SOPInstanceUID) of the SR for this CT series (of its first part
-    when the series needs several SRs: :func:`sr_part_uid`).
+    """(SeriesInstanceUID, SOPInstanceUID) of the SR for this CT series. A series split into
+    several SRs keeps this Series Instance UID; its parts' SOP Instance UIDs are
+    :func:`sr_part_uid`'s.
 
     Deterministic in: CT series UID, weights sha256, package version, the lesions (ids and
     seeds) and a precision other than fp32, so re-running the same input gives the same UIDs.
