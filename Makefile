@@ -61,12 +61,14 @@ lint: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 # CPU benchmarks (issue 2 core; issue 18 start-up, encoder paths, side by side with the
-# authors' get_features when FMCIB_REF_PYTHON names a venv holding it, else skipped)
+# authors' get_features when FMCIB_REF_PYTHON names a venv holding it, else skipped;
+# seconds per lesion of the SR and SEG exporters)
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/core.py
 	$(BIN)/python benchmarks/startup.py --reps 1
 	$(BIN)/python benchmarks/encoder_proto.py --paths eager,traced,cl3d --rounds 2
 	$(BIN)/python benchmarks/vs_reference.py --reps 1
+	$(BIN)/python benchmarks/exports.py --lesions 5 60 --reps 1
 
 # 2-process torchrun SimCLR pre-training on the synthetic cohort (CPU, ~1 min); prints
 # the first and last loss. Also run by `make test`.

@@ -25,7 +25,10 @@ _WHERE = {
     "render_patch_image": "qc",
     "write_qc_index": "qc",
     "build_feature_sr": "sr",
+    "build_feature_srs": "sr",
+    "sr_file_name": "layout",
     "write_sr": "sr",
+    "write_srs": "sr",
 }
 
 __all__ = sorted(_WHERE)

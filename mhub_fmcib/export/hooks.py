@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pydicom
 
-from ..config import RunConfig
+from ..config import Precision, RunConfig
 from ..dicom.ct import CtSeries
 from ..dicom.read import read_dataset
 from ..plan import Case, DicomSegCase
@@ -73,7 +73,11 @@ def make_hooks(config: RunConfig, provenance: Provenance) -> list[CaseHook]:
     """The exporters ``config`` asks for (SR and SEG need a DICOM CT)."""
     hooks: list[CaseHook] = []
     if config.export_sr:
-        hooks.append(lambda case, outcome: export_sr(case, outcome, config.output, provenance, config.sr_max_lesions))
+        hooks.append(
+            lambda case, outcome: export_sr(
+                case, outcome, config.output, provenance, config.sr_max_lesions, config.precision
+            )
+        )
     if config.export_seg:
         hooks.append(lambda case, outcome: export_patch_seg(outcome, config.output, provenance))
     if config.export_qc:
@@ -86,12 +90,19 @@ def _ok(outcome: CaseOutcome) -> bool:
 
 
 def export_sr(
-    case: Case, outcome: CaseOutcome, output: Path, provenance: Provenance, max_lesions: int
+    case: Case,
+    outcome: CaseOutcome,
+    output: Path,
+    provenance: Provenance,
+    max_lesions: int,
+    precision: Precision = Precision.FP32,
 ) -> Sequence[Path]:
-    """One TID 1500 SR for the case's CT series (when it has an OK lesion)."""
+    """The TID 1500 SR(s) of the case's CT series (when it has an OK lesion): one, or one
+    per ``max_lesions`` lesions (:func:`.sr.build_feature_srs`); ``precision`` is recorded
+    in their algorithm parameters."""
     if not _ok(outcome) or outcome.ct is None:
         return []
-    from .sr import build_feature_sr, write_sr
+    from .sr import build_feature_srs, write_srs
 
     _check_frame_of_reference("SR", outcome.ct, "--no-sr")
     segs: dict[str, pydicom.Dataset] = {}
@@ -99,15 +110,16 @@ def export_sr(
         for rec in case.segs:
             segs[rec.sop_instance_uid] = read_dataset(rec.path, stop_before_pixels=True)
     try:
-        sr = build_feature_sr(
+        srs = build_feature_srs(
             outcome.ct.datasets,
             outcome.results,
             provenance,
             segs,
             max_lesions=max_lesions,
             demonstration=provenance.demonstration,
+            precision=precision,
         )
-        return [write_sr(sr, output)]
+        return write_srs(srs, output)
     except _HEADER_ERRORS as e:
         raise _header_error("SR", outcome.ct.series_instance_uid, e, "--no-sr") from e
 
