@@ -21,7 +21,7 @@ from . import __version__
 from .batch.diskfull import OutputFullError, disk_full_message, is_disk_full, tree_bytes
 from .batch.manifest import RunManifest, input_fingerprint, run_settings
 from .batch.progress import NoProgress, Progress
-from .batch.stale import StaleMover, kept_outputs, previous_outputs
+from .batch.stale import StaleKind, StaleMover, kept_outputs, previous_outputs
 from .batch.store import CaseRecord, CaseStore, fingerprint, relative_output, shard_of
 from .config import RunConfig
 from .dicom.calibration import check_rescale
@@ -421,7 +421,7 @@ def move_stale(report: RunReport, stale: StaleMover, planned: Sequence[str], rec
     config = report.config
     stale.move_stale_cases(planned, config.shard, kept_outputs(config.output, records))
     report.stale = stale.to_json()
-    cases = [e for e in stale.entries if e.kind == "case"]
+    cases = [e for e in stale.entries if e.kind is StaleKind.CASE]
     if stale.entries:
         where = stale.folder.relative_to(config.output)
         report.notes.append(

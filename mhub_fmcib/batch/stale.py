@@ -29,6 +29,7 @@ import os
 import time
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from ..export.atomic import is_temporary
@@ -37,6 +38,15 @@ from .store import CASES_DIR, CaseRecord, CaseStore, case_key, output_path, shar
 log = logging.getLogger(__name__)
 
 STALE_DIR = "stale"
+
+
+class StaleKind(StrEnum):
+    """What a ``run.json`` ``stale`` entry is about."""
+
+    CASE = "case"
+    """a case this run did not plan: its record and the files it names"""
+    REPLACED_OUTPUTS = "replaced_outputs"
+    """files a case measured again no longer writes"""
 
 
 @dataclass(frozen=True)
@@ -54,17 +64,17 @@ class Moved:
 
 @dataclass(frozen=True)
 class StaleEntry:
-    """A stale case (``kind`` ``case``) or a case's replaced outputs (``replaced_outputs``)."""
+    """A stale case or a case's replaced outputs (:class:`StaleKind`)."""
 
     case_id: str
-    kind: str
+    kind: StaleKind
     reason: str
     moved: tuple[Moved, ...]
 
     def to_json(self) -> dict[str, object]:
         return {
             "case_id": self.case_id,
-            "kind": self.kind,
+            "kind": self.kind.value,
             "reason": self.reason,
             "moved": [m.to_json() for m in self.moved],
         }
@@ -132,9 +142,8 @@ class StaleMover:
         files = self._files(previous, {*keep, *now})
         if files:
             moved = tuple(self._move(f) for f in files)
-            self.entries.append(
-                StaleEntry(case_id, "replaced_outputs", "written by an earlier run; this run did not write it", moved)
-            )
+            reason = "written by an earlier run; this run did not write it"
+            self.entries.append(StaleEntry(case_id, StaleKind.REPLACED_OUTPUTS, reason, moved))
 
     def move_stale_cases(self, planned: Iterable[str], shard: tuple[int, int] | None, keep: Collection[Path]) -> None:
         """Move every record of ``OUTPUT/cases/`` of a case not in ``planned`` (of this
@@ -156,7 +165,7 @@ class StaleMover:
             if not any(m.error for m in moved):
                 moved.append(self._move(d.relative_to(self.output)))
             reason = "its case is not in this run's input" if header else "unreadable record of no planned case"
-            self.entries.append(StaleEntry(case_id, "case", reason, tuple(moved)))
+            self.entries.append(StaleEntry(case_id, StaleKind.CASE, reason, tuple(moved)))
             log.info("stale case %s: %d item(s) moved to %s", case_id or d.name, len(moved), self.folder)
 
     def to_json(self) -> list[dict[str, object]]:
