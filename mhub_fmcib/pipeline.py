@@ -21,8 +21,10 @@ from . import __version__
 from .batch.diskfull import OutputFullError, disk_full_message, is_disk_full, tree_bytes
 from .batch.manifest import RunManifest, input_fingerprint, run_settings
 from .batch.progress import NoProgress, Progress
-from .batch.store import CaseRecord, CaseStore, fingerprint, shard_of
+from .batch.stale import StaleKind, StaleMover, kept_outputs, previous_outputs
+from .batch.store import CaseRecord, CaseStore, fingerprint, relative_output, shard_of
 from .config import RunConfig
+from .dicom.calibration import check_rescale
 from .dicom.ct import CtSeries, assemble_ct, decode_slices
 from .dicom.series import load_image
 from .errors import CaseError, DicomImportError, FmcibError, NothingSelectedError, NothingToMeasureError, SeedError
@@ -62,9 +64,10 @@ class Imported:
 
 
 def import_dicom_seg_case(case: DicomSegCase, config: RunConfig) -> Imported:
-    """CT geometry first, the lesions of its SEG/RTSTRUCT instances, then only the CT slices
-    the lesions' patches read are decoded."""
+    """CT geometry and rescale (a RescaleSlope 0 is refused) first, the lesions of its
+    SEG/RTSTRUCT instances, then only the CT slices the lesions' patches read are decoded."""
     ct = assemble_ct(case.ct, decode=False)
+    check_rescale(ct)
     lesions, masks, failures = lesions_from_segments(case.segs, ct, config.segments)
     lesions = [with_seg_match(les, case) for les in lesions]
     ct = decode_slices(ct, slices_needed(ct.volume, [les.seed for les in lesions]))
@@ -270,8 +273,9 @@ def load_heads(report: RunReport) -> tuple[LinearHead, ...]:
     return heads
 
 
-def plan_cases(report: RunReport) -> list[Case]:
-    """The cases of this run (this shard's, if sharded); planning problems go into the report."""
+def plan_cases(report: RunReport) -> tuple[list[Case], tuple[str, ...]]:
+    """The cases of this run (this shard's, if sharded) and the ids of every planned case
+    (all shards'); planning problems go into the report."""
     config = report.config
     config.output.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -308,7 +312,7 @@ def plan_cases(report: RunReport) -> list[Case]:
         raise NothingToMeasureError(why)
     if not cases:
         report.notes.append(f"no case of {config.input} in this shard")
-    return cases
+    return cases, tuple(c.case_id for c in the_plan.cases)
 
 
 def export_case(case: Case, outcome: CaseOutcome, hooks: Sequence[CaseHook]) -> tuple[list[str], list[CaseFailure]]:
@@ -325,7 +329,8 @@ def export_case(case: Case, outcome: CaseOutcome, hooks: Sequence[CaseHook]) -> 
 
 
 def run_case(case: Case, fp: str, stages: Stages, config: RunConfig) -> CaseRecord:
-    """One case through stages 1-5, as the record the case store keeps."""
+    """One case through stages 1-5, as the record the case store keeps (its outputs named
+    relative to OUTPUT)."""
     outcome = process_case(case, config, stages.extractor, stages.heads)
     outputs, export_failures = export_case(case, outcome, stages.hooks)
     return CaseRecord(
@@ -335,19 +340,27 @@ def run_case(case: Case, fp: str, stages: Stages, config: RunConfig) -> CaseReco
         results=tuple(replace(r, patch=None) for r in outcome.results),
         failures=(*outcome.failures, *export_failures),
         seconds=outcome.seconds,
-        outputs=tuple(outputs),
+        outputs=tuple(relative_output(Path(o), config.output) for o in outputs),
     )
 
 
 def run_cases(
-    cases: Sequence[Case], stages: Stages, report: RunReport, progress: Progress, stop: StopFlag | None
+    cases: Sequence[Case],
+    stages: Stages,
+    report: RunReport,
+    progress: Progress,
+    stop: StopFlag | None,
+    stale: StaleMover | None = None,
 ) -> list[CaseRecord]:
     """Every case in turn, reusing finished records (``--resume``); stops after the case in
-    flight when ``stop`` is requested."""
+    flight when ``stop`` is requested. A case measured again has the files its earlier
+    record named, and its new one does not, moved by ``stale``."""
     config = report.config
     store = CaseStore(config.output)
     store.clean_temporaries()
+    stale = stale or StaleMover(config.output)
     records: list[CaseRecord] = []
+    kept: set[Path] = set()
     progress.start(len(cases))
     t0 = time.perf_counter()
     for case in cases:
@@ -359,9 +372,11 @@ def run_cases(
         old = store.load(case.case_id) if config.resume else None
         if old is not None and old.complete and old.fingerprint == fp:
             records.append(old)
+            kept |= kept_outputs(config.output, [old])
             report.cases_skipped += 1
             progress.case_done(case.case_id, len(old.results), failed=False, skipped=True)
             continue
+        previous = previous_outputs(config.output, case.case_id)
         try:
             rec = run_case(case, fp, stages, config)
             store.save(rec)
@@ -371,6 +386,8 @@ def run_cases(
             report.output_full = output_full(report, records, len(cases) - len(records), e)
             break
         records.append(rec)
+        kept |= kept_outputs(config.output, [rec])
+        stale.move_replaced(case.case_id, previous, rec, kept)
         progress.case_done(case.case_id, len(rec.results), failed=not rec.complete, skipped=False)
     progress.close()
     report.timings["cases_s"] = time.perf_counter() - t0
@@ -380,7 +397,7 @@ def run_cases(
 def output_full(report: RunReport, records: Sequence[CaseRecord], n_left: int, e: BaseException) -> str:
     """The disk-full message of a run (logged); the run then stops after the finished cases."""
     done = [CaseStore(report.config.output).path(r.case_id) for r in records]
-    finished = tree_bytes([*done, *(Path(o) for r in records for o in r.outputs)])
+    finished = tree_bytes([*done, *(p for r in records for p in r.output_paths(report.config.output))])
     msg = disk_full_message(report.config.output, e, finished, len(records), n_left)
     log.error("%s", msg)
     return msg
@@ -395,7 +412,23 @@ def collect(report: RunReport, records: Sequence[CaseRecord]) -> None:
         report.results.extend(rec.results)
         report.failures.extend(rec.failures)
         report.case_seconds[rec.case_id] = rec.seconds
-        report.outputs.extend(rec.outputs)
+        report.outputs.extend(str(p) for p in rec.output_paths(report.config.output))
+
+
+def move_stale(report: RunReport, stale: StaleMover, planned: Sequence[str], records: Sequence[CaseRecord]) -> None:
+    """Move the records (and files) of cases this run did not plan out of OUTPUT
+    (:mod:`mhub_fmcib.batch.stale`); what was moved goes into the report."""
+    config = report.config
+    stale.move_stale_cases(planned, config.shard, kept_outputs(config.output, records))
+    report.stale = stale.to_json()
+    cases = [e for e in stale.entries if e.kind is StaleKind.CASE]
+    if stale.entries:
+        where = stale.folder.relative_to(config.output)
+        report.notes.append(
+            f"outputs of {len(cases)} case(s) no longer in the input and {len(stale.entries) - len(cases)} replaced "
+            f"output set(s) moved to OUTPUT/{where} (run.json lists them under stale)"
+        )
+        log.warning("%s", report.notes[-1])
 
 
 def nothing_selected(report: RunReport) -> str:
@@ -436,7 +469,8 @@ def run(
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     report = RunReport(config=config)
     resolve_device(config.device)
-    cases = plan_cases(report)
+    stale = StaleMover(config.output)
+    cases, planned = plan_cases(report)
     model = load_model(report, env, extractor)
     if report.manifest is not None:
         settings = tuple(sorted(run_settings(config, report.weights_sha256, __version__).items()))
@@ -444,7 +478,9 @@ def run(
     if hooks is None:
         hooks = make_hooks(config, collect_provenance(report.weights_sha256, report.weights_name, report.demonstration))
     stages = Stages(model, load_heads(report), tuple(hooks))
-    collect(report, run_cases(cases, stages, report, progress or NoProgress(), stop))
+    records = run_cases(cases, stages, report, progress or NoProgress(), stop, stale)
+    collect(report, records)
+    move_stale(report, stale, planned, records)
     report.nothing_to_measure = nothing_selected(report)
     if report.nothing_to_measure:
         report.notes.append(report.nothing_to_measure)

@@ -51,6 +51,8 @@ class SegObject:
     path: Path
     seg: hd.seg.Segmentation
     segments: tuple[SegmentInfo, ...]
+    #: SOPInstanceUIDs the frames name as their source images (empty: the SEG names none)
+    frame_sources: frozenset[str] = frozenset()
 
     @property
     def sop_instance_uid(self) -> str:
@@ -108,7 +110,48 @@ def read_seg(path: Path) -> SegObject:
                 anatomic_region=_code(regions[0]) if regions else None,
             )
         )
-    return SegObject(path=Path(path), seg=seg, segments=tuple(infos))
+    return SegObject(path=Path(path), seg=seg, segments=tuple(infos), frame_sources=frame_source_uids(seg))
+
+
+def frame_source_uids(seg: pydicom.Dataset) -> frozenset[str]:
+    """The SOPInstanceUIDs the SEG's frames were derived from (DerivationImageSequence ›
+    SourceImageSequence of the per-frame and shared functional groups)."""
+    groups = [*seg.get("SharedFunctionalGroupsSequence", []), *seg.get("PerFrameFunctionalGroupsSequence", [])]
+    return frozenset(
+        str(src.ReferencedSOPInstanceUID)
+        for group in groups
+        for derivation in group.get("DerivationImageSequence", [])
+        for src in derivation.get("SourceImageSequence", [])
+        if src.get("ReferencedSOPInstanceUID")
+    )
+
+
+def foreign_frames_error(seg: SegObject, ct: CtSeries) -> SegmentationError | None:
+    """The error for a SEG whose frames name source images of which none is an instance of
+    ``ct`` (it was made on another series and placed on ``ct`` by Frame of Reference): what
+    it references, whose instances those are (from its ReferencedSeriesSequence) and the
+    fix. ``None`` when the SEG names no source image or some of ``ct``'s."""
+    refs = seg.frame_sources
+    if not refs or refs & set(ct.sop_instance_uids):
+        return None
+    owner: dict[str, str] = {}
+    for item in seg.seg.get("ReferencedSeriesSequence", []):
+        for inst in item.get("ReferencedInstanceSequence", []):
+            owner[str(inst.get("ReferencedSOPInstanceUID", ""))] = str(item.get("SeriesInstanceUID", ""))
+    counts: dict[str, int] = {}
+    for uid in refs:
+        key = owner.get(uid, "")
+        counts[key] = counts.get(key, 0) + 1
+    whose = [f"{n} to series {series}" for series, n in sorted(counts.items()) if series]
+    if counts.get(""):
+        whose.append(f"{counts['']} to no series its ReferencedSeriesSequence lists (unknown)")
+    return SegmentationError(
+        f"SEG {seg.path}: its frames reference {len(refs)} SOP Instance UID(s), none of which is an instance of "
+        f"CT series {ct.series_instance_uid} ({len(ct.datasets)} instance(s)), the series it was placed on; they "
+        f"belong {', '.join(whose)} (as the SEG lists them). The SEG was made on another series (another "
+        "reconstruction, or a copy with new UIDs): add the series it was made on to the input, or re-export the "
+        "segmentation on this series."
+    )
 
 
 def _check_pixel_data_size(seg: pydicom.Dataset, path: Path, file_size: int | None) -> None:
@@ -166,8 +209,9 @@ def segment_mask_on_ct(seg: SegObject, number: int, ct: CtSeries) -> npt.NDArray
     them is placed by geometry (its grid must coincide with the CT's, up to axis order).
 
     Raises:
-        SegmentationError: the SEG's Frame of Reference differs from the CT's, or its frames
-            do not fall on the CT's voxels.
+        SegmentationError: the SEG's Frame of Reference differs from the CT's, its frames
+            reference instances of another series only (:func:`foreign_frames_error`), or
+            they do not fall on the CT's voxels.
     """
     ct_for = ct.frame_of_reference_uid
     if seg.frame_of_reference_uid and ct_for and seg.frame_of_reference_uid != ct_for:
@@ -176,6 +220,9 @@ def segment_mask_on_ct(seg: SegObject, number: int, ct: CtSeries) -> npt.NDArray
             f"Frame of Reference of CT series {ct.series_instance_uid} ({ct_for}); its masks "
             "cannot be placed on that CT."
         )
+    foreign = foreign_frames_error(seg, ct)
+    if foreign is not None:  # else every frame would be missed: an "empty" segment
+        raise foreign
     uids = list(ct.sop_instance_uids)
     try:
         px = seg.seg.get_pixels_by_source_instance(

@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import DicomImportError
 from ..image_io import read_image
 from ..records import SeedPoint, Volume
+from .calibration import check_rescale
 from .ct import CtSeries, assemble_ct
 from .index import InstanceKind, InstanceRecord, index_folder
 from .read import read_dataset
@@ -85,4 +86,5 @@ def load_image(path: Path, seeds: Sequence[SeedPoint] = ()) -> tuple[Volume, CtS
         )
     uid = next(iter(series)) if len(series) == 1 else series_for_seeds(path, series, seeds)
     ct = assemble_ct(series[uid])
+    check_rescale(ct)
     return ct.volume, ct

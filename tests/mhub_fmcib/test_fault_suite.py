@@ -462,11 +462,8 @@ def test_temporaries_left_by_kill_9_are_removed_by_the_next_run(small: SmallExpo
     )
     assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert temporaries_under(merged) == []
-    # features only: this shard's records name their DICOM outputs by the absolute paths of
-    # the folder it was copied from, which merge (rightly) does not copy
-    assert (merged / "features.csv").read_text(encoding="utf-8") == (small.clean / "features.csv").read_text(
-        encoding="utf-8"
-    )
+    # the shard folder is a copy of another: its records name their files relative to it
+    same_results(merged, small.clean)
 
 
 def test_second_run_on_one_output_exits_2_naming_the_first(small: SmallExport, weights_file: Path) -> None:
@@ -585,3 +582,205 @@ cp -a {mnt / "out"} {logs}/after2
     assert doc2["summary"]["cases_reused_from_earlier_run"] >= (1 if n_kept else 0)
     assert temporaries_under(logs / "after2") == []
     same_results(logs / "after2", small.clean)
+
+
+# ---- issue 15, point 8: stale outputs; point 11: implausible calibration and SEG references
+
+
+def _series_uid(folder: Path) -> tuple[str, str]:
+    """(StudyInstanceUID, SeriesInstanceUID) of the CT slices in ``folder``."""
+    import pydicom
+
+    ds = pydicom.dcmread(next(folder.glob("IM*")), stop_before_pixels=True)
+    return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+
+
+def _merge(*args: str | Path) -> CliResult:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mhub_fmcib.cli", "merge", *map(str, args)],
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    res = CliResult(proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    return res
+
+
+@dataclass(frozen=True)
+class RemovedSeg:
+    """An export whose study 1 lost its SEG after a full run: the input (SEG removed), the
+    full run's output (before), a clean run on the reduced input, study 1's UIDs."""
+
+    inp: Path
+    before: Path
+    clean: Path
+    study_uid: str
+    series_uid: str
+
+
+@pytest.fixture(scope="module")
+def removed(small: SmallExport, weights_file: Path) -> RemovedSeg:
+    inp = small.base / "rm_in"
+    shutil.copytree(small.inp, inp)
+    before = small.base / "rm_before"
+    res = run_cli(inp, before, weights=weights_file)
+    assert res.rc == 0, res.stderr[-3000:]
+    (inp / "study1" / "SEG.dcm").unlink()
+    clean = small.base / "rm_clean"
+    res = run_cli(inp, clean, weights=weights_file)
+    assert res.rc == 0, res.stderr[-3000:]
+    study, series = _series_uid(inp / "study1")
+    return RemovedSeg(inp, before, clean, study, series)
+
+
+def test_stale_case_of_a_removed_seg_is_moved_to_stale_and_listed(removed: RemovedSeg, weights_file: Path) -> None:
+    """Point 8: after a SEG left the input, the re-run (resuming the other case) leaves
+    exactly the current cases in ``cases/`` and ``dicom/``: the old case's record, SR and
+    SEG are moved, byte for byte, to ``OUTPUT/stale/<stamp>/`` and listed in ``run.json``;
+    results equal a clean run on the reduced input; a further run moves nothing."""
+    from mhub_fmcib.batch.store import case_key
+
+    out = removed.inp.parent / "rm_rerun"
+    shutil.copytree(removed.before, out)
+    series_dir = Path("dicom") / removed.study_uid / removed.series_uid
+    old = {p.name: p.read_bytes() for p in (out / series_dir).iterdir()}
+    assert sorted(old) == ["fmcib_features_SR.dcm", "fmcib_patch_region_SEG.dcm"]
+    res = run_cli(removed.inp, out, weights=weights_file)
+    assert res.rc == 0, res.stderr[-3000:]
+    assert "moved to OUTPUT/stale/" in res.stderr
+    assert temporaries_under(out) == []
+    same_results(out, removed.clean)
+    assert not (out / "dicom" / removed.study_uid).exists()  # emptied folders are removed
+    assert len(list((out / "cases").iterdir())) == 1
+    doc = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert doc["summary"]["cases_reused_from_earlier_run"] == 1  # the remaining case resumed, not stale
+    assert doc["summary"]["stale_cases_moved"] == 1
+    [entry] = doc["stale"]
+    assert entry["case_id"] == removed.series_uid and entry["kind"] == "case"
+    assert "not in this run's input" in entry["reason"]
+    moved = {m["from"]: m["to"] for m in entry["moved"]}
+    key = case_key(removed.series_uid)
+    assert set(moved) == {f"cases/{key}", *(str(series_dir / n) for n in old)}
+    [stamp] = list((out / "stale").iterdir())
+    for src, dest in moved.items():
+        assert dest == f"stale/{stamp.name}/{src}" and (out / dest).exists() and not (out / src).exists()
+    for name, data in old.items():
+        assert (stamp / series_dir / name).read_bytes() == data
+    assert json.loads((stamp / "cases" / key / "case.json").read_text())["case_id"] == removed.series_uid
+    again = run_cli(removed.inp, out, weights=weights_file)
+    assert again.rc == 0, again.stderr[-3000:]
+    doc = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert doc["stale"] == [] and doc["summary"]["cases_reused_from_earlier_run"] == 1
+    assert [p.name for p in (out / "stale").iterdir()] == [stamp.name]
+    same_results(out, removed.clean)
+
+
+def test_a_shard_moves_only_its_own_stale_cases_and_merge_ignores_stale(
+    removed: RemovedSeg, weights_file: Path
+) -> None:
+    """Point 8 with ``--shard``: the removed case belongs to shard 1/2; shard 0/2 leaves its
+    record and outputs alone, shard 1/2 moves them. The merge of the two (shard 0's folder
+    moved elsewhere first: records name their files relative to OUTPUT) equals the clean
+    run on the reduced input, DICOM outputs included, and takes nothing from ``stale/``."""
+    from mhub_fmcib.batch.store import shard_of
+
+    assert shard_of(removed.series_uid, 2) == 1
+    base = removed.inp.parent
+    shard0, shard1 = base / "rm_shard0", base / "rm_shard1"
+    for d in (shard0, shard1):
+        shutil.copytree(removed.before, d)
+    res = run_cli(removed.inp, shard0, "--shard", "0/2", weights=weights_file)
+    assert res.rc == 0, res.stderr[-3000:]
+    doc0 = json.loads((shard0 / "run.json").read_text(encoding="utf-8"))
+    assert doc0["stale"] == [] and not (shard0 / "stale").exists()
+    assert len(list((shard0 / "cases").iterdir())) == 2  # shard 1's record is shard 1's business
+    assert (shard0 / "dicom" / removed.study_uid / removed.series_uid / "fmcib_features_SR.dcm").is_file()
+    res = run_cli(removed.inp, shard1, "--shard", "1/2", weights=weights_file)
+    assert res.rc == 0, res.stderr[-3000:]
+    doc1 = json.loads((shard1 / "run.json").read_text(encoding="utf-8"))
+    assert [e["case_id"] for e in doc1["stale"]] == [removed.series_uid]
+    assert not (shard1 / "dicom" / removed.study_uid).exists()
+    moved0 = base / "elsewhere" / "shard0"
+    moved0.parent.mkdir()
+    shard0.rename(moved0)
+    merged = base / "rm_merged"
+    res = _merge(moved0, shard1, "--output", merged)
+    assert res.rc == 0, res.stderr[-3000:]
+    same_results(merged, removed.clean)
+    assert not (merged / "stale").exists() and temporaries_under(merged) == []
+    assert len(list((merged / "cases").iterdir())) == 1
+
+
+def test_rescale_slope_zero_fails_its_series_naming_file_and_value(
+    small: SmallExport, removed: RemovedSeg, weights_file: Path
+) -> None:
+    """Point 11: a slice with RescaleSlope 0 (every voxel the intercept: a constant image)
+    fails its series with a message naming the file and the value; the other study's
+    results equal a clean run without the failed study. The failed case's SR and SEG of an
+    earlier run are not left in ``dicom/`` (moved to ``stale/`` as replaced outputs)."""
+    import pydicom
+
+    inp = small.base / "slope0_in"
+    shutil.copytree(small.inp, inp)
+    bad = inp / "study1" / "IM0005"
+    ds = pydicom.dcmread(bad)
+    ds.RescaleSlope = 0
+    ds.save_as(bad)
+    out = small.base / "slope0_out"
+    shutil.copytree(small.clean, out)  # an earlier run that measured study 1
+    res = run_cli(inp, out, weights=weights_file)
+    assert res.rc == 1, res.stderr[-3000:]
+    _, series = _series_uid(inp / "study1")
+    [row] = _rows(out / "failures.csv")
+    assert row["id"] == series and row["level"] == "case" and row["error_type"] == "CalibrationError"
+    assert f"{bad} has RescaleSlope 0" in row["reason"] and "constant image" in row["reason"]
+    assert f"{bad} has RescaleSlope 0" in res.stderr
+    assert temporaries_under(out) == []
+    same_results(out, removed.clean)
+    doc = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    [entry] = [e for e in doc["stale"] if e["case_id"] == series]
+    assert entry["kind"] == "replaced_outputs"
+    assert sorted(Path(m["from"]).name for m in entry["moved"]) == [
+        "fmcib_features_SR.dcm",
+        "fmcib_patch_region_SEG.dcm",
+    ]
+
+
+def test_seg_made_on_another_series_says_what_it_references(
+    small: SmallExport, removed: RemovedSeg, weights_file: Path
+) -> None:
+    """Point 11: a SEG placed on a CT by Frame of Reference whose frames reference the
+    instances of another series (absent) is no longer reported as "empty": the failure says
+    how many SOP Instance UIDs it references, that none is the CT's, whose they are, and the
+    fix. The other study's results equal a clean run without it."""
+    import copy
+
+    import pydicom
+    from fmcib_testlib.dicom_builders import make_seg
+    from fmcib_testlib.export_builder import nodule_mask
+    from pydicom.uid import generate_uid
+
+    inp = small.base / "foreign_in"
+    shutil.copytree(small.inp, inp)
+    _, series = _series_uid(inp / "study1")
+    other = generate_uid(entropy_srcs=["foreign-series"])
+    copies = []
+    for p in sorted((inp / "study1").glob("IM*")):
+        ds = copy.deepcopy(pydicom.dcmread(p))
+        ds.SeriesInstanceUID = other
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=["foreign", p.name])
+        copies.append(ds)
+    copies.sort(key=lambda d: float(d.ImagePositionPatient[2]))
+    make_seg(copies, {"Nodule": nodule_mask()[:, :, 14:34]}, inp / "study1" / "SEG.dcm")
+    out = small.base / "foreign_out"
+    res = run_cli(inp, out, weights=weights_file)
+    assert res.rc == 1, res.stderr[-3000:]
+    [row] = _rows(out / "failures.csv")
+    assert row["id"].startswith(f"{series}/") and row["error_type"] == "SegmentationError"
+    reason = row["reason"]
+    assert "is empty" not in reason
+    assert "its frames reference 2 SOP Instance UID(s), none of which is an instance of CT series" in reason
+    assert f"CT series {series} (20 instance(s))" in reason and f"2 to series {other}" in reason
+    assert "add the series it was made on to the input" in reason
+    assert temporaries_under(out) == []
+    same_results(out, removed.clean)
