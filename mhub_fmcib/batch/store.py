@@ -66,6 +66,8 @@ class CaseRecord:
     failures: tuple[CaseFailure, ...]
     seconds: float
     outputs: tuple[str, ...] = ()
+    #: warnings of the case for ``run.json`` (an implausible HU range); kept for resumed runs
+    warnings: tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -80,6 +82,7 @@ class CaseRecord:
             "fingerprint": self.fingerprint,
             "seconds": self.seconds,
             "outputs": list(self.outputs),
+            "warnings": list(self.warnings),
             "results": [r.to_dict() for r in self.results],
             "failures": [f.to_dict() for f in self.failures],
         }
@@ -114,6 +117,7 @@ class CaseRecord:
             failures=tuple(CaseFailure.from_dict(f) for f in doc["failures"]),
             seconds=float(doc["seconds"]),
             outputs=tuple(str(o) for o in doc.get("outputs", [])),
+            warnings=tuple(str(w) for w in doc.get("warnings", [])),
         )
 
 
