@@ -41,7 +41,7 @@ from pydicom.uid import generate_uid
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "lib"))
 
-from fmcib_testlib.dicom_builders import ct_files, make_seg  # noqa: E402
+from fmcib_testlib.dicom_builders import ct_files, lattice_label, make_label_seg, make_seg, read_ct_datasets  # noqa: E402
 
 from mhub_fmcib.model.weights import write_random_weights  # noqa: E402
 
@@ -109,53 +109,12 @@ def make_ct1500(base: Path) -> Path:
 
 def make_seg500(base: Path, n: int = N_SEGMENTS) -> Path:
     """Input 2: the sample CT and one SEG of ``n`` disjoint small ellipsoids."""
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
     inp = base / "seg500"
     (inp / "ct").mkdir(parents=True)
-    headers = []
     for p in ct_files():
         (inp / "ct" / p.name).write_bytes(p.read_bytes())
-        headers.append(pydicom.dcmread(p))
-    headers.sort(key=lambda d: float(d.ImagePositionPatient[2]))
-    label = np.zeros((len(headers), 512, 512), dtype=np.uint16)  # (frames, rows, columns)
-    rng = np.random.default_rng(0)
-    lattice = [(k, r, c) for k in range(4, 44, 8) for r in range(60, 460, 20) for c in range(60, 460, 20)]
-    picks = rng.choice(len(lattice), size=n, replace=False)
-    descs = []
-    for number, p in enumerate(sorted(picks.tolist()), start=1):
-        k, r, c = lattice[p]
-        m = ellipsoid(label.shape, (k, r, c), (1, 5, 5))
-        label[m] = number
-        descs.append(
-            hd.seg.SegmentDescription(
-                segment_number=number,
-                segment_label=f"lesion {number}",
-                segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-                segmented_property_type=codes.SCT.Nodule,
-                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-                tracking_uid=generate_uid(),
-                tracking_id=f"lesion {number}",
-            )
-        )
-    seg = hd.seg.Segmentation(
-        source_images=headers,
-        pixel_array=label,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descs,
-        series_instance_uid=generate_uid(),
-        series_number=200,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer="benchmark",
-        manufacturer_model_name="benchmark",
-        software_versions="0",
-        device_serial_number="0",
-        omit_empty_frames=True,
-    )
-    (inp / "seg").mkdir()
-    seg.save_as(inp / "seg" / "SEG.dcm")
+    headers = read_ct_datasets()
+    make_label_seg(headers, lattice_label((512, 512, len(headers)), n), inp / "seg" / "SEG.dcm")
     return inp
 
 

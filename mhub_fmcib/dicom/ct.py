@@ -96,9 +96,14 @@ def _floats(ds: pydicom.Dataset, keyword: str, n: int, series: str, path: str) -
     return arr
 
 
+#: Values larger than this (bytes) are read from the file only when accessed: the pixel data
+#: of a slice stays on disk until the slice is decoded, so a long series costs only headers.
+DEFER_BYTES = 64 * 1024
+
+
 def _read(rec: InstanceRecord) -> pydicom.Dataset:
     try:
-        return with_record_uids(read_dataset(rec.path), rec)
+        return with_record_uids(read_dataset(rec.path, defer_size=DEFER_BYTES), rec)
     except READ_ERRORS as e:
         raise DicomImportError(f"series {rec.series_instance_uid}: cannot read {rec.path}: {e}") from e
 
@@ -109,8 +114,10 @@ def _check_native_length(ds: pydicom.Dataset, series: str, path: str) -> None:
     difference, giving an image of the wrong shape)."""
     meta = getattr(ds, "file_meta", None)
     syntax = pydicom.uid.UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else None
-    data = ds.get("PixelData")
-    if not syntax or syntax.is_encapsulated or syntax == pydicom.uid.DeflatedExplicitVRLittleEndian or data is None:
+    if not syntax or syntax.is_encapsulated or syntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        return
+    length = _pixel_data_length(ds)
+    if length is None:
         return
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
@@ -120,12 +127,24 @@ def _check_native_length(ds: pydicom.Dataset, series: str, path: str) -> None:
     except (AttributeError, TypeError, ValueError) as e:
         raise DicomImportError(f"series {series}: {path} has unreadable pixel description tags ({e})") from e
     expected = (rows * cols * samples * frames * bits + 7) // 8
-    if len(data) not in (expected, expected + 1):  # one pad byte to an even length
+    if length not in (expected, expected + 1):  # one pad byte to an even length
         raise DicomImportError(
-            f"series {series}: {path} holds {len(data)} bytes of pixel data, but its header "
+            f"series {series}: {path} holds {length} bytes of pixel data, but its header "
             f"({frames} frame(s) of {cols}x{rows}, {bits} bits, {samples} sample(s)) implies {expected}; "
             "the header or the file is damaged. Remove the file or re-export the series."
         )
+
+
+def _pixel_data_length(ds: pydicom.Dataset) -> int | None:
+    """Bytes of PixelData, without reading a deferred value from the file; ``None`` if absent."""
+    if "PixelData" not in ds:
+        return None
+    elem = ds.get_item("PixelData")
+    value = getattr(elem, "value", None)
+    if value is None:
+        length = getattr(elem, "length", None)
+        return int(length) if length is not None else None
+    return len(value)
 
 
 #: Decoder plugin to use where several are installed, by transfer syntax: measured on the

@@ -38,6 +38,9 @@ SEGMENT_CATEGORY = codes.SCT.SpatialAndRelationalConcept
 SEGMENT_TYPE = codes.DCM.SelectedRegion
 #: Tolerance (voxels) when matching CT instances to the volume's slices.
 _SLICE_TOL = 1e-3
+#: Largest (frames x rows x columns x segments) bool stack built for highdicom when cubes
+#: overlap (bytes): 500 overlapping cubes on 48 slices of 512 x 512 would need 6.3 GB.
+MAX_STACK_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,11 +58,26 @@ class PatchRegionSeg:
     skipped: tuple[tuple[str, str], ...]
 
 
-def cube_mask(volume: Volume, corners_lps: npt.ArrayLike) -> npt.NDArray[np.bool_]:
-    """Boolean (I, J, K) mask of CT voxels whose centres lie in the LPS box of the corners.
+@dataclass(frozen=True, eq=False)
+class CubeBox:
+    """The CT voxels of a cube, cropped: ``inside[a, b, c]`` is voxel ``start + (a, b, c)``
+    of the CT grid (bool, (I, J, K) order)."""
+
+    start: tuple[int, int, int]
+    inside: npt.NDArray[np.bool_]
+
+    def slices(self) -> npt.NDArray[np.int64]:
+        """The k indices of the CT slices holding a voxel of the cube."""
+        ks: npt.NDArray[np.int64] = np.flatnonzero(self.inside.any(axis=(0, 1))) + self.start[2]
+        return ks
+
+
+def cube_box(volume: Volume, corners_lps: npt.ArrayLike) -> CubeBox:
+    """The CT voxels whose centres lie in the LPS box of the corners, inside their bounding
+    block (no array of the whole CT grid).
 
     Args:
-        volume: the CT grid (any orientation).
+        volume: the CT grid (any orientation; geometry only).
         corners_lps: (N, 3) LPS mm points; their axis-aligned bounding box is the cube.
     """
     corners = np.asarray(corners_lps, dtype=np.float64).reshape(-1, 3)
@@ -69,15 +87,28 @@ def cube_mask(volume: Volume, corners_lps: npt.ArrayLike) -> npt.NDArray[np.bool
     shape = np.asarray(volume.shape)
     start = np.clip(np.floor(ijk.min(axis=0)).astype(int) - 1, 0, shape)
     stop = np.clip(np.ceil(ijk.max(axis=0)).astype(int) + 2, 0, shape)
-    mask = np.zeros(volume.shape, dtype=bool)
+    origin = (int(start[0]), int(start[1]), int(start[2]))
     if np.any(stop <= start):
-        return mask
+        return CubeBox(origin, np.zeros((0, 0, 0), dtype=bool))
     grids = np.meshgrid(*(np.arange(a, b) for a, b in zip(start, stop, strict=True)), indexing="ij")
     idx = np.stack([g.ravel() for g in grids], axis=1)
     lps = volume.index_to_lps(idx)
     inside = np.all((lps >= lo) & (lps < hi), axis=1)
-    sub = inside.reshape(grids[0].shape)
-    mask[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]] = sub
+    return CubeBox(origin, inside.reshape(grids[0].shape))
+
+
+def cube_mask(volume: Volume, corners_lps: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+    """Boolean (I, J, K) mask of CT voxels whose centres lie in the LPS box of the corners
+    (:func:`cube_box` on the whole CT grid).
+
+    Args:
+        volume: the CT grid (any orientation).
+        corners_lps: (N, 3) LPS mm points; their axis-aligned bounding box is the cube.
+    """
+    cube = cube_box(volume, corners_lps)
+    mask = np.zeros(volume.shape, dtype=bool)
+    (i, j, k), (a, b, c) = cube.start, cube.inside.shape
+    mask[i : i + a, j : j + b, k : k + c] = cube.inside
     return mask
 
 
@@ -132,7 +163,14 @@ def build_patch_region_seg(
             overlap (the tests compare it with the label map used then; same SEG).
         demonstration: random-initialised weights: the series description says so.
 
-    Memory: the frames are built as one (slices, rows, columns, segments) bool array.
+    Memory: each cube is kept as its bounding block (:class:`CubeBox`); the frames are built
+    as one (slices, rows, columns) label map when no two cubes overlap, else as one
+    (slices, rows, columns, segments) bool stack (highdicom's input), which is refused
+    above :data:`MAX_STACK_BYTES`.
+
+    Raises:
+        ExportError: the geometry does not match, or overlapping cubes need a stack larger
+            than :data:`MAX_STACK_BYTES`.
     """
     study_uid, series_uid, _for_uid = series_identity(ct_datasets)
     order = _slice_order(ct_datasets, ct_volume)
@@ -145,7 +183,7 @@ def build_patch_region_seg(
     # CT slices a cube reaches only: the SEG is derived from (and references) those images,
     # and highdicom need not scan the slices no cube reaches.
     keep = _source_positions(masks, order)
-    pixels = _frames(masks, [order[d] for d in keep], stacked)
+    pixels = _frames(masks, [order[d] for d in keep], ct_volume.shape, stacked, series_uid)
     sources = [header_copy(ct_datasets[keep[0]]), *(ct_datasets[d] for d in keep[1:])]
     seg = _segmentation(sources, pixels, descriptions, _uid_key(series_uid, ok, provenance), provenance, demonstration)
     if str(seg.StudyInstanceUID) != study_uid:
@@ -155,21 +193,21 @@ def build_patch_region_seg(
 
 def _lesion_masks(
     ok: Sequence[LesionResult], ct_volume: Volume
-) -> tuple[list[npt.NDArray[np.bool_]], list[tuple[str, int]], list[tuple[str, str]]]:
-    """Per OK lesion its cube's (I, J, K) mask, its (lesion_id, segment number), or why it
+) -> tuple[list[CubeBox], list[tuple[str, int]], list[tuple[str, str]]]:
+    """Per OK lesion its cube's voxels (cropped), its (lesion_id, segment number), or why it
     has no segment."""
-    masks: list[npt.NDArray[np.bool_]] = []
+    masks: list[CubeBox] = []
     segments: list[tuple[str, int]] = []
     skipped: list[tuple[str, str]] = []
     for r in ok:
         if r.patch is None:
             skipped.append((r.lesion.lesion_id, "no patch was kept for this lesion"))
             continue
-        mask = cube_mask(ct_volume, r.patch.read_corners_lps())
-        if not mask.any():
+        cube = cube_box(ct_volume, r.patch.read_corners_lps())
+        if not cube.inside.any():
             skipped.append((r.lesion.lesion_id, "the region the encoder read contains no CT voxel centre"))
             continue
-        masks.append(mask)
+        masks.append(cube)
         segments.append((r.lesion.lesion_id, len(masks)))
     return masks, segments, skipped
 
@@ -208,11 +246,11 @@ def _segment_descriptions(
     ]
 
 
-def _source_positions(masks: Sequence[npt.NDArray[np.bool_]], order: Sequence[int]) -> list[int]:
-    """Positions in the CT datasets of the slices (k = ``order[d]``) a mask reaches."""
+def _source_positions(masks: Sequence[CubeBox], order: Sequence[int]) -> list[int]:
+    """Positions in the CT datasets of the slices (k = ``order[d]``) a cube reaches."""
     reached: set[int] = set()
-    for mask in masks:  # per mask: a reduction over the stacked array's segment axis is slow
-        reached.update(np.flatnonzero(mask.any(axis=(0, 1))).tolist())
+    for cube in masks:
+        reached.update(cube.slices().tolist())
     return [d for d, k in enumerate(order) if k in reached]
 
 
@@ -255,20 +293,48 @@ def _segmentation(
     )
 
 
-def _frames(masks: Sequence[npt.NDArray[np.bool_]], slices: Sequence[int], stacked: bool) -> npt.NDArray[np.generic]:
-    """highdicom's pixel array for ``masks`` ((I, J, K) each) on CT slices ``slices`` (k, in
-    the order of the source images): a (frames, rows, columns) label map of segment numbers
-    when no two cubes share a voxel, else (or with ``stacked``) a (frames, rows, columns,
-    segments) binary stack. Both give the same BINARY SEG; highdicom checks a stack for
-    overlap with a sum over its segment axis, which is slow on whole CT frames."""
-    frames = [np.ascontiguousarray(m[:, :, list(slices)].transpose(2, 1, 0)) for m in masks]
+def _frames(
+    masks: Sequence[CubeBox], slices: Sequence[int], shape: tuple[int, int, int], stacked: bool, series_uid: str
+) -> npt.NDArray[np.generic]:
+    """highdicom's pixel array for the cubes on CT slices ``slices`` (k, in the order of the
+    source images) of a CT grid of ``shape``: a (frames, rows, columns) label map of segment
+    numbers when no two cubes share a voxel, else (or with ``stacked``) a (frames, rows,
+    columns, segments) binary stack. Both give the same BINARY SEG; highdicom checks a stack
+    for overlap with a sum over its segment axis, which is slow on whole CT frames."""
+    frames_shape = (len(slices), shape[1], shape[0])
+    position = {k: d for d, k in enumerate(slices)}
     if not stacked and len(masks) < 2**16:
-        label = np.zeros(frames[0].shape, dtype=np.uint8 if len(masks) < 2**8 else np.uint16)
-        for number, f in enumerate(frames, start=1):
-            label[f] = number
-        if np.count_nonzero(label) == sum(int(np.count_nonzero(f)) for f in frames):  # no shared voxel
+        label = np.zeros(frames_shape, dtype=np.uint8 if len(masks) < 2**8 else np.uint16)
+        for number, cube in enumerate(masks, start=1):
+            _paint(label, cube, position, number)
+        if np.count_nonzero(label) == sum(int(np.count_nonzero(c.inside)) for c in masks):  # no shared voxel
             return label
-    return np.stack(frames, axis=-1)
+    need = int(np.prod(frames_shape)) * len(masks)
+    if need > MAX_STACK_BYTES:
+        raise ExportError(
+            f"series {series_uid}: the 50 mm cubes of {len(masks)} lesions overlap, so the patch-region SEG "
+            f"needs one frame per lesion and CT slice: {len(slices)} slices x {len(masks)} lesions of "
+            f"{shape[0]}x{shape[1]} pixels, {need / 2**30:.1f} GiB in memory (limit "
+            f"{MAX_STACK_BYTES / 2**30:.1f} GiB). The SEG was not written; the features of every lesion are in "
+            "features.csv. Run with --no-seg, or split the lesions over several segmentations."
+        )
+    stack = np.zeros((*frames_shape, len(masks)), dtype=bool)
+    for n, cube in enumerate(masks):
+        _paint(stack[..., n], cube, position, True)
+    return stack
+
+
+def _paint(frames: npt.NDArray[np.generic], cube: CubeBox, position: Mapping[int, int], value: int | bool) -> None:
+    """Set ``value`` in ``frames`` ((frames, rows = J, columns = I)) at the cube's voxels on
+    the slices ``position`` holds (k -> frame index)."""
+    (i0, j0, k0), (ni, nj, nk) = cube.start, cube.inside.shape
+    for c in range(nk):
+        d = position.get(k0 + c)
+        if d is None:
+            continue
+        plane = cube.inside[:, :, c].T  # (J, I)
+        if plane.any():
+            frames[d, j0 : j0 + nj, i0 : i0 + ni][plane] = value
 
 
 def write_seg(seg: pydicom.Dataset, output_root: Path, ct_series_uid: str) -> Path:
