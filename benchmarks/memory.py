@@ -19,7 +19,8 @@ so their pages count in the RSS once touched). Peak RSS is ``ru_maxrss`` of the 
 patch (the "weights" share of the bound).
 
 Run: ``PYTHONPATH=$PWD .venv/bin/python benchmarks/memory.py [--only ct1500] [--json out.json]``
-(about 5 minutes on 2 cores). Results: ``benchmarks/README.md``, "Memory (issue 15.12)".
+(about 15 minutes on 2 cores, most of it the 500 lesions of seg500).
+Results: ``benchmarks/README.md``, "Memory (issue 15.12)".
 """
 
 from __future__ import annotations
