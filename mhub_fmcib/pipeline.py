@@ -26,6 +26,7 @@ from .batch.store import CaseRecord, CaseStore, fingerprint, relative_output, sh
 from .config import RunConfig
 from .dicom.calibration import check_rescale
 from .dicom.ct import CtSeries, assemble_ct, decode_slices
+from .dicom.hu_range import hu_range_of, hu_range_warning
 from .dicom.series import load_image
 from .errors import CaseError, DicomImportError, FmcibError, NothingSelectedError, NothingToMeasureError, SeedError
 from .export.hooks import CaseHook, CaseOutcome, make_hooks
@@ -35,7 +36,7 @@ from .model.device import check_precision, resolve_device
 from .model.extractor import FeatureExtractor, extractor_for, nonfinite_reason
 from .model.heads import LinearHead, predictions
 from .model.weights import default_cache_dir, read_weights, resolve_weights, sha256_file
-from .patch import extract_patch, read_window
+from .patch import extract_patch, slices_read
 from .plan import Case, DicomSegCase, ImageMaskCase, SeedsCase, nothing_to_measure, plan
 from .provenance import collect_provenance
 from .records import CaseFailure, DicomOrigin, Lesion, LesionMask, LesionResult, LesionStatus, Patch, SeedPoint, Volume
@@ -54,13 +55,15 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, eq=False)
 class Imported:
     """A case's image and lesions, before measuring (``masks``: the lesions' segmentations,
-    cropped, for the QC outlines; dropped with the case)."""
+    cropped, for the QC outlines; dropped with the case; ``warnings``: for ``run.json``,
+    such as an implausible HU range)."""
 
     volume: Volume
     ct: CtSeries | None
     lesions: list[Lesion]
     failures: list[CaseFailure]
     masks: tuple[LesionMask, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 def import_dicom_seg_case(case: DicomSegCase, config: RunConfig) -> Imported:
@@ -75,7 +78,19 @@ def import_dicom_seg_case(case: DicomSegCase, config: RunConfig) -> Imported:
         CaseFailure.of(case.case_id, DicomImportError(f"{path}: {why}"), [path], kind="file")
         for path, why in ct.dropped
     ]
-    return Imported(ct.volume, ct, lesions, failures, tuple(masks))
+    return Imported(ct.volume, ct, lesions, failures, tuple(masks), hu_warnings(ct.volume, ct, case.case_id))
+
+
+def hu_warnings(volume: Volume, ct: CtSeries | None, what: str) -> tuple[str, ...]:
+    """The warning for an implausible HU range (:mod:`mhub_fmcib.dicom.hu_range`): of the
+    decoded slices of a DICOM CT (streamed while decoding), else of the whole image."""
+    if ct is not None:
+        warning = hu_range_warning(f"CT series {ct.series_instance_uid}", ct.hu_range)
+    else:
+        warning = hu_range_warning(f"image {what}", hu_range_of(volume.array))
+    if warning is not None:
+        log.warning("%s", warning)
+    return () if warning is None else (warning,)
 
 
 def with_seg_match(lesion: Lesion, case: DicomSegCase) -> Lesion:
@@ -90,13 +105,18 @@ def import_image_mask_case(case: ImageMaskCase, config: RunConfig) -> Imported:
     """An image file and one lesion per label of its mask file."""
     volume, _ = load_image(case.image)
     lesions, masks, failures = lesions_from_mask(case.case_id, case.image, case.mask, volume)
-    return Imported(volume, None, lesions, failures, tuple(masks))
+    return Imported(volume, None, lesions, failures, tuple(masks), hu_warnings(volume, None, str(case.image)))
 
 
 def import_seeds_case(case: SeedsCase, config: RunConfig) -> Imported:
     """An image (file or DICOM series folder) and one lesion per seed row."""
-    volume, ct = load_image(case.image, [r.seed for r in case.rows])
-    return Imported(volume, ct, lesions_from_rows(case.image, case.rows, ct), [])
+    seeds = [r.seed for r in case.rows]
+    volume, ct = load_image(case.image, seeds, decode=False)
+    if ct is not None:  # a DICOM series: only the slices the patches read
+        ct = decode_slices(ct, slices_needed(ct.volume, seeds))
+        volume = ct.volume
+    lesions = lesions_from_rows(case.image, case.rows, ct)
+    return Imported(volume, ct, lesions, [], warnings=hu_warnings(volume, ct, str(case.image)))
 
 
 #: How each kind of case is imported (stage 1) and seeded (stage 2).
@@ -112,27 +132,20 @@ IMPORTERS: Mapping[type, Callable[[Any, RunConfig], Imported]] = {
 
 def slices_needed(volume: Volume, seeds: Sequence[SeedPoint]) -> set[int]:
     """The k indices (slices) of ``volume`` that the patches of ``seeds`` read, from geometry
-    alone (:func:`mhub_fmcib.patch.read_window`); seeds outside the volume need none (they
+    alone (:func:`mhub_fmcib.patch.slices_read`); seeds outside the volume need none (they
     fail in :func:`measure`)."""
-    out: set[int] = set()
-    for seed in seeds:
-        try:
-            check_seed_in_volume(seed, volume)
-            window = read_window(volume, seed)
-        except CaseError:
-            continue
-        out.update(range(window[2].start, window[2].stop))
-    return out
+    return slices_read(volume, seeds)
 
 
-def patch_of(lesion: Lesion, volume: Volume) -> Patch:
-    """The 50 mm patch of one lesion (stage 3).
+def patch_of(lesion: Lesion, volume: Volume, slabs: Sequence[Volume] = ()) -> Patch:
+    """The 50 mm patch of one lesion (stage 3), read from ``slabs`` when given (a CT decoded
+    only where the patches read: :attr:`CtSeries.slabs`).
 
     Raises:
         SeedError: the seed is outside the image, or the patch holds NaN voxels.
     """
     check_seed_in_volume(lesion.seed, volume)
-    patch = extract_patch(volume, lesion.seed)
+    patch = extract_patch(volume, lesion.seed, slabs=slabs)
     if np.isnan(patch.array).any():
         raise SeedError(
             f"the 50 mm patch around {lesion.seed} holds NaN values: the image has NaN voxels there "
@@ -143,15 +156,19 @@ def patch_of(lesion: Lesion, volume: Volume) -> Patch:
 
 
 def measure(
-    lesions: Sequence[Lesion], volume: Volume, extractor: FeatureExtractor, heads: Sequence[LinearHead] = ()
+    lesions: Sequence[Lesion],
+    volume: Volume,
+    extractor: FeatureExtractor,
+    heads: Sequence[LinearHead] = (),
+    slabs: Sequence[Volume] = (),
 ) -> list[LesionResult]:
-    """Patches for every lesion, then features in batches, then heads. A bad seed fails only
-    its lesion."""
+    """Patches for every lesion (from ``slabs`` when given), then features in batches, then
+    heads. A bad seed fails only its lesion."""
     results: dict[int, LesionResult] = {}
     todo: list[tuple[int, Patch]] = []
     for i, les in enumerate(lesions):
         try:
-            todo.append((i, patch_of(les, volume)))
+            todo.append((i, patch_of(les, volume, slabs)))
         except CaseError as e:
             log.error("%s: %s", les.lesion_id, e)
             results[i] = LesionResult(lesion=les, status=LesionStatus.FAILED, error=str(e))
@@ -177,7 +194,8 @@ def process_case(
     t0 = time.perf_counter()
     try:
         imported = IMPORTERS[type(case)](case, config)
-        results = measure(imported.lesions, imported.volume, extractor, heads)
+        slabs = imported.ct.slabs if imported.ct is not None else ()
+        results = measure(imported.lesions, imported.volume, extractor, heads, slabs)
     except CaseError as e:
         failure = CaseFailure.of(case.case_id, e, case.failure_paths())
         log.error("%s: %s", case.case_id, e)
@@ -192,6 +210,7 @@ def process_case(
         volume=imported.volume,
         masks=imported.masks,
         seconds=time.perf_counter() - t0,
+        warnings=imported.warnings,
     )
 
 
@@ -341,6 +360,7 @@ def run_case(case: Case, fp: str, stages: Stages, config: RunConfig) -> CaseReco
         failures=(*outcome.failures, *export_failures),
         seconds=outcome.seconds,
         outputs=tuple(relative_output(Path(o), config.output) for o in outputs),
+        warnings=outcome.warnings,
     )
 
 
@@ -413,6 +433,7 @@ def collect(report: RunReport, records: Sequence[CaseRecord]) -> None:
         report.failures.extend(rec.failures)
         report.case_seconds[rec.case_id] = rec.seconds
         report.outputs.extend(str(p) for p in rec.output_paths(report.config.output))
+        report.warnings.extend(w for w in rec.warnings if w not in report.warnings)
 
 
 def move_stale(report: RunReport, stale: StaleMover, planned: Sequence[str], records: Sequence[CaseRecord]) -> None:

@@ -109,6 +109,8 @@ class CaseRecord:
     seconds: float
     #: the files the case wrote, relative to OUTPUT (see :meth:`output_paths`)
     outputs: tuple[str, ...] = ()
+    #: warnings of the case for ``run.json`` (an implausible HU range); kept for resumed runs
+    warnings: tuple[str, ...] = ()
 
     def output_paths(self, output: Path) -> list[Path]:
         """The files the case wrote, for the record kept in ``output`` (:func:`output_path`)."""
@@ -127,6 +129,7 @@ class CaseRecord:
             "fingerprint": self.fingerprint,
             "seconds": self.seconds,
             "outputs": list(self.outputs),
+            "warnings": list(self.warnings),
             "results": [r.to_dict() for r in self.results],
             "failures": [f.to_dict() for f in self.failures],
         }
@@ -161,6 +164,7 @@ class CaseRecord:
             failures=tuple(CaseFailure.from_dict(f) for f in doc["failures"]),
             seconds=float(doc["seconds"]),
             outputs=tuple(str(o) for o in doc.get("outputs", [])),
+            warnings=tuple(str(w) for w in doc.get("warnings", [])),
         )
 
 

@@ -31,6 +31,7 @@ class CaseOutcome:
 
     ``masks``: the segmentations (SEG segment, RTSTRUCT ROI, mask label) the lesions were
     seeded from, cropped on the CT grid (none for seed points): the QC outlines.
+    ``warnings``: for ``run.json`` (an implausible HU range).
     """
 
     case: Case
@@ -40,6 +41,7 @@ class CaseOutcome:
     volume: Volume | None = None
     seconds: float = 0.0
     masks: tuple[LesionMask, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 #: Called after each case with its outcome; returns the files it wrote (exporters hook in
@@ -154,4 +156,5 @@ def export_qc(outcome: CaseOutcome, output: Path, demonstration: bool = False) -
         return write_case_qc(output, outcome.results, None)
     masks = {m.lesion_id: m for m in outcome.masks}
     headers = outcome.ct.datasets if outcome.ct is not None else ()
-    return write_case_qc(output, outcome.results, case_from_ct(volume, headers, masks, demonstration))
+    slabs = outcome.ct.slabs if outcome.ct is not None else ()
+    return write_case_qc(output, outcome.results, case_from_ct(volume, headers, masks, demonstration, slabs))

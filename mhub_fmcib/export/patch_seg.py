@@ -38,6 +38,9 @@ SEGMENT_CATEGORY = codes.SCT.SpatialAndRelationalConcept
 SEGMENT_TYPE = codes.DCM.SelectedRegion
 #: Tolerance (voxels) when matching CT instances to the volume's slices.
 _SLICE_TOL = 1e-3
+#: Largest (frames x rows x columns x segments) bool stack built for highdicom when cubes
+#: overlap (bytes): 500 overlapping cubes on 48 slices of 512 x 512 would need 6.3 GB.
+MAX_STACK_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,7 +88,7 @@ def cube_box(volume: Volume, corners_lps: npt.ArrayLike) -> CubeBox:
     half-open ``[min, max)`` per LPS axis.
 
     Args:
-        volume: the CT grid (any orientation).
+        volume: the CT grid (any orientation; geometry only).
         corners_lps: (N, 3) LPS mm points; their axis-aligned bounding box is the cube.
     """
     corners = np.asarray(corners_lps, dtype=np.float64).reshape(-1, 3)
@@ -169,7 +172,8 @@ def build_patch_region_seg(
 
     Memory: each lesion's region is kept as its small block of the CT grid; the frames are
     one (slices, rows, columns) label map, or where cubes overlap one (slices, rows,
-    columns, segments) uint8 array, for the CT slices a cube reaches only.
+    columns, segments) uint8 array, for the CT slices a cube reaches only; that array is
+    refused above :data:`MAX_STACK_BYTES` (an ExportError naming the sizes and ``--no-seg``).
     """
     study_uid, series_uid, _for_uid = series_identity(ct_datasets)
     order = _slice_order(ct_datasets, ct_volume)
@@ -182,7 +186,7 @@ def build_patch_region_seg(
     # CT slices a cube reaches only: the SEG is derived from (and references) those images,
     # and highdicom need not scan the slices no cube reaches.
     keep = _source_positions(boxes, order)
-    pixels = _frames(boxes, [order[d] for d in keep], ct_volume.shape, stacked)
+    pixels = _frames(boxes, [order[d] for d in keep], ct_volume.shape, stacked, series_uid)
     sources = [header_copy(ct_datasets[keep[0]]), *(ct_datasets[d] for d in keep[1:])]
     seg = _segmentation(sources, pixels, descriptions, _uid_key(series_uid, ok, provenance), provenance, demonstration)
     if str(seg.StudyInstanceUID) != study_uid:
@@ -297,7 +301,7 @@ _Plane = tuple[int, slice, slice, npt.NDArray[np.bool_]]
 
 
 def _frames(
-    boxes: Sequence[CubeBox], slices: Sequence[int], shape: tuple[int, int, int], stacked: bool
+    boxes: Sequence[CubeBox], slices: Sequence[int], shape: tuple[int, int, int], stacked: bool, series_uid: str
 ) -> npt.NDArray[np.generic]:
     """highdicom's pixel array for ``boxes`` on the CT slices ``slices`` (k, in the order of
     the source images; every slice a box reaches) of a volume of ``shape`` (I, J, K).
@@ -308,6 +312,9 @@ def _frames(
     rows, columns) array: each segment's frame that highdicom takes from it is contiguous
     and already of its dtype (no per-frame cast or gather), and a box writes only its own
     rows of its own frames, which lie close together (few memory pages touched).
+
+    Raises:
+        ExportError: the stack would exceed :data:`MAX_STACK_BYTES`.
     """
     position = np.full(shape[2], -1, dtype=np.intp)
     position[np.asarray(slices, dtype=np.intp)] = np.arange(len(slices))
@@ -316,6 +323,15 @@ def _frames(
         label = np.zeros((len(slices), shape[1], shape[0]), dtype=np.uint8 if len(boxes) < 2**8 else np.uint16)
         if _fill_label_map(label, planes):
             return label
+    need = len(boxes) * len(slices) * shape[1] * shape[0]
+    if need > MAX_STACK_BYTES:
+        raise ExportError(
+            f"series {series_uid}: the 50 mm cubes of {len(boxes)} lesions overlap, so the patch-region SEG "
+            f"needs one frame per lesion and CT slice: {len(slices)} slices x {len(boxes)} lesions of "
+            f"{shape[0]}x{shape[1]} pixels, {need / 2**30:.1f} GiB in memory (limit "
+            f"{MAX_STACK_BYTES / 2**30:.1f} GiB). The SEG was not written; the features of every lesion are in "
+            "features.csv. Run with --no-seg, or split the lesions over several segmentations."
+        )
     stack = np.zeros((len(boxes), len(slices), shape[1], shape[0]), dtype=np.uint8)
     for s, box_planes in enumerate(planes):
         for frame, rows, cols, plane in box_planes:

@@ -51,11 +51,13 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from fmcib_testlib.export_builder import make_export
 from fmcib_testlib.faults import HOSTILE_TEXT, BadInput, Outcome, add_faults
@@ -784,3 +786,97 @@ def test_seg_made_on_another_series_says_what_it_references(
     assert "add the series it was made on to the input" in reason
     assert temporaries_under(out) == []
     same_results(out, removed.clean)
+def _rows_of_series(features_csv: Path, series_uid: str, keep: bool = True) -> list[str]:
+    """The lines of ``features_csv`` of (or, with ``keep=False``, not of) one CT series."""
+    lines = features_csv.read_text(encoding="utf-8").splitlines()[1:]
+    return [line for line in lines if (f",{series_uid}," in line) is keep]
+
+
+def test_implausible_hu_range_is_warned_in_run_json(small: SmallExport, weights_file: Path) -> None:
+    """Point 11 (HU range): a series whose RescaleIntercept puts every voxel above 500 HU is
+    measured (exit 0, no traceback, no temporaries) with a run.json warning naming it and
+    the range seen; the other study's results are those of a clean run, which has no such
+    warning; a resumed run keeps the warning (it lives in the case record)."""
+    inp = small.base / "hu_in"
+    shutil.copytree(small.inp, inp)
+    study = sorted(p for p in inp.iterdir() if p.is_dir())[1]
+    series = ""
+    for path in sorted(study.glob("IM*")):
+        ds = pydicom.dcmread(path)
+        ds.RescaleIntercept = 2000  # stored values 0..4095 read as HU + 2000
+        ds.save_as(path)
+        series = str(ds.SeriesInstanceUID)
+    out = small.base / "hu_out"
+    res = run_cli(inp, out, weights=weights_file)
+    assert res.rc == 0, res.stderr[-3000:]
+    assert temporaries_under(out) == []
+    doc = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    warned = [w for w in doc["warnings"] if "implausible Hounsfield units" in w]
+    assert len(warned) == 1 and f"CT series {series}" in warned[0], doc["warnings"]
+    assert "above 500 HU" in warned[0] and "RescaleSlope/RescaleIntercept" in warned[0]
+    assert "implausible Hounsfield units" in res.stderr
+    clean = json.loads((small.clean / "run.json").read_text(encoding="utf-8"))
+    assert not any("implausible" in w for w in clean["warnings"])
+    assert _rows_of_series(out / "features.csv", series, keep=False) == _rows_of_series(
+        small.clean / "features.csv", series, keep=False
+    )
+    again = run_cli(inp, out, weights=weights_file)  # every case reused from its record
+    assert again.rc == 0, again.stderr[-3000:]
+    doc2 = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert doc2["summary"]["cases_reused_from_earlier_run"] == 2
+    assert [w for w in doc2["warnings"] if "implausible" in w] == warned
+
+
+def _run_cli_peak_kib(*args: str | Path, weights: Path) -> tuple[CliResult, int]:
+    """:func:`run_cli` with the child's peak RSS (KiB, :func:`_peak_rss_kib_until_exit`)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mhub_fmcib.cli", "run", *map(str, args), "--weights", str(weights), "--no-qc"]
+        + ["--progress", "none"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
+    )
+    streams: dict[str, bytes] = {}
+    readers = [
+        threading.Thread(target=lambda n=n, s=s: streams.__setitem__(n, s.read()))  # type: ignore[misc]
+        for n, s in (("out", proc.stdout), ("err", proc.stderr))
+    ]
+    for t in readers:
+        t.start()
+    peak = _peak_rss_kib_until_exit(proc)
+    for t in readers:
+        t.join()
+    res = CliResult(
+        proc.returncode, streams["out"].decode("utf-8", "replace"), streams["err"].decode("utf-8", "replace")
+    )
+    assert "Traceback" not in res.stderr and "Traceback" not in res.stdout, res.stderr[-3000:]
+    return res, peak
+
+
+def test_long_ct_costs_only_the_slices_the_patches_read(tmp_path: Path, weights_file: Path) -> None:
+    """Point 12: the sample study and the same study with 300 more slices above it (same
+    series; copies of its top slice, 5 mm apart). The patches read the same slices and the
+    1 mm grid starts at the same corner, so the long series gives the same features.csv;
+    decoding only those slices (and leaving the others' pixel data on disk), its peak RSS
+    is within 120 MiB of the short one's (a whole float32 volume would add 300 MiB)."""
+    from fmcib_testlib.export_builder import make_study
+
+    short = tmp_path / "short"
+    make_study(short, 0)
+    long = tmp_path / "long"
+    shutil.copytree(short, long)
+    files = sorted((long / "study0").glob("IM*"), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    top = pydicom.dcmread(files[-1])
+    z_top = float(top.ImagePositionPatient[2])
+    for n in range(1, 301):
+        top.SOPInstanceUID = top.file_meta.MediaStorageSOPInstanceUID = f"1.2.826.0.1.3680043.8.498.15012.{n}"
+        top.ImagePositionPatient = [*top.ImagePositionPatient[:2], z_top + 5.0 * n]
+        top.InstanceNumber = len(files) + n
+        top.save_as(long / "study0" / f"EXTRA{n:04d}")
+    res_short, peak_short = _run_cli_peak_kib(short, tmp_path / "out_short", weights=weights_file)
+    res_long, peak_long = _run_cli_peak_kib(long, tmp_path / "out_long", weights=weights_file)
+    assert res_short.rc == 0 and res_long.rc == 0, res_long.stderr[-3000:]
+    assert temporaries_under(tmp_path / "out_long") == []
+    short_rows = (tmp_path / "out_short" / "features.csv").read_text(encoding="utf-8")
+    assert (tmp_path / "out_long" / "features.csv").read_text(encoding="utf-8") == short_rows
+    assert peak_long - peak_short < 120 * 1024, f"peak RSS {peak_short / 2**20:.2f} -> {peak_long / 2**20:.2f} GiB"

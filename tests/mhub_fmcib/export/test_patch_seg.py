@@ -219,3 +219,23 @@ def test_overlapping_cubes_in_shuffled_slices_read_back_exactly(  # type: ignore
     assert problems == []
     for number, res in enumerate(results, start=1):
         np.testing.assert_array_equal(read_frames(path, sample_ct, number), expected_frames(sample_ct, res.patch))
+def test_overlapping_cubes_stack_is_bounded() -> None:
+    """Issue 15.12: cubes are kept as blocks; overlapping cubes need highdicom's dense
+    (frames, rows, columns, segments) stack, built only up to MAX_STACK_BYTES; beyond, an
+    ExportError names the sizes and --no-seg (before: 500 cubes took 13.5 GiB)."""
+    from mhub_fmcib.export.patch_seg import MAX_STACK_BYTES, CubeBox, _frames
+
+    shape = (512, 512, 48)
+    inside = np.ones((4, 3, 2), dtype=bool)
+    two = [CubeBox((10, 20, 5), inside), CubeBox((12, 21, 6), inside)]  # overlapping
+    stack = _frames(two, list(range(4, 9)), shape, False, "1.2.3")
+    assert stack.shape == (5, 512, 512, 2) and stack.dtype == np.uint8
+    assert stack[1:3, 20:23, 10:14, 0].all()  # frames 1-2 = slices 5-6; rows j, columns i
+    np.testing.assert_array_equal(np.argwhere(stack[..., 1]).min(axis=0), [2, 21, 12])
+    assert int(stack.sum()) == 2 * inside.sum()
+    n = MAX_STACK_BYTES // (48 * 512 * 512) + 1
+    many = [CubeBox((100 + i % 3, 100, 0), np.ones((60, 60, 48), dtype=bool)) for i in range(n)]
+    with pytest.raises(ExportError, match=r"overlap.*GiB in memory.*--no-seg"):
+        _frames(many, list(range(48)), shape, False, "1.2.3")
+    label = _frames(two[:1] + [CubeBox((200, 200, 5), inside)], list(range(4, 9)), shape, False, "1.2.3")
+    assert label.shape == (5, 512, 512) and set(np.unique(label).tolist()) == {0, 1, 2}  # disjoint: a label map
