@@ -130,16 +130,20 @@ def export_patch_seg(outcome: CaseOutcome, output: Path, provenance: Provenance)
     """The "what the model saw" SEG: one 50 mm cube per OK lesion on the CT grid."""
     if not _ok(outcome) or outcome.ct is None:
         return []
-    from .patch_seg import build_patch_region_seg, write_seg
+    from .layout import seg_file_name
+    from .patch_seg import build_patch_region_segs, write_seg
 
     _check_frame_of_reference("patch-region SEG", outcome.ct, "--no-seg")
     try:
-        built = build_patch_region_seg(
+        parts = build_patch_region_segs(
             outcome.ct.datasets, outcome.ct.volume, outcome.results, provenance, demonstration=provenance.demonstration
         )
-        if built.dataset is None:
-            return []
-        return [write_seg(built.dataset, output, outcome.ct.series_instance_uid)]
+        series_uid = outcome.ct.series_instance_uid
+        return [
+            write_seg(part.dataset, output, series_uid, seg_file_name(n, len(parts)))
+            for n, part in enumerate(parts, start=1)
+            if part.dataset is not None
+        ]
     except _HEADER_ERRORS as e:
         raise _header_error("patch-region SEG", outcome.ct.series_instance_uid, e, "--no-seg") from e
 

@@ -43,6 +43,11 @@ _SLICE_TOL = 1e-3
 MAX_STACK_BYTES = 512 * 2**20
 
 
+class StackTooLargeError(ExportError):
+    """The overlapping cubes of one SEG need a frame stack above :data:`MAX_STACK_BYTES`
+    (:func:`build_patch_region_segs` then splits the lesions over several SEGs)."""
+
+
 @dataclass(frozen=True, eq=False)
 class PatchRegionSeg:
     """Result of :func:`build_patch_region_seg`.
@@ -173,25 +178,129 @@ def build_patch_region_seg(
     Memory: each lesion's region is kept as its small block of the CT grid; the frames are
     one (slices, rows, columns) label map, or where cubes overlap one (slices, rows,
     columns, segments) uint8 array, for the CT slices a cube reaches only; that array is
-    refused above :data:`MAX_STACK_BYTES` (an ExportError naming the sizes and ``--no-seg``).
+    refused above :data:`MAX_STACK_BYTES` (:class:`StackTooLargeError`;
+    :func:`build_patch_region_segs` splits the lesions over several SEGs instead).
     """
-    study_uid, series_uid, _for_uid = series_identity(ct_datasets)
-    order = _slice_order(ct_datasets, ct_volume)
+    series = _SeriesGrid.of(ct_datasets, ct_volume)
     ok = [r for r in results if r.status is LesionStatus.OK]
     boxes, segments, skipped = _lesion_boxes(ok, ct_volume)
     if not boxes:
         return PatchRegionSeg(None, (), tuple(skipped))
-    descriptions = _segment_descriptions(segments, lesion_labels(results), series_uid, provenance, demonstration)
+    key = _uid_key(series.series_uid, ok, provenance)
+    labels = lesion_labels(results)
+    seg = _build_part(series, boxes, segments, labels, (key, 1, 1), provenance, stacked, demonstration)
+    return PatchRegionSeg(seg, tuple(segments), tuple(skipped))
+
+
+def build_patch_region_segs(
+    ct_datasets: Sequence[pydicom.Dataset],
+    ct_volume: Volume,
+    results: Sequence[LesionResult],
+    provenance: Provenance,
+    demonstration: bool = False,
+    max_stack_bytes: int = MAX_STACK_BYTES,
+) -> tuple[PatchRegionSeg, ...]:
+    """The patch-region SEG(s) of one CT series: every OK lesion with a cube in exactly one.
+
+    One SEG (:func:`build_patch_region_seg`) unless its lesions' cubes overlap so much that
+    highdicom's frame stack would exceed ``max_stack_bytes``; then the lesions are split, in
+    their order, into as many SEGs as needed, each within the bound. The parts form one SEG
+    series (same Series Instance UID, InstanceNumber 1, 2, ...), each with its own lesions
+    as segments 1..n (Tracking UIDs as in a single SEG); a single SEG keeps its UIDs.
+
+    Raises:
+        ExportError: as :func:`build_patch_region_seg`, or one lesion alone exceeds the bound.
+    """
+    series = _SeriesGrid.of(ct_datasets, ct_volume)
+    ok = [r for r in results if r.status is LesionStatus.OK]
+    boxes, segments, skipped = _lesion_boxes(ok, ct_volume)
+    if not boxes:
+        return (PatchRegionSeg(None, (), tuple(skipped)),)
+    key = _uid_key(series.series_uid, ok, provenance)
+    labels = lesion_labels(results)
+    try:
+        whole = (key, 1, 1)
+        seg = _build_part(series, boxes, segments, labels, whole, provenance, False, demonstration, max_stack_bytes)
+        return (PatchRegionSeg(seg, tuple(segments), tuple(skipped)),)
+    except StackTooLargeError:
+        chunks = _chunks(boxes, series, max_stack_bytes)
+    parts = []
+    for n, chunk in enumerate(chunks, start=1):
+        part_segments = [(segments[i][0], number) for number, i in enumerate(chunk, start=1)]
+        seg = _build_part(
+            series, [boxes[i] for i in chunk], part_segments, labels, (key, n, len(chunks)),
+            provenance, True, demonstration, max_stack_bytes,
+        )  # fmt: skip
+        parts.append(PatchRegionSeg(seg, tuple(part_segments), tuple(skipped) if n == 1 else ()))
+    return tuple(parts)
+
+
+@dataclass(frozen=True, eq=False)
+class _SeriesGrid:
+    """The CT series a patch-region SEG is built on: its instances, grid and slice order."""
+
+    datasets: Sequence[pydicom.Dataset]
+    volume: Volume
+    study_uid: str
+    series_uid: str
+    order: list[int]
+
+    @classmethod
+    def of(cls, ct_datasets: Sequence[pydicom.Dataset], ct_volume: Volume) -> _SeriesGrid:
+        study_uid, series_uid, _for_uid = series_identity(ct_datasets)
+        return cls(ct_datasets, ct_volume, study_uid, series_uid, _slice_order(ct_datasets, ct_volume))
+
+
+def _build_part(
+    series: _SeriesGrid,
+    boxes: Sequence[CubeBox],
+    segments: Sequence[tuple[str, int]],
+    labels: Mapping[str, LesionLabel],
+    part: tuple[Sequence[str], int, int],
+    provenance: Provenance,
+    stacked: bool,
+    demonstration: bool,
+    max_stack_bytes: int = MAX_STACK_BYTES,
+) -> hd.seg.Segmentation:
+    """The SEG of ``boxes`` (segments numbered as ``segments``), part ``part[1]`` of
+    ``part[2]`` of the series' patch-region SEGs, UIDs derived from ``part[0]``."""
+    descriptions = _segment_descriptions(segments, labels, series.series_uid, provenance, demonstration)
     # (I, J, K, S) -> (frames, rows = J, columns = I, S) in the order of ct_datasets, for the
     # CT slices a cube reaches only: the SEG is derived from (and references) those images,
     # and highdicom need not scan the slices no cube reaches.
-    keep = _source_positions(boxes, order)
-    pixels = _frames(boxes, [order[d] for d in keep], ct_volume.shape, stacked, series_uid)
-    sources = [header_copy(ct_datasets[keep[0]]), *(ct_datasets[d] for d in keep[1:])]
-    seg = _segmentation(sources, pixels, descriptions, _uid_key(series_uid, ok, provenance), provenance, demonstration)
-    if str(seg.StudyInstanceUID) != study_uid:
+    keep = _source_positions(boxes, series.order)
+    slices = [series.order[d] for d in keep]
+    pixels = _frames(boxes, slices, series.volume.shape, stacked, series.series_uid, max_stack_bytes)
+    sources = [header_copy(series.datasets[keep[0]]), *(series.datasets[d] for d in keep[1:])]
+    seg = _segmentation(sources, pixels, descriptions, part, provenance, demonstration)
+    if str(seg.StudyInstanceUID) != series.study_uid:
         raise ExportError("internal error: the SEG is not in the CT's study")
-    return PatchRegionSeg(seg, tuple(segments), tuple(skipped))
+    return seg
+
+
+def _chunks(boxes: Sequence[CubeBox], series: _SeriesGrid, max_stack_bytes: int) -> list[list[int]]:
+    """Consecutive runs of box indices whose (slices x rows x columns x boxes) uint8 stack
+    stays within ``max_stack_bytes`` (slices: those any box of the run reaches)."""
+    shape = series.volume.shape
+    frame_bytes = shape[0] * shape[1]
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    reached: set[int] = set()
+    for n, box in enumerate(boxes):
+        ks = set((np.flatnonzero(box.mask.any(axis=(0, 1))) + box.start[2]).tolist())
+        if len(ks) * frame_bytes > max_stack_bytes:
+            raise ExportError(
+                f"series {series.series_uid}: one lesion's cube alone needs {len(ks)} frames of "
+                f"{shape[0]}x{shape[1]} pixels, more than the {max_stack_bytes / 2**30:.1f} GiB bound; "
+                "run with --no-seg"
+            )
+        if current and (len(current) + 1) * len(reached | ks) * frame_bytes > max_stack_bytes:
+            chunks.append(current)
+            current, reached = [], set()
+        current.append(n)
+        reached |= ks
+    chunks.append(current)
+    return chunks
 
 
 def _lesion_boxes(
@@ -271,11 +380,15 @@ def _segmentation(
     sources: Sequence[pydicom.Dataset],
     pixels: npt.NDArray[np.generic],
     descriptions: Sequence[hd.seg.SegmentDescription],
-    key: Sequence[str],
+    part: tuple[Sequence[str], int, int],
     provenance: Provenance,
     demonstration: bool,
 ) -> hd.seg.Segmentation:
-    """The BINARY SEG of ``pixels`` on ``sources``, with this package's series attributes."""
+    """The BINARY SEG of ``pixels`` on ``sources``, with this package's series attributes;
+    ``part``: (UID key, part number, number of parts) — one series for all parts, a single
+    SEG's instance UID unchanged by the split."""
+    key, number, parts = part
+    instance_key = (*key, f"part {number} of {parts}") if parts > 1 else tuple(key)
     return hd.seg.Segmentation(
         source_images=list(sources),
         pixel_array=pixels,
@@ -283,8 +396,8 @@ def _segmentation(
         segment_descriptions=list(descriptions),
         series_instance_uid=derive_uid("seg-series", *key),
         series_number=SEG_SERIES_NUMBER,
-        sop_instance_uid=derive_uid("seg-instance", *key),
-        instance_number=1,
+        sop_instance_uid=derive_uid("seg-instance", *instance_key),
+        instance_number=number,
         manufacturer=MANUFACTURER,
         manufacturer_model_name=MODEL_NAME,
         software_versions=provenance.package_version,
@@ -301,7 +414,12 @@ _Plane = tuple[int, slice, slice, npt.NDArray[np.bool_]]
 
 
 def _frames(
-    boxes: Sequence[CubeBox], slices: Sequence[int], shape: tuple[int, int, int], stacked: bool, series_uid: str
+    boxes: Sequence[CubeBox],
+    slices: Sequence[int],
+    shape: tuple[int, int, int],
+    stacked: bool,
+    series_uid: str,
+    max_stack_bytes: int = MAX_STACK_BYTES,
 ) -> npt.NDArray[np.generic]:
     """highdicom's pixel array for ``boxes`` on the CT slices ``slices`` (k, in the order of
     the source images; every slice a box reaches) of a volume of ``shape`` (I, J, K).
@@ -314,7 +432,7 @@ def _frames(
     rows of its own frames, which lie close together (few memory pages touched).
 
     Raises:
-        ExportError: the stack would exceed :data:`MAX_STACK_BYTES`.
+        StackTooLargeError: the stack would exceed ``max_stack_bytes``.
     """
     position = np.full(shape[2], -1, dtype=np.intp)
     position[np.asarray(slices, dtype=np.intp)] = np.arange(len(slices))
@@ -324,13 +442,12 @@ def _frames(
         if _fill_label_map(label, planes):
             return label
     need = len(boxes) * len(slices) * shape[1] * shape[0]
-    if need > MAX_STACK_BYTES:
-        raise ExportError(
+    if need > max_stack_bytes:
+        raise StackTooLargeError(
             f"series {series_uid}: the 50 mm cubes of {len(boxes)} lesions overlap, so the patch-region SEG "
             f"needs one frame per lesion and CT slice: {len(slices)} slices x {len(boxes)} lesions of "
             f"{shape[0]}x{shape[1]} pixels, {need / 2**30:.1f} GiB in memory (limit "
-            f"{MAX_STACK_BYTES / 2**30:.1f} GiB). The SEG was not written; the features of every lesion are in "
-            "features.csv. Run with --no-seg, or split the lesions over several segmentations."
+            f"{max_stack_bytes / 2**30:.1f} GiB)."
         )
     stack = np.zeros((len(boxes), len(slices), shape[1], shape[0]), dtype=np.uint8)
     for s, box_planes in enumerate(planes):
@@ -368,7 +485,8 @@ def _frame_planes(box: CubeBox, position: npt.NDArray[np.intp]) -> list[_Plane]:
     return out
 
 
-def write_seg(seg: pydicom.Dataset, output_root: Path, ct_series_uid: str) -> Path:
-    """Write ``seg`` to ``OUTPUT/dicom/<Study>/<ct_series_uid>/fmcib_patch_region_SEG.dcm``."""
+def write_seg(seg: pydicom.Dataset, output_root: Path, ct_series_uid: str, file_name: str = SEG_FILE_NAME) -> Path:
+    """Write ``seg`` to ``OUTPUT/dicom/<Study>/<ct_series_uid>/<file_name>``
+    (``fmcib_patch_region_SEG.dcm``, or ``..._part<i>of<n>.dcm`` for a split SEG)."""
     folder = dicom_output_dir(output_root, str(seg.StudyInstanceUID), ct_series_uid)
-    return atomic_write_dataset(seg, folder / SEG_FILE_NAME)
+    return atomic_write_dataset(seg, folder / file_name)

@@ -221,9 +221,10 @@ def test_overlapping_cubes_in_shuffled_slices_read_back_exactly(  # type: ignore
         np.testing.assert_array_equal(read_frames(path, sample_ct, number), expected_frames(sample_ct, res.patch))
 def test_overlapping_cubes_stack_is_bounded() -> None:
     """Issue 15.12: cubes are kept as blocks; overlapping cubes need highdicom's dense
-    (frames, rows, columns, segments) stack, built only up to MAX_STACK_BYTES; beyond, an
-    ExportError names the sizes and --no-seg (before: 500 cubes took 13.5 GiB)."""
-    from mhub_fmcib.export.patch_seg import MAX_STACK_BYTES, CubeBox, _frames
+    (frames, rows, columns, segments) stack, built only up to MAX_STACK_BYTES; beyond,
+    StackTooLargeError names the sizes (the lesions are then split over several SEGs;
+    before: 500 cubes took 13.5 GiB)."""
+    from mhub_fmcib.export.patch_seg import MAX_STACK_BYTES, CubeBox, StackTooLargeError, _frames
 
     shape = (512, 512, 48)
     inside = np.ones((4, 3, 2), dtype=bool)
@@ -235,7 +236,49 @@ def test_overlapping_cubes_stack_is_bounded() -> None:
     assert int(stack.sum()) == 2 * inside.sum()
     n = MAX_STACK_BYTES // (48 * 512 * 512) + 1
     many = [CubeBox((100 + i % 3, 100, 0), np.ones((60, 60, 48), dtype=bool)) for i in range(n)]
-    with pytest.raises(ExportError, match=r"overlap.*GiB in memory.*--no-seg"):
+    with pytest.raises(StackTooLargeError, match=r"overlap.*GiB in memory"):
         _frames(many, list(range(48)), shape, False, "1.2.3")
     label = _frames(two[:1] + [CubeBox((200, 200, 5), inside)], list(range(4, 9)), shape, False, "1.2.3")
     assert label.shape == (5, 512, 512) and set(np.unique(label).tolist()) == {0, 1, 2}  # disjoint: a label map
+
+
+def test_overlapping_cubes_above_the_bound_are_split_over_several_segs(  # type: ignore[no-untyped-def]
+    tmp_path: Path, sample_ct, sample_volume, provenance, result_factory, dciodvfy
+) -> None:
+    """Overlapping cubes whose stack exceeds the bound go into several SEGs of one series
+    (instead of none): every lesion in exactly one part, each part valid, each segment read
+    back equal to the rasterisation; within the bound the single SEG is the unsplit one."""
+    from mhub_fmcib.export import build_patch_region_segs
+    from mhub_fmcib.export.layout import seg_file_name
+
+    rng = np.random.default_rng(7)
+    seeds = [SeedPoint(NODULE.x + dx, NODULE.y + dy, NODULE.z + dz) for dx, dy, dz in rng.uniform(-15, 15, (5, 3))]
+    results = [result_factory(sample_volume, sample_ct[0], f"l{n}", s, rng) for n, s in enumerate(seeds)]
+    single = build_patch_region_segs(sample_ct, sample_volume, results, provenance)
+    assert len(single) == 1 and single[0].dataset is not None and single[0].dataset.SegmentsOverlap == "YES"
+    whole = build_patch_region_seg(sample_ct, sample_volume, results, provenance)
+    assert whole.dataset is not None
+    assert single[0].dataset.SOPInstanceUID == whole.dataset.SOPInstanceUID
+    assert single[0].dataset.PixelData == whole.dataset.PixelData
+
+    frame = sample_ct[0].Rows * sample_ct[0].Columns
+    parts = build_patch_region_segs(sample_ct, sample_volume, results, provenance, max_stack_bytes=2 * 12 * frame)
+    assert len(parts) >= 3
+    seen: list[str] = []
+    for n, part in enumerate(parts, start=1):
+        ds = part.dataset
+        assert ds is not None
+        assert ds.SeriesInstanceUID == whole.dataset.SeriesInstanceUID and int(ds.InstanceNumber) == n
+        assert 1 <= len(part.segments) <= 2
+        path = write_seg(ds, tmp_path, sample_ct[0].SeriesInstanceUID, seg_file_name(n, len(parts)))
+        assert path.name == f"fmcib_patch_region_SEG_part{n}of{len(parts)}.dcm"
+        problems, _ = dciodvfy(path)
+        assert problems == []
+        for lesion_id, number in part.segments:
+            res = results[int(lesion_id[1:])]
+            np.testing.assert_array_equal(read_frames(path, sample_ct, number), expected_frames(sample_ct, res.patch))
+            seen.append(lesion_id)
+    assert sorted(seen) == sorted(r.lesion.lesion_id for r in results)
+    assert len({p.dataset.SOPInstanceUID for p in parts if p.dataset is not None}) == len(parts)
+    with pytest.raises(ExportError, match="one lesion's cube alone"):
+        build_patch_region_segs(sample_ct, sample_volume, results, provenance, max_stack_bytes=frame)
