@@ -62,7 +62,8 @@ lint: $(VENV)/.installed-test
 
 # CPU benchmarks (issue 2 core; issue 18 start-up, encoder paths and batch, prefetch off/on,
 # side by side with the authors' get_features when FMCIB_REF_PYTHON names a venv holding it,
-# else skipped). The GPU one is benchmarks/gpu.sh (needs CUDA).
+# else skipped; seconds per lesion of the SR and SEG exporters). The GPU one is
+# benchmarks/gpu.sh (needs CUDA).
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/core.py
 	$(BIN)/python benchmarks/startup.py --reps 1
@@ -70,6 +71,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/encoder_proto.py --paths eager --batch 32 --rounds 2 --out benchmarks/out/encoder_b32.json
 	$(BIN)/python benchmarks/prefetch.py --studies 6 --reps 3
 	$(BIN)/python benchmarks/vs_reference.py --reps 1 --variants "auto=;b8=--batch-size 8"
+	$(BIN)/python benchmarks/exports.py --lesions 5 60 --reps 1
 
 # 2-process torchrun SimCLR pre-training on the synthetic cohort (CPU, ~1 min); prints
 # the first and last loss. Also run by `make test`.

@@ -73,7 +73,8 @@ def _add_settings_args(p: argparse.ArgumentParser) -> None:
         "--sr-max-lesions",
         type=int,
         default=50,
-        help="largest number of lesions in one SR (each adds 4096 measurements; default 50)",
+        help="largest number of lesions in one SR (each adds 4096 measurements; default 50); "
+        "a CT series with more lesions gets several SRs, each with at most this many",
     )
     p.add_argument(
         "--optimize-cpu",

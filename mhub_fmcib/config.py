@@ -75,7 +75,8 @@ class RunConfig:
         heads: linear head files (``mhub-fmcib-train probe`` output) to apply.
         segmentation_sources: DICOM objects lesions come from, ``"SEG"`` and/or ``"RTSTRUCT"``.
         workflow: name of the workflow file the settings came from, if any.
-        sr_max_lesions: largest number of lesions written into one SR (4096 measurements each).
+        sr_max_lesions: largest number of lesions written into one SR (4096 measurements each);
+            a series with more lesions gets several SRs, each with at most this many.
         shard: ``(i, n)``: process only the cases whose series-UID hash falls in shard i of n.
         resume: skip cases already finished with the same inputs, weights and version.
         index_workers: processes used to read DICOM headers while indexing.
@@ -116,6 +117,8 @@ class RunConfig:
             raise ConfigError(f"--shard must be i/N with 0 <= i < N, got {self.shard[0]}/{self.shard[1]}")
         if self.index_workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.index_workers}")
+        if self.sr_max_lesions < 1:
+            raise ConfigError(f"--sr-max-lesions must be at least 1, got {self.sr_max_lesions}")
         bad = sorted(set(self.segmentation_sources) - {"SEG", "RTSTRUCT"})
         if bad:
             raise ConfigError(f"unknown segmentation source(s) {bad}; use SEG and/or RTSTRUCT")

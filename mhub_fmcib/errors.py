@@ -28,6 +28,11 @@ class DicomImportError(CaseError):
     """A DICOM file or series cannot be read or would give wrong geometry."""
 
 
+class CalibrationError(DicomImportError):
+    """A CT's rescale to HU is unusable: RescaleSlope 0 (every voxel the same value), or a
+    slope or intercept that is not a finite number."""
+
+
 class GeometryError(DicomImportError):
     """A series' slices do not form a regular 3D grid (gaps, duplicates, tilt, mixed orientation)."""
 

@@ -15,6 +15,7 @@ from MONAI's transforms on the whole volume and checks equality (max abs diff â‰
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,17 +112,21 @@ def seed_to_grid_index(grid: ReferenceGrid, seed: SeedPoint) -> tuple[int, int, 
     return (int(c[0]), int(c[1]), int(c[2]))
 
 
-def _trilinear_zero_padded(volume: Volume, coords: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+def _trilinear_zero_padded(
+    volume: Volume, coords: npt.NDArray[np.float64], slabs: Sequence[Volume] = ()
+) -> npt.NDArray[np.float64]:
     """Trilinear interpolation of normalised intensities at continuous input indices
     ``coords`` (N, 3), neighbours outside the volume counting as 0 (``grid_sample`` with
-    ``padding_mode="zeros"``, ``align_corners=True``). Reads only the touched block."""
+    ``padding_mode="zeros"``, ``align_corners=True``). Reads only the touched block (from
+    ``slabs`` when given, see :func:`read_block`)."""
     shape = np.asarray(volume.shape)
     base = np.floor(coords).astype(np.int64)
     frac = coords - base
     lo, hi = _trilinear_window(volume.shape, coords)
     if np.any(hi <= lo):
         return np.zeros(len(coords))
-    block = normalise_hu(volume.array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]).astype(np.float64)
+    window = (slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])), slice(int(lo[2]), int(hi[2])))
+    block = normalise_hu(read_block(volume, window, slabs)).astype(np.float64)
     out = np.zeros(len(coords))
     for dx in (0, 1):
         for dy in (0, 1):
@@ -203,10 +208,10 @@ def _separable_plan(
     )
 
 
-def _separable_sample(volume: Volume, plan: _SeparablePlan) -> npt.NDArray[np.float64]:
-    """Values of the grid voxels of ``plan`` (grid-axis order), read from ``plan.window``."""
-    sl = plan.window
-    block = normalise_hu(volume.array[sl[0], sl[1], sl[2]]).astype(np.float64)
+def _separable_sample(volume: Volume, plan: _SeparablePlan, slabs: Sequence[Volume] = ()) -> npt.NDArray[np.float64]:
+    """Values of the grid voxels of ``plan`` (grid-axis order), read from ``plan.window``
+    (of ``slabs`` when given, see :func:`read_block`)."""
+    block = normalise_hu(read_block(volume, plan.window, slabs)).astype(np.float64)
     # bring the block into grid-axis order, then contract each axis with its weights
     block = block.transpose(plan.perm)
     wa, wb, wc = plan.weights
@@ -265,28 +270,34 @@ def read_window(volume: Volume, seed: SeedPoint, size: int = PATCH_SIZE) -> tupl
     return (slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])), slice(int(lo[2]), int(hi[2])))
 
 
-def extract_patch(volume: Volume, seed: SeedPoint, size: int = PATCH_SIZE) -> Patch:
+def extract_patch(volume: Volume, seed: SeedPoint, size: int = PATCH_SIZE, *, slabs: Sequence[Volume] = ()) -> Patch:
     """The reference's patch around ``seed`` (LPS mm), computed only where needed.
 
     Args:
-        volume: CT in HU with its LPS affine.
+        volume: CT in HU with its LPS affine. Its geometry (shape and affine) decides the
+            reference's 1 mm grid, as the reference resamples the whole volume.
         seed: centre of the patch in LPS mm.
         size: edge length in 1 mm voxels (the encoder uses 50; training may use more).
+        slabs: when given, the voxels are read from these instead of ``volume.array``:
+            runs of whole slices of ``volume`` (:func:`slab_offset`), one of which must
+            hold :func:`read_window` (a DICOM CT decoded only where patches read,
+            :attr:`mhub_fmcib.dicom.ct.CtSeries.slabs`). The result is bit-identical to
+            the one from the whole volume.
 
     Returns:
         A :class:`Patch`: float32 (size, size, size) in (z, y, x) order, normalised units.
 
     Raises:
         SeedError: the seed's crop holds no voxel of the volume; the message says whether
-            the seed would be inside with RAS signs.
+            the seed would be inside with RAS signs; or no slab holds the voxels it reads.
     """
     plan = _plan_patch(volume, seed, size)
     grid, lo = plan.grid, plan.lo
     if plan.separable is not None:
-        sampled = _separable_sample(volume, plan.separable)
+        sampled = _separable_sample(volume, plan.separable, slabs)
     else:  # oblique input: general trilinear sampling
         shape, coords = _oblique_coords(plan)
-        sampled = _trilinear_zero_padded(volume, coords).reshape(shape)
+        sampled = _trilinear_zero_padded(volume, coords, slabs).reshape(shape)
     crop = sampled.astype(np.float32).transpose(2, 1, 0)  # (x, y, z) -> (z, y, x)
     pads = [((size - s) // 2, size - s - (size - s) // 2) for s in crop.shape]
     arr = np.pad(crop, pads, mode="constant", constant_values=0.0)
@@ -299,6 +310,72 @@ def extract_patch(volume: Volume, seed: SeedPoint, size: int = PATCH_SIZE) -> Pa
     to_grid[3, 3] = 1.0
     valid = tuple((p[0], p[0] + s) for p, s in zip(pads, crop.shape, strict=True))
     return Patch(array=arr, affine=grid.affine_lps @ to_grid, valid=valid)  # type: ignore[arg-type]
+
+
+#: Tolerance (voxels) when placing a slab on its volume's grid.
+SLAB_TOL = 1e-4
+
+
+def slab_offset(volume: Volume, slab: Volume) -> int:
+    """The k index of ``volume`` at which ``slab`` (a run of whole slices of it) starts:
+    ``slab.array[i, j, k - k0]`` is ``volume``'s voxel ``(i, j, k)``. From the two affines.
+
+    Raises:
+        ValueError: ``slab`` is not a run of whole slices of ``volume``'s grid.
+    """
+    xform = np.linalg.solve(volume.affine, slab.affine)  # slab index -> volume index
+    k0 = round(float(xform[2, 3]))
+    expected = np.eye(4)
+    expected[2, 3] = k0
+    if (
+        not np.allclose(xform, expected, atol=SLAB_TOL)
+        or slab.shape[:2] != volume.shape[:2]
+        or not 0 <= k0 <= k0 + slab.shape[2] <= volume.shape[2]
+    ):
+        raise ValueError(
+            f"a slab of shape {slab.shape} is not a run of whole slices of the volume {volume.shape} "
+            f"(slab index -> volume index: {np.round(xform, 6).tolist()})"
+        )
+    return k0
+
+
+def read_block(
+    volume: Volume, window: tuple[slice, slice, slice], slabs: Sequence[Volume] = ()
+) -> npt.NDArray[np.generic]:
+    """``volume.array[window]`` (HU as stored), read from the slab that holds the whole
+    window's slices when ``slabs`` are given (``window``: i, j, k slices with explicit
+    start and stop, in ``volume``'s indices).
+
+    Raises:
+        SeedError: no slab holds the window (its slices were not decoded: a bug).
+    """
+    if not slabs:
+        return volume.array[window]
+    k = window[2]
+    for slab in slabs:
+        k0 = slab_offset(volume, slab)
+        if k.stop <= k.start or (k0 <= k.start and k.stop <= k0 + slab.shape[2]):
+            return slab.array[window[0], window[1], slice(k.start - k0, k.stop - k0)]
+    decoded = ", ".join(f"{o}..{o + s.shape[2] - 1}" for o, s in ((slab_offset(volume, s), s) for s in slabs))
+    raise SeedError(
+        f"the patch reads CT slices {k.start}..{k.stop - 1}, but only slices {decoded} were decoded; "
+        "this is a bug: please report it"
+    )
+
+
+def slices_read(volume: Volume, seeds: Iterable[SeedPoint], size: int = PATCH_SIZE) -> set[int]:
+    """The k indices of ``volume`` the patches of ``seeds`` read (:func:`read_window`), from
+    geometry alone; a seed outside the volume, or whose patch holds no voxel, reads none."""
+    out: set[int] = set()
+    for seed in seeds:
+        if not volume.contains_lps(seed):
+            continue
+        try:
+            window = read_window(volume, seed, size)
+        except SeedError:
+            continue
+        out.update(range(window[2].start, window[2].stop))
+    return out
 
 
 def _outside_message(volume: Volume, seed: SeedPoint) -> str:

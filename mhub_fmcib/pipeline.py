@@ -23,9 +23,12 @@ from . import __version__
 from .batch.diskfull import OutputFullError, disk_full_message, is_disk_full, tree_bytes
 from .batch.manifest import RunManifest, input_fingerprint, run_settings
 from .batch.progress import NoProgress, Progress
-from .batch.store import CaseRecord, CaseStore, fingerprint, shard_of
+from .batch.stale import StaleKind, StaleMover, kept_outputs, previous_outputs
+from .batch.store import CaseRecord, CaseStore, fingerprint, relative_output, shard_of
 from .config import RunConfig
+from .dicom.calibration import check_rescale
 from .dicom.ct import CtSeries, assemble_ct, decode_slices
+from .dicom.hu_range import hu_range_of, hu_range_warning
 from .dicom.series import load_image
 from .errors import CaseError, DicomImportError, FmcibError, NothingSelectedError, NothingToMeasureError, SeedError
 from .export.hooks import CaseHook, CaseOutcome, make_hooks
@@ -35,7 +38,7 @@ from .model.device import check_precision, resolve_device
 from .model.extractor import FeatureExtractor, extractor_for, nonfinite_reason
 from .model.heads import LinearHead, predictions
 from .model.weights import default_cache_dir, read_weights, resolve_weights, sha256_file
-from .patch import extract_patch, read_window
+from .patch import extract_patch, slices_read
 from .plan import Case, DicomSegCase, ImageMaskCase, SeedsCase, nothing_to_measure, plan
 from .provenance import collect_provenance
 from .records import CaseFailure, DicomOrigin, Lesion, LesionMask, LesionResult, LesionStatus, Patch, SeedPoint, Volume
@@ -54,19 +57,22 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, eq=False)
 class Imported:
     """A case's image and lesions, before measuring (``masks``: the lesions' segmentations,
-    cropped, for the QC outlines; dropped with the case)."""
+    cropped, for the QC outlines; dropped with the case; ``warnings``: for ``run.json``,
+    such as an implausible HU range)."""
 
     volume: Volume
     ct: CtSeries | None
     lesions: list[Lesion]
     failures: list[CaseFailure]
     masks: tuple[LesionMask, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 def import_dicom_seg_case(case: DicomSegCase, config: RunConfig) -> Imported:
-    """CT geometry first, the lesions of its SEG/RTSTRUCT instances, then only the CT slices
-    the lesions' patches read are decoded."""
+    """CT geometry and rescale (a RescaleSlope 0 is refused) first, the lesions of its
+    SEG/RTSTRUCT instances, then only the CT slices the lesions' patches read are decoded."""
     ct = assemble_ct(case.ct, decode=False)
+    check_rescale(ct)
     lesions, masks, failures = lesions_from_segments(case.segs, ct, config.segments)
     lesions = [with_seg_match(les, case) for les in lesions]
     ct = decode_slices(ct, slices_needed(ct.volume, [les.seed for les in lesions]))
@@ -74,7 +80,19 @@ def import_dicom_seg_case(case: DicomSegCase, config: RunConfig) -> Imported:
         CaseFailure.of(case.case_id, DicomImportError(f"{path}: {why}"), [path], kind="file")
         for path, why in ct.dropped
     ]
-    return Imported(ct.volume, ct, lesions, failures, tuple(masks))
+    return Imported(ct.volume, ct, lesions, failures, tuple(masks), hu_warnings(ct.volume, ct, case.case_id))
+
+
+def hu_warnings(volume: Volume, ct: CtSeries | None, what: str) -> tuple[str, ...]:
+    """The warning for an implausible HU range (:mod:`mhub_fmcib.dicom.hu_range`): of the
+    decoded slices of a DICOM CT (streamed while decoding), else of the whole image."""
+    if ct is not None:
+        warning = hu_range_warning(f"CT series {ct.series_instance_uid}", ct.hu_range)
+    else:
+        warning = hu_range_warning(f"image {what}", hu_range_of(volume.array))
+    if warning is not None:
+        log.warning("%s", warning)
+    return () if warning is None else (warning,)
 
 
 def with_seg_match(lesion: Lesion, case: DicomSegCase) -> Lesion:
@@ -89,13 +107,18 @@ def import_image_mask_case(case: ImageMaskCase, config: RunConfig) -> Imported:
     """An image file and one lesion per label of its mask file."""
     volume, _ = load_image(case.image)
     lesions, masks, failures = lesions_from_mask(case.case_id, case.image, case.mask, volume)
-    return Imported(volume, None, lesions, failures, tuple(masks))
+    return Imported(volume, None, lesions, failures, tuple(masks), hu_warnings(volume, None, str(case.image)))
 
 
 def import_seeds_case(case: SeedsCase, config: RunConfig) -> Imported:
     """An image (file or DICOM series folder) and one lesion per seed row."""
-    volume, ct = load_image(case.image, [r.seed for r in case.rows])
-    return Imported(volume, ct, lesions_from_rows(case.image, case.rows, ct), [])
+    seeds = [r.seed for r in case.rows]
+    volume, ct = load_image(case.image, seeds, decode=False)
+    if ct is not None:  # a DICOM series: only the slices the patches read
+        ct = decode_slices(ct, slices_needed(ct.volume, seeds))
+        volume = ct.volume
+    lesions = lesions_from_rows(case.image, case.rows, ct)
+    return Imported(volume, ct, lesions, [], warnings=hu_warnings(volume, ct, str(case.image)))
 
 
 #: How each kind of case is imported (stage 1) and seeded (stage 2).
@@ -111,27 +134,20 @@ IMPORTERS: Mapping[type, Callable[[Any, RunConfig], Imported]] = {
 
 def slices_needed(volume: Volume, seeds: Sequence[SeedPoint]) -> set[int]:
     """The k indices (slices) of ``volume`` that the patches of ``seeds`` read, from geometry
-    alone (:func:`mhub_fmcib.patch.read_window`); seeds outside the volume need none (they
+    alone (:func:`mhub_fmcib.patch.slices_read`); seeds outside the volume need none (they
     fail in :func:`measure`)."""
-    out: set[int] = set()
-    for seed in seeds:
-        try:
-            check_seed_in_volume(seed, volume)
-            window = read_window(volume, seed)
-        except CaseError:
-            continue
-        out.update(range(window[2].start, window[2].stop))
-    return out
+    return slices_read(volume, seeds)
 
 
-def patch_of(lesion: Lesion, volume: Volume) -> Patch:
-    """The 50 mm patch of one lesion (stage 3).
+def patch_of(lesion: Lesion, volume: Volume, slabs: Sequence[Volume] = ()) -> Patch:
+    """The 50 mm patch of one lesion (stage 3), read from ``slabs`` when given (a CT decoded
+    only where the patches read: :attr:`CtSeries.slabs`).
 
     Raises:
         SeedError: the seed is outside the image, or the patch holds NaN voxels.
     """
     check_seed_in_volume(lesion.seed, volume)
-    patch = extract_patch(volume, lesion.seed)
+    patch = extract_patch(volume, lesion.seed, slabs=slabs)
     if np.isnan(patch.array).any():
         raise SeedError(
             f"the 50 mm patch around {lesion.seed} holds NaN values: the image has NaN voxels there "
@@ -141,14 +157,16 @@ def patch_of(lesion: Lesion, volume: Volume) -> Patch:
     return patch
 
 
-def patches_of(lesions: Sequence[Lesion], volume: Volume) -> tuple[list[tuple[int, Patch]], dict[int, LesionResult]]:
-    """Stage 3 for a case: ``(index, patch)`` of every lesion whose patch could be cut, and
-    the failed result of each lesion whose seed is bad (by index)."""
+def patches_of(
+    lesions: Sequence[Lesion], volume: Volume, slabs: Sequence[Volume] = ()
+) -> tuple[list[tuple[int, Patch]], dict[int, LesionResult]]:
+    """Stage 3 for a case: ``(index, patch)`` of every lesion whose patch could be cut (from
+    ``slabs`` when given), and the failed result of each lesion whose seed is bad (by index)."""
     failed: dict[int, LesionResult] = {}
     todo: list[tuple[int, Patch]] = []
     for i, les in enumerate(lesions):
         try:
-            todo.append((i, patch_of(les, volume)))
+            todo.append((i, patch_of(les, volume, slabs)))
         except CaseError as e:
             log.error("%s: %s", les.lesion_id, e)
             failed[i] = LesionResult(lesion=les, status=LesionStatus.FAILED, error=str(e))
@@ -181,11 +199,15 @@ def encode(
 
 
 def measure(
-    lesions: Sequence[Lesion], volume: Volume, extractor: FeatureExtractor, heads: Sequence[LinearHead] = ()
+    lesions: Sequence[Lesion],
+    volume: Volume,
+    extractor: FeatureExtractor,
+    heads: Sequence[LinearHead] = (),
+    slabs: Sequence[Volume] = (),
 ) -> list[LesionResult]:
-    """Patches for every lesion, then features in batches, then heads. A bad seed fails only
-    its lesion."""
-    todo, failed = patches_of(lesions, volume)
+    """Patches for every lesion (from ``slabs`` when given), then features in batches, then
+    heads. A bad seed fails only its lesion."""
+    todo, failed = patches_of(lesions, volume, slabs)
     return encode(lesions, todo, failed, extractor, heads)
 
 
@@ -208,7 +230,8 @@ def prepare_case(case: Case, config: RunConfig) -> Prepared:
     t0 = time.perf_counter()
     try:
         imported = IMPORTERS[type(case)](case, config)
-        todo, failed = patches_of(imported.lesions, imported.volume)
+        slabs = imported.ct.slabs if imported.ct is not None else ()
+        todo, failed = patches_of(imported.lesions, imported.volume, slabs)
     except CaseError as e:
         failure = CaseFailure.of(case.case_id, e, case.failure_paths())
         log.error("%s: %s", case.case_id, e)
@@ -241,6 +264,7 @@ def finish_case(prepared: Prepared, extractor: FeatureExtractor, heads: Sequence
         volume=imported.volume,
         masks=imported.masks,
         seconds=seconds,
+        warnings=imported.warnings,
     )
 
 
@@ -329,8 +353,9 @@ def load_heads(report: RunReport) -> tuple[LinearHead, ...]:
     return heads
 
 
-def plan_cases(report: RunReport) -> list[Case]:
-    """The cases of this run (this shard's, if sharded); planning problems go into the report."""
+def plan_cases(report: RunReport) -> tuple[list[Case], tuple[str, ...]]:
+    """The cases of this run (this shard's, if sharded) and the ids of every planned case
+    (all shards'); planning problems go into the report."""
     config = report.config
     config.output.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -367,7 +392,7 @@ def plan_cases(report: RunReport) -> list[Case]:
         raise NothingToMeasureError(why)
     if not cases:
         report.notes.append(f"no case of {config.input} in this shard")
-    return cases
+    return cases, tuple(c.case_id for c in the_plan.cases)
 
 
 def export_case(case: Case, outcome: CaseOutcome, hooks: Sequence[CaseHook]) -> tuple[list[str], list[CaseFailure]]:
@@ -385,7 +410,7 @@ def export_case(case: Case, outcome: CaseOutcome, hooks: Sequence[CaseHook]) -> 
 
 def run_case(case: Case, fp: str, stages: Stages, config: RunConfig, prepared: Prepared | None = None) -> CaseRecord:
     """One case through stages 1-5 (1-3 already done if ``prepared`` is given), as the
-    record the case store keeps."""
+    record the case store keeps (its outputs named relative to OUTPUT)."""
     prepared = prepared if prepared is not None else prepare_case(case, config)
     outcome = finish_case(prepared, stages.extractor, stages.heads)
     outputs, export_failures = export_case(case, outcome, stages.hooks)
@@ -396,7 +421,8 @@ def run_case(case: Case, fp: str, stages: Stages, config: RunConfig, prepared: P
         results=tuple(replace(r, patch=None) for r in outcome.results),
         failures=(*outcome.failures, *export_failures),
         seconds=outcome.seconds,
-        outputs=tuple(outputs),
+        outputs=tuple(relative_output(Path(o), config.output) for o in outputs),
+        warnings=outcome.warnings,
     )
 
 
@@ -488,16 +514,49 @@ def use_prefetch(config: RunConfig, extractor: FeatureExtractor) -> bool:
     return extractor.device.type == "cuda"
 
 
+def next_case(
+    case: Case,
+    fetcher: Prefetcher | None,
+    stop: StopFlag | None,
+    config: RunConfig,
+    store: CaseStore,
+    report: RunReport,
+    n_left: int,
+) -> Planned | None:
+    """``case`` as planned (from ``fetcher`` when prefetching), or ``None`` when the run is to
+    stop (noted in ``report``: the ``n_left`` cases from this one on are not run)."""
+    item = None
+    if not (stop is not None and stop.requested):
+        item = (
+            fetcher.next(stop)
+            if fetcher is not None
+            else plan_case(case, config, store, report.weights_sha256, prepare=False)
+        )
+    if item is None:
+        report.interrupted = (stop.signal_name if stop else "") or "stop requested"
+        report.notes.append(f"interrupted by {report.interrupted}: {n_left} case(s) not run")
+    return item
+
+
 def run_cases(
-    cases: Sequence[Case], stages: Stages, report: RunReport, progress: Progress, stop: StopFlag | None
+    cases: Sequence[Case],
+    stages: Stages,
+    report: RunReport,
+    progress: Progress,
+    stop: StopFlag | None,
+    stale: StaleMover | None = None,
 ) -> list[CaseRecord]:
     """Every case in turn, reusing finished records (``--resume``); stops after the case in
-    flight when ``stop`` is requested. With prefetching (:func:`use_prefetch`) the next
-    case's stages 1-3 run in a thread meanwhile; outputs and their order are the same."""
+    flight when ``stop`` is requested. A case measured again has the files its earlier
+    record named, and its new one does not, moved by ``stale``. With prefetching
+    (:func:`use_prefetch`) the next case's stages 1-3 run in a thread meanwhile; outputs
+    and their order are the same."""
     config = report.config
     store = CaseStore(config.output)
     store.clean_temporaries()
+    stale = stale or StaleMover(config.output)
     records: list[CaseRecord] = []
+    kept: set[Path] = set()
     progress.start(len(cases))
     t0 = time.perf_counter()
     prefetch = use_prefetch(config, stages.extractor)
@@ -509,22 +568,16 @@ def run_cases(
     )
     try:
         for case in cases:
-            item = None
-            if not (stop is not None and stop.requested):
-                item = (
-                    fetcher.next(stop)
-                    if fetcher is not None
-                    else plan_case(case, config, store, report.weights_sha256, prepare=False)
-                )
+            item = next_case(case, fetcher, stop, config, store, report, len(cases) - len(records))
             if item is None:
-                report.interrupted = (stop.signal_name if stop else "") or "stop requested"
-                report.notes.append(f"interrupted by {report.interrupted}: {len(cases) - len(records)} case(s) not run")
                 break
             if item.reuse is not None:
                 records.append(item.reuse)
+                kept |= kept_outputs(config.output, [item.reuse])
                 report.cases_skipped += 1
                 progress.case_done(case.case_id, len(item.reuse.results), failed=False, skipped=True)
                 continue
+            previous = previous_outputs(config.output, case.case_id)
             try:
                 rec = run_case(case, item.fingerprint, stages, config, item.prepared)
                 store.save(rec)
@@ -534,6 +587,8 @@ def run_cases(
                 report.output_full = output_full(report, records, len(cases) - len(records), e)
                 break
             records.append(rec)
+            kept |= kept_outputs(config.output, [rec])
+            stale.move_replaced(case.case_id, previous, rec, kept)
             progress.case_done(case.case_id, len(rec.results), failed=not rec.complete, skipped=False)
     except BaseException:
         if fetcher is not None:
@@ -549,7 +604,7 @@ def run_cases(
 def output_full(report: RunReport, records: Sequence[CaseRecord], n_left: int, e: BaseException) -> str:
     """The disk-full message of a run (logged); the run then stops after the finished cases."""
     done = [CaseStore(report.config.output).path(r.case_id) for r in records]
-    finished = tree_bytes([*done, *(Path(o) for r in records for o in r.outputs)])
+    finished = tree_bytes([*done, *(p for r in records for p in r.output_paths(report.config.output))])
     msg = disk_full_message(report.config.output, e, finished, len(records), n_left)
     log.error("%s", msg)
     return msg
@@ -564,7 +619,24 @@ def collect(report: RunReport, records: Sequence[CaseRecord]) -> None:
         report.results.extend(rec.results)
         report.failures.extend(rec.failures)
         report.case_seconds[rec.case_id] = rec.seconds
-        report.outputs.extend(rec.outputs)
+        report.outputs.extend(str(p) for p in rec.output_paths(report.config.output))
+        report.warnings.extend(w for w in rec.warnings if w not in report.warnings)
+
+
+def move_stale(report: RunReport, stale: StaleMover, planned: Sequence[str], records: Sequence[CaseRecord]) -> None:
+    """Move the records (and files) of cases this run did not plan out of OUTPUT
+    (:mod:`mhub_fmcib.batch.stale`); what was moved goes into the report."""
+    config = report.config
+    stale.move_stale_cases(planned, config.shard, kept_outputs(config.output, records))
+    report.stale = stale.to_json()
+    cases = [e for e in stale.entries if e.kind is StaleKind.CASE]
+    if stale.entries:
+        where = stale.folder.relative_to(config.output)
+        report.notes.append(
+            f"outputs of {len(cases)} case(s) no longer in the input and {len(stale.entries) - len(cases)} replaced "
+            f"output set(s) moved to OUTPUT/{where} (run.json lists them under stale)"
+        )
+        log.warning("%s", report.notes[-1])
 
 
 def nothing_selected(report: RunReport) -> str:
@@ -605,7 +677,8 @@ def run(
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     report = RunReport(config=config)
     resolve_device(config.device)
-    cases = plan_cases(report)
+    stale = StaleMover(config.output)
+    cases, planned = plan_cases(report)
     model = load_model(report, env, extractor)
     if report.manifest is not None:
         settings = tuple(sorted(run_settings(config, report.weights_sha256, __version__).items()))
@@ -613,7 +686,9 @@ def run(
     if hooks is None:
         hooks = make_hooks(config, collect_provenance(report.weights_sha256, report.weights_name, report.demonstration))
     stages = Stages(model, load_heads(report), tuple(hooks))
-    collect(report, run_cases(cases, stages, report, progress or NoProgress(), stop))
+    records = run_cases(cases, stages, report, progress or NoProgress(), stop, stale)
+    collect(report, records)
+    move_stale(report, stale, planned, records)
     report.nothing_to_measure = nothing_selected(report)
     if report.nothing_to_measure:
         report.notes.append(report.nothing_to_measure)

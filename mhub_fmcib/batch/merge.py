@@ -14,7 +14,9 @@ Then it copies exactly the listed case records, and the DICOM and QC files those
 wrote, into the merged folder, and regenerates ``features.csv``, ``failures.csv``,
 ``run.json`` and the QC index from the records in case-id order: the merge of N shards
 equals a single run over the same input. Records an earlier run left in a shard folder are
-not taken. The merged ``run.json`` keeps the shards' whole configuration (heads, workflow,
+not taken, nor anything in its ``stale/`` folder (outputs of cases that left the input).
+Records name their files relative to their folder, so a shard folder may be moved or
+copied before the merge. The merged ``run.json`` keeps the shards' whole configuration (heads, workflow,
 ...), read back with :meth:`RunConfig.from_dict`.
 """
 
@@ -163,8 +165,8 @@ def _copy_outputs(shard: ShardRun, rec: CaseRecord, output: Path) -> None:
     src = CaseStore(shard.folder).path(rec.case_id)
     shutil.copytree(src, output / CASES_DIR / src.name, dirs_exist_ok=True, ignore=ignore_temporaries)
     root = shard.folder.resolve()
-    for written in rec.outputs:
-        p = Path(written).resolve()
+    for written in rec.output_paths(shard.folder):  # relative to the shard folder (moved or not)
+        p = written.resolve()
         if p.is_relative_to(root) and p.is_file() and not is_temporary(p.name):
             dest = output / p.relative_to(root)
             dest.parent.mkdir(parents=True, exist_ok=True)

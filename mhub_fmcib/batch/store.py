@@ -5,6 +5,10 @@ statuses, errors, the input fingerprint) and ``features.npy`` (float32, (n_ok, 4
 written into a temporary folder and swapped into place by the one atomic writer, so a killed run leaves either the
 whole record or none. ``features.csv`` and ``run.json`` are regenerated from the records.
 
+A record names the files its case wrote (``outputs``: SR, SEG, QC) relative to OUTPUT, so a
+moved or copied OUTPUT (a shard folder moved before ``merge``) still finds them; records of
+earlier versions name them by absolute paths, read back by :meth:`CaseRecord.output_paths`.
+
 A case is skipped on re-run when its record exists, has no failure and its fingerprint
 (input files' paths, sizes and mtimes; weights sha256; package version; settings that
 change results) is unchanged. Failed cases are retried.
@@ -27,6 +31,8 @@ from ..export.atomic import atomic_directory, remove_temporaries, write_file
 from ..records import N_FEATURES, CaseFailure, LesionResult, LesionStatus
 
 CASES_DIR = "cases"
+#: The folders below OUTPUT that hold the files cases write (``dicom/``, ``qc/``).
+OUTPUT_SUBDIRS = ("dicom", "qc")
 #: 2: lesions with a typed origin (records.Lesion.to_dict); records of version 1 are re-run.
 RECORD_VERSION = 2
 
@@ -41,6 +47,42 @@ def shard_of(case_id: str, n_shards: int) -> int:
     """Deterministic shard index of a case in ``[0, n_shards)`` (hash of its id: the CT
     series UID for DICOM inputs)."""
     return int.from_bytes(hashlib.sha256(case_id.encode("utf-8")).digest()[:8], "big") % n_shards
+
+
+def shard_of_key(key: str, n_shards: int) -> int:
+    """:func:`shard_of` of the case whose :func:`case_key` is ``key`` (both read the same
+    sha256: the key's first 16 hex digits are the 8 bytes the shard is taken from), so the
+    shard of a record folder is known without reading it."""
+    return int(key[:16], 16) % n_shards
+
+
+def relative_output(path: Path, output: Path) -> str:
+    """How a record names a file its case wrote under ``output``: relative to it (the
+    path itself when it is not below ``output``)."""
+    try:
+        return str(Path(path).relative_to(output))
+    except ValueError:
+        return str(path)
+
+
+def output_path(stored: str, output: Path) -> Path:
+    """The file a record's ``outputs`` entry names, for the record kept in ``output``.
+
+    Relative entries (this version) are below ``output``. An absolute entry (records of
+    earlier versions) is taken as it is when it lies below ``output``; else, when the folder
+    was moved or copied, the same file below ``output`` (the part from the last ``dicom``
+    or ``qc`` folder on) when it exists there; else as it is.
+    """
+    p = Path(stored)
+    if not p.is_absolute():
+        return output / p
+    if p.is_relative_to(output) or p.is_relative_to(output.resolve()):
+        return p
+    parts = p.parts
+    for i in range(len(parts) - 1, 0, -1):
+        if parts[i] in OUTPUT_SUBDIRS and (candidate := output.joinpath(*parts[i:])).is_file():
+            return candidate
+    return p
 
 
 def fingerprint(paths: Iterable[Path], weights_sha256: str, version: str, settings: Sequence[str]) -> str:
@@ -65,7 +107,14 @@ class CaseRecord:
     results: tuple[LesionResult, ...]
     failures: tuple[CaseFailure, ...]
     seconds: float
+    #: the files the case wrote, relative to OUTPUT (see :meth:`output_paths`)
     outputs: tuple[str, ...] = ()
+    #: warnings of the case for ``run.json`` (an implausible HU range); kept for resumed runs
+    warnings: tuple[str, ...] = ()
+
+    def output_paths(self, output: Path) -> list[Path]:
+        """The files the case wrote, for the record kept in ``output`` (:func:`output_path`)."""
+        return [output_path(o, output) for o in self.outputs]
 
     @property
     def complete(self) -> bool:
@@ -80,6 +129,7 @@ class CaseRecord:
             "fingerprint": self.fingerprint,
             "seconds": self.seconds,
             "outputs": list(self.outputs),
+            "warnings": list(self.warnings),
             "results": [r.to_dict() for r in self.results],
             "failures": [f.to_dict() for f in self.failures],
         }
@@ -114,6 +164,7 @@ class CaseRecord:
             failures=tuple(CaseFailure.from_dict(f) for f in doc["failures"]),
             seconds=float(doc["seconds"]),
             outputs=tuple(str(o) for o in doc.get("outputs", [])),
+            warnings=tuple(str(w) for w in doc.get("warnings", [])),
         )
 
 
@@ -136,6 +187,16 @@ class CaseStore:
 
     def load(self, case_id: str) -> CaseRecord | None:
         return self.load_dir(self.path(case_id))
+
+    @staticmethod
+    def read_header(d: Path) -> tuple[str, tuple[str, ...]] | None:
+        """The case id and ``outputs`` of the record in folder ``d``, from ``case.json``
+        alone (no features read, any record version); ``None`` when unreadable."""
+        try:
+            doc = json.loads((d / "case.json").read_text(encoding="utf-8"))
+            return str(doc["case_id"]), tuple(str(o) for o in doc.get("outputs", []))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
 
     @staticmethod
     def load_dir(d: Path) -> CaseRecord | None:

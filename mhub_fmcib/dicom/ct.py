@@ -39,13 +39,19 @@ class CtSeries:
     """An assembled CT series.
 
     Attributes:
-        volume: HU as float32, (I, J, K) = (columns, rows, slices sorted along the normal).
-            Slices not in ``decoded`` are NaN (``assemble_ct(..., decode=False)``).
+        volume: the whole series' grid, (I, J, K) = (columns, rows, slices sorted along the
+            normal), LPS affine. When every slice is decoded (``decoded is None``) its array
+            holds HU as float32; otherwise the array is a NaN placeholder of that shape that
+            takes no memory (geometry only) and the pixels are in ``slabs``.
         datasets: the slices' datasets, in the same order as ``k`` (pixel data removed once
             decoded).
         dropped: (path, reason) of files left out (damaged duplicates of a slice).
         paths: the file of each slice, in the same order as ``k``.
-        decoded: the k indices whose pixels are in ``volume``; ``None``: all of them.
+        decoded: the k indices whose pixels are decoded; ``None``: all of them (in ``volume``).
+        slabs: the decoded slices when not all are: one Volume (HU float32) per run of
+            consecutive decoded slices, each with its own LPS affine (``volume``'s, moved
+            along k to the run's first slice): see :func:`mhub_fmcib.patch.slab_offset`.
+        hu_range: (min, max) HU over the decoded voxels (``None`` before decoding).
     """
 
     volume: Volume
@@ -53,6 +59,8 @@ class CtSeries:
     dropped: tuple[tuple[str, str], ...] = ()
     paths: tuple[str, ...] = ()
     decoded: frozenset[int] | None = None
+    slabs: tuple[Volume, ...] = ()
+    hu_range: tuple[float, float] | None = None
 
     @property
     def series_instance_uid(self) -> str:
@@ -88,9 +96,14 @@ def _floats(ds: pydicom.Dataset, keyword: str, n: int, series: str, path: str) -
     return arr
 
 
+#: Values larger than this (bytes) are read from the file only when accessed: the pixel data
+#: of a slice stays on disk until the slice is decoded, so a long series costs only headers.
+DEFER_BYTES = 64 * 1024
+
+
 def _read(rec: InstanceRecord) -> pydicom.Dataset:
     try:
-        return with_record_uids(read_dataset(rec.path), rec)
+        return with_record_uids(read_dataset(rec.path, defer_size=DEFER_BYTES), rec)
     except READ_ERRORS as e:
         raise DicomImportError(f"series {rec.series_instance_uid}: cannot read {rec.path}: {e}") from e
 
@@ -101,8 +114,10 @@ def _check_native_length(ds: pydicom.Dataset, series: str, path: str) -> None:
     difference, giving an image of the wrong shape)."""
     meta = getattr(ds, "file_meta", None)
     syntax = pydicom.uid.UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else None
-    data = ds.get("PixelData")
-    if not syntax or syntax.is_encapsulated or syntax == pydicom.uid.DeflatedExplicitVRLittleEndian or data is None:
+    if not syntax or syntax.is_encapsulated or syntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        return
+    length = _pixel_data_length(ds)
+    if length is None:
         return
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
@@ -112,12 +127,24 @@ def _check_native_length(ds: pydicom.Dataset, series: str, path: str) -> None:
     except (AttributeError, TypeError, ValueError) as e:
         raise DicomImportError(f"series {series}: {path} has unreadable pixel description tags ({e})") from e
     expected = (rows * cols * samples * frames * bits + 7) // 8
-    if len(data) not in (expected, expected + 1):  # one pad byte to an even length
+    if length not in (expected, expected + 1):  # one pad byte to an even length
         raise DicomImportError(
-            f"series {series}: {path} holds {len(data)} bytes of pixel data, but its header "
+            f"series {series}: {path} holds {length} bytes of pixel data, but its header "
             f"({frames} frame(s) of {cols}x{rows}, {bits} bits, {samples} sample(s)) implies {expected}; "
             "the header or the file is damaged. Remove the file or re-export the series."
         )
+
+
+def _pixel_data_length(ds: pydicom.Dataset) -> int | None:
+    """Bytes of PixelData, without reading a deferred value from the file; ``None`` if absent."""
+    if "PixelData" not in ds:
+        return None
+    elem = ds.get_item("PixelData")
+    value = getattr(elem, "value", None)
+    if value is None:
+        length = getattr(elem, "length", None)
+        return int(length) if length is not None else None
+    return len(value)
 
 
 #: Decoder plugin to use where several are installed, by transfer syntax: measured on the
@@ -310,8 +337,25 @@ def assemble_ct(records: Sequence[InstanceRecord], *, decode: bool = True) -> Ct
     return decode_slices(ct, range(len(dss))) if decode else ct
 
 
+def slice_runs(slices: Iterable[int]) -> list[tuple[int, int]]:
+    """The runs ``[start, stop)`` of consecutive k indices in ``slices``, in order."""
+    runs: list[tuple[int, int]] = []
+    for k in sorted({int(k) for k in slices}):
+        if runs and runs[-1][1] == k:
+            runs[-1] = (runs[-1][0], k + 1)
+        else:
+            runs.append((k, k + 1))
+    return runs
+
+
 def decode_slices(ct: CtSeries, slices: Iterable[int]) -> CtSeries:
-    """``ct`` with the pixels of slices ``slices`` (k indices) decoded to HU; the others NaN.
+    """``ct`` with the pixels of slices ``slices`` (k indices) decoded to HU.
+
+    Only those slices are allocated: one float32 slab per run of consecutive indices
+    (:attr:`CtSeries.slabs`, each a Volume with its own affine); the whole series' volume
+    stays a placeholder without memory. When ``slices`` is every slice the result holds
+    one whole volume instead (``decoded is None``). The HU range of the decoded voxels is
+    computed on the way (:attr:`CtSeries.hu_range`).
 
     Call it once per series, on the result of ``assemble_ct(..., decode=False)``: the pixel
     data of every slice is released afterwards. A series already decoded is returned as is.
@@ -325,36 +369,51 @@ def decode_slices(ct: CtSeries, slices: Iterable[int]) -> CtSeries:
         raise ValueError(
             f"series {ct.series_instance_uid}: decode_slices was already called; its pixel data is released"
         )
-    cols, rows, n = ct.volume.shape
-    series = ct.series_instance_uid
+    n = ct.volume.shape[2]
     wanted = sorted({int(k) for k in slices})
     if wanted and (wanted[0] < 0 or wanted[-1] >= n):
         raise ValueError(f"slice indices {wanted[0]}..{wanted[-1]} outside 0..{n - 1}")
-    # Slices are filled contiguously in (k, j, i) order; the volume is its (i, j, k) view
-    # (Fortran-ordered), which avoids a strided copy of every slice.
-    kji = np.empty((n, rows, cols), dtype=np.float32)
-    todo = set(wanted)
-    for k, ds in enumerate(ct.datasets):
-        if k in todo:
-            path = ct.paths[k]
-            px = _pixels(ds, series, path)
-            if px.shape != (rows, cols):
-                raise DicomImportError(
-                    f"series {series}: {path} pixel data has shape {px.shape}, header says {rows}x{cols}"
-                )
-            kji[k] = px
-        else:
-            kji[k] = np.nan
+    slabs: list[Volume] = []
+    lo, hi = np.inf, -np.inf
+    for start, stop in slice_runs(wanted):
+        slab = _decode_run(ct, start, stop)
+        slabs.append(slab)
+        if slab.array.size:
+            lo, hi = min(lo, float(np.min(slab.array))), max(hi, float(np.max(slab.array)))
     for ds in ct.datasets:
         if "PixelData" in ds:
             del ds.PixelData
+    whole = len(wanted) == n
     return CtSeries(
-        volume=Volume(array=kji.transpose(2, 1, 0), affine=ct.volume.affine),
+        volume=slabs[0] if whole else ct.volume,
         datasets=ct.datasets,
         dropped=ct.dropped,
         paths=ct.paths,
-        decoded=None if len(todo) == n else frozenset(todo),
+        decoded=None if whole else frozenset(wanted),
+        slabs=() if whole else tuple(slabs),
+        hu_range=(lo, hi) if wanted else None,
     )
+
+
+def _decode_run(ct: CtSeries, start: int, stop: int) -> Volume:
+    """Slices ``[start, stop)`` of ``ct`` decoded to HU: a Volume whose affine is the
+    series' moved ``start`` slices along k."""
+    cols, rows, _ = ct.volume.shape
+    series = ct.series_instance_uid
+    # Slices are filled contiguously in (k, j, i) order; the volume is its (i, j, k) view
+    # (Fortran-ordered), which avoids a strided copy of every slice.
+    kji = np.empty((stop - start, rows, cols), dtype=np.float32)
+    for k in range(start, stop):
+        path = ct.paths[k]
+        px = _pixels(ct.datasets[k], series, path)
+        if px.shape != (rows, cols):
+            raise DicomImportError(
+                f"series {series}: {path} pixel data has shape {px.shape}, header says {rows}x{cols}"
+            )
+        kji[k - start] = px
+    affine = np.array(ct.volume.affine, dtype=np.float64)
+    affine[:3, 3] = ct.volume.index_to_lps(np.array([0.0, 0.0, float(start)]))
+    return Volume(array=kji.transpose(2, 1, 0), affine=affine)
 
 
 def _step_along_normal(
@@ -486,4 +545,5 @@ def _assemble_multiframe(records: Sequence[InstanceRecord]) -> CtSeries:
     affine[:3, 2] = (positions[-1] - positions[0]) / (len(positions) - 1) if len(positions) > 1 else normal
     affine[:3, 3] = positions[0]
     del ds.PixelData
-    return CtSeries(volume=Volume(array=hu.transpose(2, 1, 0), affine=affine), datasets=(ds,))
+    hu_range = (float(hu.min()), float(hu.max())) if hu.size else None
+    return CtSeries(volume=Volume(array=hu.transpose(2, 1, 0), affine=affine), datasets=(ds,), hu_range=hu_range)

@@ -23,21 +23,22 @@ def _has_dicm_prefix(path: Path) -> bool:
         return f.read(132)[128:132] == b"DICM"
 
 
-def read_dataset(path: Path, stop_before_pixels: bool = False) -> pydicom.Dataset:
+def read_dataset(path: Path, stop_before_pixels: bool = False, defer_size: int | None = None) -> pydicom.Dataset:
     """The data set of ``path``; a file without preamble/``DICM`` prefix is read when it parses
-    as DICOM.
+    as DICOM. ``defer_size``: values larger than this many bytes (pixel data) are read from
+    the file only when accessed (pydicom's ``defer_size``).
 
     Raises:
         InvalidDicomError: not a DICOM file (no preamble and no SOP Class UID once forced).
         READ_ERRORS (see :mod:`mhub_fmcib.dicom.uids`): damaged or truncated content.
     """
     try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, defer_size=defer_size)
     except InvalidDicomError:
         if _has_dicm_prefix(path):
             raise  # a file with the prefix whose header is damaged is not read by force
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
+        ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True, defer_size=defer_size)
     except READ_ERRORS as e:  # without a preamble, content that does not parse is not DICOM
         raise InvalidDicomError(f"{path}: no DICOM preamble and does not parse as DICOM ({type(e).__name__})") from e
     meta = getattr(ds, "file_meta", None)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +51,11 @@ class SegObject:
     path: Path
     seg: hd.seg.Segmentation
     segments: tuple[SegmentInfo, ...]
+    #: SOPInstanceUIDs the frames name as their source images (empty: the SEG names none)
+    frame_sources: frozenset[str] = frozenset()
+    #: segment number -> SOPInstanceUIDs of the source images its frames reference
+    #: (``None``: some frame references none; absent: unknown). Read only those slices.
+    source_uids: Mapping[int, frozenset[str] | None] = field(default_factory=dict)
 
     @property
     def sop_instance_uid(self) -> str:
@@ -108,7 +113,54 @@ def read_seg(path: Path) -> SegObject:
                 anatomic_region=_code(regions[0]) if regions else None,
             )
         )
-    return SegObject(path=Path(path), seg=seg, segments=tuple(infos))
+    return SegObject(
+        path=Path(path),
+        seg=seg,
+        segments=tuple(infos),
+        frame_sources=frame_source_uids(seg),
+        source_uids=_source_uids_by_segment(seg),
+    )
+
+
+def frame_source_uids(seg: pydicom.Dataset) -> frozenset[str]:
+    """The SOPInstanceUIDs the SEG's frames were derived from (DerivationImageSequence ›
+    SourceImageSequence of the per-frame and shared functional groups)."""
+    groups = [*seg.get("SharedFunctionalGroupsSequence", []), *seg.get("PerFrameFunctionalGroupsSequence", [])]
+    return frozenset(
+        str(src.ReferencedSOPInstanceUID)
+        for group in groups
+        for derivation in group.get("DerivationImageSequence", [])
+        for src in derivation.get("SourceImageSequence", [])
+        if src.get("ReferencedSOPInstanceUID")
+    )
+
+
+def foreign_frames_error(seg: SegObject, ct: CtSeries) -> SegmentationError | None:
+    """The error for a SEG whose frames name source images of which none is an instance of
+    ``ct`` (it was made on another series and placed on ``ct`` by Frame of Reference): what
+    it references, whose instances those are (from its ReferencedSeriesSequence) and the
+    fix. ``None`` when the SEG names no source image or some of ``ct``'s."""
+    refs = seg.frame_sources
+    if not refs or refs & set(ct.sop_instance_uids):
+        return None
+    owner: dict[str, str] = {}
+    for item in seg.seg.get("ReferencedSeriesSequence", []):
+        for inst in item.get("ReferencedInstanceSequence", []):
+            owner[str(inst.get("ReferencedSOPInstanceUID", ""))] = str(item.get("SeriesInstanceUID", ""))
+    counts: dict[str, int] = {}
+    for uid in refs:
+        key = owner.get(uid, "")
+        counts[key] = counts.get(key, 0) + 1
+    whose = [f"{n} to series {series}" for series, n in sorted(counts.items()) if series]
+    if counts.get(""):
+        whose.append(f"{counts['']} to no series its ReferencedSeriesSequence lists (unknown)")
+    return SegmentationError(
+        f"SEG {seg.path}: its frames reference {len(refs)} SOP Instance UID(s), none of which is an instance of "
+        f"CT series {ct.series_instance_uid} ({len(ct.datasets)} instance(s)), the series it was placed on; they "
+        f"belong {', '.join(whose)} (as the SEG lists them). The SEG was made on another series (another "
+        "reconstruction, or a copy with new UIDs): add the series it was made on to the input, or re-export the "
+        "segmentation on this series."
+    )
 
 
 def _check_pixel_data_size(seg: pydicom.Dataset, path: Path, file_size: int | None) -> None:
@@ -160,14 +212,52 @@ def select_segments(seg: SegObject, wanted: Sequence[str]) -> list[SegmentInfo]:
 
 
 def segment_mask_on_ct(seg: SegObject, number: int, ct: CtSeries) -> npt.NDArray[np.bool_]:
-    """Segment ``number`` of ``seg`` as a boolean mask on the CT grid, shape (I, J, K).
-
-    Frames are matched to CT slices through their source-image references; a SEG without
-    them is placed by geometry (its grid must coincide with the CT's, up to axis order).
+    """Segment ``number`` of ``seg`` as a boolean mask on the CT grid, shape (I, J, K)
+    (:func:`segment_voxels_on_ct` on a whole-grid array).
 
     Raises:
-        SegmentationError: the SEG's Frame of Reference differs from the CT's, or its frames
-            do not fall on the CT's voxels.
+        SegmentationError: as :func:`segment_voxels_on_ct`.
+    """
+    mask = np.zeros(ct.volume.shape, dtype=bool)
+    mask[tuple(segment_voxels_on_ct(seg, number, ct).T)] = True
+    return mask
+
+
+def _source_uids_by_segment(seg: hd.seg.Segmentation) -> dict[int, frozenset[str] | None]:
+    """Segment number -> the SOPInstanceUIDs its frames are derived from (per-frame
+    functional groups); ``None`` for a segment with a frame that references no image."""
+    found: dict[int, set[str]] = {}
+    unknown: set[int] = set()
+    for frame in seg.get("PerFrameFunctionalGroupsSequence", []):
+        try:
+            number = int(frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        except (AttributeError, IndexError, TypeError, ValueError):
+            continue
+        refs = {
+            str(src.ReferencedSOPInstanceUID)
+            for der in frame.get("DerivationImageSequence", [])
+            for src in der.get("SourceImageSequence", [])
+            if "ReferencedSOPInstanceUID" in src
+        }
+        if not refs:
+            unknown.add(number)
+        found.setdefault(number, set()).update(refs)
+    return {n: None if n in unknown else frozenset(u) for n, u in found.items()}
+
+
+def segment_voxels_on_ct(seg: SegObject, number: int, ct: CtSeries) -> npt.NDArray[np.int64]:
+    """The CT voxels of segment ``number`` of ``seg``: (N, 3) distinct (i, j, k) indices,
+    ordered as ``np.argwhere`` orders them on the (I, J, K) mask.
+
+    Frames are matched to CT slices through their source-image references, reading only the
+    slices the segment's frames reference (memory: those slices, not the whole CT grid); a
+    SEG without them is placed by geometry (its grid must coincide with the CT's, up to
+    axis order).
+
+    Raises:
+        SegmentationError: the SEG's Frame of Reference differs from the CT's, its frames
+            reference instances of another series only (:func:`foreign_frames_error`), or
+            they do not fall on the CT's voxels.
     """
     ct_for = ct.frame_of_reference_uid
     if seg.frame_of_reference_uid and ct_for and seg.frame_of_reference_uid != ct_for:
@@ -176,21 +266,38 @@ def segment_mask_on_ct(seg: SegObject, number: int, ct: CtSeries) -> npt.NDArray
             f"Frame of Reference of CT series {ct.series_instance_uid} ({ct_for}); its masks "
             "cannot be placed on that CT."
         )
+    foreign = foreign_frames_error(seg, ct)
+    if foreign is not None:  # else every frame would be missed: an "empty" segment
+        raise foreign
     uids = list(ct.sop_instance_uids)
+    refs = seg.source_uids.get(number)
+    ks = [k for k, uid in enumerate(uids) if uid in refs] if refs else []
+    if not ks:  # frames without references, or referencing none of this series: as before, all
+        ks = list(range(len(uids)))
     try:
         px = seg.seg.get_pixels_by_source_instance(
-            source_sop_instance_uids=uids,
+            source_sop_instance_uids=[uids[k] for k in ks],
             segment_numbers=[number],
             assert_missing_frames_are_empty=True,
             combine_segments=False,
         )
-        # (slices, rows, cols, 1) -> (cols, rows, slices)
-        return np.asarray(px[..., 0] > 0).transpose(2, 1, 0)
     except (ValueError, KeyError, AttributeError, IndexError, RuntimeError):
-        return _mask_by_geometry(seg, number, ct)
+        return _voxels_by_geometry(seg, number, ct)
+    # (slices, rows, cols, 1): (s, r, c) -> CT (i = c, j = r, k = ks[s])
+    src = np.argwhere(np.asarray(px[..., 0]) > 0)
+    idx = np.column_stack([src[:, 2], src[:, 1], np.asarray(ks, dtype=np.int64)[src[:, 0]]]).astype(np.int64)
+    return _distinct_sorted(idx, ct.volume.shape)
 
 
-def _mask_by_geometry(seg: SegObject, number: int, ct: CtSeries) -> npt.NDArray[np.bool_]:
+def _distinct_sorted(idx: npt.NDArray[np.int64], shape: tuple[int, int, int]) -> npt.NDArray[np.int64]:
+    """(N, 3) indices inside ``shape``, each once, in C order of the (I, J, K) grid."""
+    n = np.asarray(shape, dtype=np.int64)
+    idx = idx[np.all((idx >= 0) & (idx < n), axis=1)]
+    flat = np.unique(np.ravel_multi_index(tuple(idx.T), shape))
+    return np.stack(np.unravel_index(flat, shape), axis=1).astype(np.int64)
+
+
+def _voxels_by_geometry(seg: SegObject, number: int, ct: CtSeries) -> npt.NDArray[np.int64]:
     try:
         vol = seg.seg.get_volume(segment_numbers=[number], combine_segments=False)
     except (ValueError, KeyError, AttributeError, IndexError, RuntimeError, sqlite3.Error) as e:
@@ -217,8 +324,4 @@ def _mask_by_geometry(seg: SegObject, number: int, ct: CtSeries) -> npt.NDArray[
         )
     idx = np.argwhere(arr > 0)
     ct_idx = np.rint(idx @ rot.T + xform[:3, 3]).astype(np.int64)
-    shape = np.asarray(ct.volume.shape)
-    inside = np.all((ct_idx >= 0) & (ct_idx < shape), axis=1)
-    mask = np.zeros(ct.volume.shape, dtype=bool)
-    mask[tuple(ct_idx[inside].T)] = True
-    return mask
+    return _distinct_sorted(ct_idx, ct.volume.shape)

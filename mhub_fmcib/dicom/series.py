@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import DicomImportError
 from ..image_io import read_image
 from ..records import SeedPoint, Volume
+from .calibration import check_rescale
 from .ct import CtSeries, assemble_ct
 from .index import InstanceKind, InstanceRecord, index_folder
 from .read import read_dataset
@@ -64,11 +65,12 @@ def series_for_seeds(path: Path, series: dict[str, list[InstanceRecord]], seeds:
     return holding[0]
 
 
-def load_image(path: Path, seeds: Sequence[SeedPoint] = ()) -> tuple[Volume, CtSeries | None]:
+def load_image(path: Path, seeds: Sequence[SeedPoint] = (), *, decode: bool = True) -> tuple[Volume, CtSeries | None]:
     """An image file, or a folder holding a DICOM CT series, as a Volume in HU.
 
     A folder with several CT series (a study) is resolved by geometry
-    (:func:`series_for_seeds`).
+    (:func:`series_for_seeds`). With ``decode=False`` a DICOM series is returned undecoded
+    (geometry only; see :func:`mhub_fmcib.dicom.ct.decode_slices`).
     """
     if path.is_file():
         try:
@@ -84,5 +86,6 @@ def load_image(path: Path, seeds: Sequence[SeedPoint] = ()) -> tuple[Volume, CtS
             "folder with a DICOM CT series"
         )
     uid = next(iter(series)) if len(series) == 1 else series_for_seeds(path, series, seeds)
-    ct = assemble_ct(series[uid])
+    ct = assemble_ct(series[uid], decode=decode)
+    check_rescale(ct)
     return ct.volume, ct

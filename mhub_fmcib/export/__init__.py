@@ -20,12 +20,16 @@ _WHERE = {
     "safe_file_stem": "layout",
     "PatchRegionSeg": "patch_seg",
     "build_patch_region_seg": "patch_seg",
+    "build_patch_region_segs": "patch_seg",
     "cube_mask": "patch_seg",
     "write_seg": "patch_seg",
     "render_patch_image": "qc",
     "write_qc_index": "qc",
     "build_feature_sr": "sr",
+    "build_feature_srs": "sr",
+    "sr_file_name": "layout",
     "write_sr": "sr",
+    "write_srs": "sr",
 }
 
 __all__ = sorted(_WHERE)

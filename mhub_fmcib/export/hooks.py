@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pydicom
 
-from ..config import RunConfig
+from ..config import Precision, RunConfig
 from ..dicom.ct import CtSeries
 from ..dicom.read import read_dataset
 from ..plan import Case, DicomSegCase
@@ -31,6 +31,7 @@ class CaseOutcome:
 
     ``masks``: the segmentations (SEG segment, RTSTRUCT ROI, mask label) the lesions were
     seeded from, cropped on the CT grid (none for seed points): the QC outlines.
+    ``warnings``: for ``run.json`` (an implausible HU range).
     """
 
     case: Case
@@ -40,6 +41,7 @@ class CaseOutcome:
     volume: Volume | None = None
     seconds: float = 0.0
     masks: tuple[LesionMask, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 #: Called after each case with its outcome; returns the files it wrote (exporters hook in
@@ -73,7 +75,11 @@ def make_hooks(config: RunConfig, provenance: Provenance) -> list[CaseHook]:
     """The exporters ``config`` asks for (SR and SEG need a DICOM CT)."""
     hooks: list[CaseHook] = []
     if config.export_sr:
-        hooks.append(lambda case, outcome: export_sr(case, outcome, config.output, provenance, config.sr_max_lesions))
+        hooks.append(
+            lambda case, outcome: export_sr(
+                case, outcome, config.output, provenance, config.sr_max_lesions, config.precision
+            )
+        )
     if config.export_seg:
         hooks.append(lambda case, outcome: export_patch_seg(outcome, config.output, provenance))
     if config.export_qc:
@@ -86,12 +92,19 @@ def _ok(outcome: CaseOutcome) -> bool:
 
 
 def export_sr(
-    case: Case, outcome: CaseOutcome, output: Path, provenance: Provenance, max_lesions: int
+    case: Case,
+    outcome: CaseOutcome,
+    output: Path,
+    provenance: Provenance,
+    max_lesions: int,
+    precision: Precision = Precision.FP32,
 ) -> Sequence[Path]:
-    """One TID 1500 SR for the case's CT series (when it has an OK lesion)."""
+    """The TID 1500 SR(s) of the case's CT series (when it has an OK lesion): one, or one
+    per ``max_lesions`` lesions (:func:`.sr.build_feature_srs`); ``precision`` is recorded
+    in their algorithm parameters."""
     if not _ok(outcome) or outcome.ct is None:
         return []
-    from .sr import build_feature_sr, write_sr
+    from .sr import build_feature_srs, write_srs
 
     _check_frame_of_reference("SR", outcome.ct, "--no-sr")
     segs: dict[str, pydicom.Dataset] = {}
@@ -99,15 +112,16 @@ def export_sr(
         for rec in case.segs:
             segs[rec.sop_instance_uid] = read_dataset(rec.path, stop_before_pixels=True)
     try:
-        sr = build_feature_sr(
+        srs = build_feature_srs(
             outcome.ct.datasets,
             outcome.results,
             provenance,
             segs,
             max_lesions=max_lesions,
             demonstration=provenance.demonstration,
+            precision=precision,
         )
-        return [write_sr(sr, output)]
+        return write_srs(srs, output)
     except _HEADER_ERRORS as e:
         raise _header_error("SR", outcome.ct.series_instance_uid, e, "--no-sr") from e
 
@@ -116,16 +130,20 @@ def export_patch_seg(outcome: CaseOutcome, output: Path, provenance: Provenance)
     """The "what the model saw" SEG: one 50 mm cube per OK lesion on the CT grid."""
     if not _ok(outcome) or outcome.ct is None:
         return []
-    from .patch_seg import build_patch_region_seg, write_seg
+    from .layout import seg_file_name
+    from .patch_seg import build_patch_region_segs, write_seg
 
     _check_frame_of_reference("patch-region SEG", outcome.ct, "--no-seg")
     try:
-        built = build_patch_region_seg(
+        parts = build_patch_region_segs(
             outcome.ct.datasets, outcome.ct.volume, outcome.results, provenance, demonstration=provenance.demonstration
         )
-        if built.dataset is None:
-            return []
-        return [write_seg(built.dataset, output, outcome.ct.series_instance_uid)]
+        series_uid = outcome.ct.series_instance_uid
+        return [
+            write_seg(part.dataset, output, series_uid, seg_file_name(n, len(parts)))
+            for n, part in enumerate(parts, start=1)
+            if part.dataset is not None
+        ]
     except _HEADER_ERRORS as e:
         raise _header_error("patch-region SEG", outcome.ct.series_instance_uid, e, "--no-seg") from e
 
@@ -142,4 +160,5 @@ def export_qc(outcome: CaseOutcome, output: Path, demonstration: bool = False) -
         return write_case_qc(output, outcome.results, None)
     masks = {m.lesion_id: m for m in outcome.masks}
     headers = outcome.ct.datasets if outcome.ct is not None else ()
-    return write_case_qc(output, outcome.results, case_from_ct(volume, headers, masks, demonstration))
+    slabs = outcome.ct.slabs if outcome.ct is not None else ()
+    return write_case_qc(output, outcome.results, case_from_ct(volume, headers, masks, demonstration, slabs))

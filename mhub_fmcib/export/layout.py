@@ -26,6 +26,23 @@ _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 SR_FILE_NAME = "fmcib_features_SR.dcm"
 SEG_FILE_NAME = "fmcib_patch_region_SEG.dcm"
 
+
+def sr_file_name(part: int, parts: int) -> str:
+    """File name of SR ``part`` (1-based) of ``parts`` for one CT series:
+    :data:`SR_FILE_NAME` when the series has one SR, else ``fmcib_features_SR_part<i>of<n>.dcm``."""
+    if parts == 1:
+        return SR_FILE_NAME
+    return f"fmcib_features_SR_part{part}of{parts}.dcm"
+
+
+def seg_file_name(part: int, parts: int) -> str:
+    """File name of patch-region SEG ``part`` (1-based) of ``parts`` for one CT series:
+    :data:`SEG_FILE_NAME` when the series has one, else ``fmcib_patch_region_SEG_part<i>of<n>.dcm``."""
+    if parts == 1:
+        return SEG_FILE_NAME
+    return f"fmcib_patch_region_SEG_part{part}of{parts}.dcm"
+
+
 #: UUID namespace of every UID this package derives (changing it changes every UID).
 _UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/mhub-fmcib/uids")
 

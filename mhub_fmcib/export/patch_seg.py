@@ -38,6 +38,14 @@ SEGMENT_CATEGORY = codes.SCT.SpatialAndRelationalConcept
 SEGMENT_TYPE = codes.DCM.SelectedRegion
 #: Tolerance (voxels) when matching CT instances to the volume's slices.
 _SLICE_TOL = 1e-3
+#: Largest (frames x rows x columns x segments) bool stack built for highdicom when cubes
+#: overlap (bytes): 500 overlapping cubes on 48 slices of 512 x 512 would need 6.3 GB.
+MAX_STACK_BYTES = 512 * 2**20
+
+
+class StackTooLargeError(ExportError):
+    """The overlapping cubes of one SEG need a frame stack above :data:`MAX_STACK_BYTES`
+    (:func:`build_patch_region_segs` then splits the lesions over several SEGs)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,11 +63,37 @@ class PatchRegionSeg:
     skipped: tuple[tuple[str, str], ...]
 
 
-def cube_mask(volume: Volume, corners_lps: npt.ArrayLike) -> npt.NDArray[np.bool_]:
-    """Boolean (I, J, K) mask of CT voxels whose centres lie in the LPS box of the corners.
+@dataclass(frozen=True, eq=False)
+class CubeBox:
+    """A lesion's read region on the CT grid, kept as the sub-block of voxels it can reach.
+
+    Attributes:
+        start: (i, j, k) index of the block's first voxel in the volume.
+        mask: (ni, nj, nk) bool, which of the block's voxels lie in the region; may be empty
+            (shape with a zero) when the region misses the volume.
+    """
+
+    start: tuple[int, int, int]
+    mask: npt.NDArray[np.bool_]
+
+    def any(self) -> bool:
+        """Whether the region holds a CT voxel centre."""
+        return bool(self.mask.any())
+
+    def full(self, shape: tuple[int, int, int]) -> npt.NDArray[np.bool_]:
+        """The (I, J, K) mask of the whole volume of ``shape``."""
+        out = np.zeros(shape, dtype=bool)
+        (i, j, k), (ni, nj, nk) = self.start, self.mask.shape
+        out[i : i + ni, j : j + nj, k : k + nk] = self.mask
+        return out
+
+
+def cube_box(volume: Volume, corners_lps: npt.ArrayLike) -> CubeBox:
+    """The :class:`CubeBox` of CT voxels whose centres lie in the LPS box of the corners,
+    half-open ``[min, max)`` per LPS axis.
 
     Args:
-        volume: the CT grid (any orientation).
+        volume: the CT grid (any orientation; geometry only).
         corners_lps: (N, 3) LPS mm points; their axis-aligned bounding box is the cube.
     """
     corners = np.asarray(corners_lps, dtype=np.float64).reshape(-1, 3)
@@ -69,16 +103,25 @@ def cube_mask(volume: Volume, corners_lps: npt.ArrayLike) -> npt.NDArray[np.bool
     shape = np.asarray(volume.shape)
     start = np.clip(np.floor(ijk.min(axis=0)).astype(int) - 1, 0, shape)
     stop = np.clip(np.ceil(ijk.max(axis=0)).astype(int) + 2, 0, shape)
-    mask = np.zeros(volume.shape, dtype=bool)
+    first = (int(start[0]), int(start[1]), int(start[2]))
     if np.any(stop <= start):
-        return mask
+        return CubeBox(first, np.zeros((0, 0, 0), dtype=bool))
     grids = np.meshgrid(*(np.arange(a, b) for a, b in zip(start, stop, strict=True)), indexing="ij")
     idx = np.stack([g.ravel() for g in grids], axis=1)
     lps = volume.index_to_lps(idx)
     inside = np.all((lps >= lo) & (lps < hi), axis=1)
-    sub = inside.reshape(grids[0].shape)
-    mask[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]] = sub
-    return mask
+    return CubeBox(first, inside.reshape(grids[0].shape))
+
+
+def cube_mask(volume: Volume, corners_lps: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+    """Boolean (I, J, K) mask of CT voxels whose centres lie in the LPS box of the corners
+    (:func:`cube_box` on the whole volume).
+
+    Args:
+        volume: the CT grid (any orientation).
+        corners_lps: (N, 3) LPS mm points; their axis-aligned bounding box is the cube.
+    """
+    return cube_box(volume, corners_lps).full(volume.shape)
 
 
 def _slice_order(ct_datasets: Sequence[pydicom.Dataset], volume: Volume) -> list[int]:
@@ -132,46 +175,153 @@ def build_patch_region_seg(
             overlap (the tests compare it with the label map used then; same SEG).
         demonstration: random-initialised weights: the series description says so.
 
-    Memory: the frames are built as one (slices, rows, columns, segments) bool array.
+    Memory: each lesion's region is kept as its small block of the CT grid; the frames are
+    one (slices, rows, columns) label map, or where cubes overlap one (slices, rows,
+    columns, segments) uint8 array, for the CT slices a cube reaches only; that array is
+    refused above :data:`MAX_STACK_BYTES` (:class:`StackTooLargeError`;
+    :func:`build_patch_region_segs` splits the lesions over several SEGs instead).
     """
-    study_uid, series_uid, _for_uid = series_identity(ct_datasets)
-    order = _slice_order(ct_datasets, ct_volume)
+    series = _SeriesGrid.of(ct_datasets, ct_volume)
     ok = [r for r in results if r.status is LesionStatus.OK]
-    masks, segments, skipped = _lesion_masks(ok, ct_volume)
-    if not masks:
+    boxes, segments, skipped = _lesion_boxes(ok, ct_volume)
+    if not boxes:
         return PatchRegionSeg(None, (), tuple(skipped))
-    descriptions = _segment_descriptions(segments, lesion_labels(results), series_uid, provenance, demonstration)
-    # (I, J, K, S) -> (frames, rows = J, columns = I, S) in the order of ct_datasets, for the
-    # CT slices a cube reaches only: the SEG is derived from (and references) those images,
-    # and highdicom need not scan the slices no cube reaches.
-    keep = _source_positions(masks, order)
-    pixels = _frames(masks, [order[d] for d in keep], stacked)
-    sources = [header_copy(ct_datasets[keep[0]]), *(ct_datasets[d] for d in keep[1:])]
-    seg = _segmentation(sources, pixels, descriptions, _uid_key(series_uid, ok, provenance), provenance, demonstration)
-    if str(seg.StudyInstanceUID) != study_uid:
-        raise ExportError("internal error: the SEG is not in the CT's study")
+    key = _uid_key(series.series_uid, ok, provenance)
+    labels = lesion_labels(results)
+    seg = _build_part(series, boxes, segments, labels, (key, 1, 1), provenance, stacked, demonstration)
     return PatchRegionSeg(seg, tuple(segments), tuple(skipped))
 
 
-def _lesion_masks(
+def build_patch_region_segs(
+    ct_datasets: Sequence[pydicom.Dataset],
+    ct_volume: Volume,
+    results: Sequence[LesionResult],
+    provenance: Provenance,
+    demonstration: bool = False,
+    max_stack_bytes: int = MAX_STACK_BYTES,
+) -> tuple[PatchRegionSeg, ...]:
+    """The patch-region SEG(s) of one CT series: every OK lesion with a cube in exactly one.
+
+    One SEG (:func:`build_patch_region_seg`) unless its lesions' cubes overlap so much that
+    highdicom's frame stack would exceed ``max_stack_bytes``; then the lesions are split, in
+    their order, into as many SEGs as needed, each within the bound. The parts form one SEG
+    series (same Series Instance UID, InstanceNumber 1, 2, ...), each with its own lesions
+    as segments 1..n (Tracking UIDs as in a single SEG); a single SEG keeps its UIDs.
+
+    Raises:
+        ExportError: as :func:`build_patch_region_seg`, or one lesion alone exceeds the bound.
+    """
+    series = _SeriesGrid.of(ct_datasets, ct_volume)
+    ok = [r for r in results if r.status is LesionStatus.OK]
+    boxes, segments, skipped = _lesion_boxes(ok, ct_volume)
+    if not boxes:
+        return (PatchRegionSeg(None, (), tuple(skipped)),)
+    key = _uid_key(series.series_uid, ok, provenance)
+    labels = lesion_labels(results)
+    try:
+        whole = (key, 1, 1)
+        seg = _build_part(series, boxes, segments, labels, whole, provenance, False, demonstration, max_stack_bytes)
+        return (PatchRegionSeg(seg, tuple(segments), tuple(skipped)),)
+    except StackTooLargeError:
+        chunks = _chunks(boxes, series, max_stack_bytes)
+    parts = []
+    for n, chunk in enumerate(chunks, start=1):
+        part_segments = [(segments[i][0], number) for number, i in enumerate(chunk, start=1)]
+        seg = _build_part(
+            series, [boxes[i] for i in chunk], part_segments, labels, (key, n, len(chunks)),
+            provenance, True, demonstration, max_stack_bytes,
+        )  # fmt: skip
+        parts.append(PatchRegionSeg(seg, tuple(part_segments), tuple(skipped) if n == 1 else ()))
+    return tuple(parts)
+
+
+@dataclass(frozen=True, eq=False)
+class _SeriesGrid:
+    """The CT series a patch-region SEG is built on: its instances, grid and slice order."""
+
+    datasets: Sequence[pydicom.Dataset]
+    volume: Volume
+    study_uid: str
+    series_uid: str
+    order: list[int]
+
+    @classmethod
+    def of(cls, ct_datasets: Sequence[pydicom.Dataset], ct_volume: Volume) -> _SeriesGrid:
+        study_uid, series_uid, _for_uid = series_identity(ct_datasets)
+        return cls(ct_datasets, ct_volume, study_uid, series_uid, _slice_order(ct_datasets, ct_volume))
+
+
+def _build_part(
+    series: _SeriesGrid,
+    boxes: Sequence[CubeBox],
+    segments: Sequence[tuple[str, int]],
+    labels: Mapping[str, LesionLabel],
+    part: tuple[Sequence[str], int, int],
+    provenance: Provenance,
+    stacked: bool,
+    demonstration: bool,
+    max_stack_bytes: int = MAX_STACK_BYTES,
+) -> hd.seg.Segmentation:
+    """The SEG of ``boxes`` (segments numbered as ``segments``), part ``part[1]`` of
+    ``part[2]`` of the series' patch-region SEGs, UIDs derived from ``part[0]``."""
+    descriptions = _segment_descriptions(segments, labels, series.series_uid, provenance, demonstration)
+    # (I, J, K, S) -> (frames, rows = J, columns = I, S) in the order of ct_datasets, for the
+    # CT slices a cube reaches only: the SEG is derived from (and references) those images,
+    # and highdicom need not scan the slices no cube reaches.
+    keep = _source_positions(boxes, series.order)
+    slices = [series.order[d] for d in keep]
+    pixels = _frames(boxes, slices, series.volume.shape, stacked, series.series_uid, max_stack_bytes)
+    sources = [header_copy(series.datasets[keep[0]]), *(series.datasets[d] for d in keep[1:])]
+    seg = _segmentation(sources, pixels, descriptions, part, provenance, demonstration)
+    if str(seg.StudyInstanceUID) != series.study_uid:
+        raise ExportError("internal error: the SEG is not in the CT's study")
+    return seg
+
+
+def _chunks(boxes: Sequence[CubeBox], series: _SeriesGrid, max_stack_bytes: int) -> list[list[int]]:
+    """Consecutive runs of box indices whose (slices x rows x columns x boxes) uint8 stack
+    stays within ``max_stack_bytes`` (slices: those any box of the run reaches)."""
+    shape = series.volume.shape
+    frame_bytes = shape[0] * shape[1]
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    reached: set[int] = set()
+    for n, box in enumerate(boxes):
+        ks = set((np.flatnonzero(box.mask.any(axis=(0, 1))) + box.start[2]).tolist())
+        if len(ks) * frame_bytes > max_stack_bytes:
+            raise ExportError(
+                f"series {series.series_uid}: one lesion's cube alone needs {len(ks)} frames of "
+                f"{shape[0]}x{shape[1]} pixels, more than the {max_stack_bytes / 2**30:.1f} GiB bound; "
+                "run with --no-seg"
+            )
+        if current and (len(current) + 1) * len(reached | ks) * frame_bytes > max_stack_bytes:
+            chunks.append(current)
+            current, reached = [], set()
+        current.append(n)
+        reached |= ks
+    chunks.append(current)
+    return chunks
+
+
+def _lesion_boxes(
     ok: Sequence[LesionResult], ct_volume: Volume
-) -> tuple[list[npt.NDArray[np.bool_]], list[tuple[str, int]], list[tuple[str, str]]]:
-    """Per OK lesion its cube's (I, J, K) mask, its (lesion_id, segment number), or why it
+) -> tuple[list[CubeBox], list[tuple[str, int]], list[tuple[str, str]]]:
+    """Per OK lesion its cube's :class:`CubeBox`, its (lesion_id, segment number), or why it
     has no segment."""
-    masks: list[npt.NDArray[np.bool_]] = []
+    boxes: list[CubeBox] = []
     segments: list[tuple[str, int]] = []
     skipped: list[tuple[str, str]] = []
     for r in ok:
         if r.patch is None:
             skipped.append((r.lesion.lesion_id, "no patch was kept for this lesion"))
             continue
-        mask = cube_mask(ct_volume, r.patch.read_corners_lps())
-        if not mask.any():
+        box = cube_box(ct_volume, r.patch.read_corners_lps())
+        if not box.any():
             skipped.append((r.lesion.lesion_id, "the region the encoder read contains no CT voxel centre"))
             continue
-        masks.append(mask)
-        segments.append((r.lesion.lesion_id, len(masks)))
-    return masks, segments, skipped
+        boxes.append(box)
+        segments.append((r.lesion.lesion_id, len(boxes)))
+    return boxes, segments, skipped
 
 
 def _segment_descriptions(
@@ -208,11 +358,11 @@ def _segment_descriptions(
     ]
 
 
-def _source_positions(masks: Sequence[npt.NDArray[np.bool_]], order: Sequence[int]) -> list[int]:
-    """Positions in the CT datasets of the slices (k = ``order[d]``) a mask reaches."""
+def _source_positions(boxes: Sequence[CubeBox], order: Sequence[int]) -> list[int]:
+    """Positions in the CT datasets of the slices (k = ``order[d]``) a box's region reaches."""
     reached: set[int] = set()
-    for mask in masks:  # per mask: a reduction over the stacked array's segment axis is slow
-        reached.update(np.flatnonzero(mask.any(axis=(0, 1))).tolist())
+    for box in boxes:
+        reached.update((np.flatnonzero(box.mask.any(axis=(0, 1))) + box.start[2]).tolist())
     return [d for d, k in enumerate(order) if k in reached]
 
 
@@ -230,11 +380,15 @@ def _segmentation(
     sources: Sequence[pydicom.Dataset],
     pixels: npt.NDArray[np.generic],
     descriptions: Sequence[hd.seg.SegmentDescription],
-    key: Sequence[str],
+    part: tuple[Sequence[str], int, int],
     provenance: Provenance,
     demonstration: bool,
 ) -> hd.seg.Segmentation:
-    """The BINARY SEG of ``pixels`` on ``sources``, with this package's series attributes."""
+    """The BINARY SEG of ``pixels`` on ``sources``, with this package's series attributes;
+    ``part``: (UID key, part number, number of parts) — one series for all parts, a single
+    SEG's instance UID unchanged by the split."""
+    key, number, parts = part
+    instance_key = (*key, f"part {number} of {parts}") if parts > 1 else tuple(key)
     return hd.seg.Segmentation(
         source_images=list(sources),
         pixel_array=pixels,
@@ -242,8 +396,8 @@ def _segmentation(
         segment_descriptions=list(descriptions),
         series_instance_uid=derive_uid("seg-series", *key),
         series_number=SEG_SERIES_NUMBER,
-        sop_instance_uid=derive_uid("seg-instance", *key),
-        instance_number=1,
+        sop_instance_uid=derive_uid("seg-instance", *instance_key),
+        instance_number=number,
         manufacturer=MANUFACTURER,
         manufacturer_model_name=MODEL_NAME,
         software_versions=provenance.package_version,
@@ -255,23 +409,84 @@ def _segmentation(
     )
 
 
-def _frames(masks: Sequence[npt.NDArray[np.bool_]], slices: Sequence[int], stacked: bool) -> npt.NDArray[np.generic]:
-    """highdicom's pixel array for ``masks`` ((I, J, K) each) on CT slices ``slices`` (k, in
-    the order of the source images): a (frames, rows, columns) label map of segment numbers
-    when no two cubes share a voxel, else (or with ``stacked``) a (frames, rows, columns,
-    segments) binary stack. Both give the same BINARY SEG; highdicom checks a stack for
-    overlap with a sum over its segment axis, which is slow on whole CT frames."""
-    frames = [np.ascontiguousarray(m[:, :, list(slices)].transpose(2, 1, 0)) for m in masks]
-    if not stacked and len(masks) < 2**16:
-        label = np.zeros(frames[0].shape, dtype=np.uint8 if len(masks) < 2**8 else np.uint16)
-        for number, f in enumerate(frames, start=1):
-            label[f] = number
-        if np.count_nonzero(label) == sum(int(np.count_nonzero(f)) for f in frames):  # no shared voxel
+#: One frame's part of a box: (frame index, row slice, column slice, (rows, columns) mask).
+_Plane = tuple[int, slice, slice, npt.NDArray[np.bool_]]
+
+
+def _frames(
+    boxes: Sequence[CubeBox],
+    slices: Sequence[int],
+    shape: tuple[int, int, int],
+    stacked: bool,
+    series_uid: str,
+    max_stack_bytes: int = MAX_STACK_BYTES,
+) -> npt.NDArray[np.generic]:
+    """highdicom's pixel array for ``boxes`` on the CT slices ``slices`` (k, in the order of
+    the source images; every slice a box reaches) of a volume of ``shape`` (I, J, K).
+
+    Returns a (frames, rows = J, columns = I) label map of segment numbers when no two cubes
+    share a voxel, else (or with ``stacked``) a (frames, rows, columns, segments) binary
+    uint8 stack. Both give the same BINARY SEG. The stack is a view of a (segments, frames,
+    rows, columns) array: each segment's frame that highdicom takes from it is contiguous
+    and already of its dtype (no per-frame cast or gather), and a box writes only its own
+    rows of its own frames, which lie close together (few memory pages touched).
+
+    Raises:
+        StackTooLargeError: the stack would exceed ``max_stack_bytes``.
+    """
+    position = np.full(shape[2], -1, dtype=np.intp)
+    position[np.asarray(slices, dtype=np.intp)] = np.arange(len(slices))
+    planes = [_frame_planes(box, position) for box in boxes]
+    if not stacked and len(boxes) < 2**16:
+        label = np.zeros((len(slices), shape[1], shape[0]), dtype=np.uint8 if len(boxes) < 2**8 else np.uint16)
+        if _fill_label_map(label, planes):
             return label
-    return np.stack(frames, axis=-1)
+    need = len(boxes) * len(slices) * shape[1] * shape[0]
+    if need > max_stack_bytes:
+        raise StackTooLargeError(
+            f"series {series_uid}: the 50 mm cubes of {len(boxes)} lesions overlap, so the patch-region SEG "
+            f"needs one frame per lesion and CT slice: {len(slices)} slices x {len(boxes)} lesions of "
+            f"{shape[0]}x{shape[1]} pixels, {need / 2**30:.1f} GiB in memory (limit "
+            f"{max_stack_bytes / 2**30:.1f} GiB)."
+        )
+    stack = np.zeros((len(boxes), len(slices), shape[1], shape[0]), dtype=np.uint8)
+    for s, box_planes in enumerate(planes):
+        for frame, rows, cols, plane in box_planes:
+            stack[s, frame, rows, cols] = plane
+    return stack.transpose(1, 2, 3, 0)
 
 
-def write_seg(seg: pydicom.Dataset, output_root: Path, ct_series_uid: str) -> Path:
-    """Write ``seg`` to ``OUTPUT/dicom/<Study>/<ct_series_uid>/fmcib_patch_region_SEG.dcm``."""
+def _fill_label_map(label: npt.NDArray[np.integer], planes: Sequence[Sequence[_Plane]]) -> bool:
+    """Write segment number n + 1 where ``planes[n]`` (one box's planes) is set; ``False``
+    (``label`` then partly written) as soon as two boxes share a voxel."""
+    for number, box_planes in enumerate(planes, start=1):
+        for frame, rows, cols, plane in box_planes:
+            region = label[frame, rows, cols]  # a view
+            if np.any(region[plane]):
+                return False
+            region[plane] = number
+    return True
+
+
+def _frame_planes(box: CubeBox, position: npt.NDArray[np.intp]) -> list[_Plane]:
+    """The non-empty planes of ``box`` as frame parts; ``position[k]``: the frame of CT
+    slice k (every slice the box's region reaches has one)."""
+    (i, j, k), (ni, nj, nk) = box.start, box.mask.shape
+    rows, cols = slice(j, j + nj), slice(i, i + ni)
+    out: list[_Plane] = []
+    for dk in range(nk):
+        plane = box.mask[:, :, dk].T
+        if not plane.any():
+            continue
+        frame = int(position[k + dk])
+        if frame < 0:
+            raise ExportError("internal error: a cube reaches a CT slice that has no SEG frame")
+        out.append((frame, rows, cols, plane))
+    return out
+
+
+def write_seg(seg: pydicom.Dataset, output_root: Path, ct_series_uid: str, file_name: str = SEG_FILE_NAME) -> Path:
+    """Write ``seg`` to ``OUTPUT/dicom/<Study>/<ct_series_uid>/<file_name>``
+    (``fmcib_patch_region_SEG.dcm``, or ``..._part<i>of<n>.dcm`` for a split SEG)."""
     folder = dicom_output_dir(output_root, str(seg.StudyInstanceUID), ct_series_uid)
-    return atomic_write_dataset(seg, folder / SEG_FILE_NAME)
+    return atomic_write_dataset(seg, folder / file_name)

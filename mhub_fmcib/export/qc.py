@@ -31,6 +31,8 @@ import pydicom
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
+from ..errors import SeedError
+from ..patch import read_block
 from ..records import CaseFailure, LesionMask, LesionResult, LesionStatus, Patch, Volume
 from .atomic import atomic_write, atomic_write_json, atomic_write_text
 from .labels import LesionLabel, lesion_labels
@@ -74,6 +76,9 @@ class QcCase:
         masks: lesion id -> the segment, ROI or mask label the lesion came from, on
             ``volume``'s grid (none for seed points).
         demonstration: the run uses random-initialised weights.
+        slabs: the decoded slices of ``volume`` when it is a DICOM CT decoded only where
+            the patches read (:attr:`mhub_fmcib.dicom.ct.CtSeries.slabs`); then ``volume``
+            gives the geometry only.
     """
 
     volume: Volume
@@ -82,6 +87,7 @@ class QcCase:
     series_description: str = ""
     masks: Mapping[str, LesionMask] | None = None
     demonstration: bool = False
+    slabs: tuple[Volume, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,7 @@ def case_from_ct(
     ct_datasets: Sequence[pydicom.Dataset] = (),
     masks: Mapping[str, LesionMask] | None = None,
     demonstration: bool = False,
+    slabs: Sequence[Volume] = (),
 ) -> QcCase:
     """A :class:`QcCase` with the patient, study and series read from the CT headers."""
     ds = ct_datasets[0] if ct_datasets else pydicom.Dataset()
@@ -131,6 +138,7 @@ def case_from_ct(
         series_description=str(ds.get("SeriesDescription", "") or ""),
         masks=masks,
         demonstration=demonstration,
+        slabs=tuple(slabs),
     )
 
 
@@ -212,14 +220,23 @@ def _mask_on_patch(mask: LesionMask, volume: Volume, patch: Patch) -> npt.NDArra
     return mask.contains(ijk).reshape(n)
 
 
-def _context_view(result: LesionResult, volume: Volume, mask: LesionMask | None) -> _View:
+def _slice_hu(volume: Volume, k: int, slabs: Sequence[Volume]) -> npt.NDArray[np.float64]:
+    """HU of CT slice ``k``, (I, J) (from ``slabs`` when given; -1024 where not decoded)."""
+    window = (slice(0, volume.shape[0]), slice(0, volume.shape[1]), slice(k, k + 1))
+    try:
+        return np.asarray(read_block(volume, window, slabs), dtype=np.float64)[:, :, 0]
+    except SeedError:
+        return np.full(volume.shape[:2], -1024.0)
+
+
+def _context_view(result: LesionResult, volume: Volume, mask: LesionMask | None, slabs: Sequence[Volume] = ()) -> _View:
     """The full CT slice (k) through the seed, with the read region and the 50 mm cube."""
     patch = result.patch
     if patch is None:
         raise ValueError(f"lesion {result.lesion.lesion_id!r} has no patch to draw")
     ijk = volume.lps_to_index(result.lesion.seed.as_array())
     k = int(np.clip(np.floor(ijk[2] + 0.5), 0, volume.shape[2] - 1))
-    hu = np.nan_to_num(np.asarray(volume.array[:, :, k], dtype=np.float64).T, nan=-1024.0)
+    hu = np.nan_to_num(_slice_hu(volume, k, slabs).T, nan=-1024.0)
     d = volume.direction
     normal = np.cross(d[:, 0], d[:, 1])
     name = {"S": "axial", "I": "axial", "A": "coronal", "P": "coronal"}.get(direction_letter(normal), "sagittal")
@@ -346,6 +363,7 @@ def render_lesion_picture(
     label: LesionLabel,
     volume: Volume | None = None,
     mask: LesionMask | None = None,
+    slabs: Sequence[Volume] = (),
 ) -> tuple[Image.Image, Window]:
     """The lesion's picture (see the module docstring) and the window it uses.
 
@@ -354,13 +372,14 @@ def render_lesion_picture(
         label: its label (title) and colour (outline).
         volume: the CT the patch was cut from; without it there is no context view.
         mask: the lesion's segmentation on ``volume``'s grid (outline), if any.
+        slabs: where ``volume``'s voxels are when it is geometry only (:class:`QcCase`).
     """
     if result.patch is None:
         raise ValueError(f"lesion {result.lesion.lesion_id!r} has no patch to draw")
     window = choose_window(result.patch)
     views = [(v, float(SCALE)) for v in _patch_views(result, mask, volume)]
     if volume is not None:
-        ctx = _context_view(result, volume, mask)
+        ctx = _context_view(result, volume, mask, slabs)
         views.append((ctx, CONTEXT_PX / max(ctx.hu.shape)))
     tiles = [(_tile(v, window, zoom, label.rgb), v.name) for v, zoom in views]
     width = sum(t.width for t, _ in tiles) + _GAP * (len(tiles) + 1)
@@ -449,7 +468,9 @@ def write_case_qc(output: Path, results: Sequence[LesionResult], case: QcCase | 
         label = labels[r.lesion.lesion_id]
         picture = window = ""
         if r.patch is not None:
-            image, win = render_lesion_picture(r, label, case.volume if case else None, masks.get(r.lesion.lesion_id))
+            image, win = render_lesion_picture(
+                r, label, case.volume if case else None, masks.get(r.lesion.lesion_id), case.slabs if case else ()
+            )
             picture, window = qc_file_name(r), win.name
             written.append(_write_png(qc_dir / picture, image))
         row = _row(r, label.text, case, picture, window)

@@ -1,6 +1,8 @@
 """The TID 1500 Measurement Report (Comprehensive 3D SR) holding the FMCIB features.
 
-One SR per CT series. Its content tree, built with highdicom::
+One SR per CT series; a series with more than ``--sr-max-lesions`` lesions (default 50)
+gets several, each holding up to that many of its lesions, in one SR series and cross-
+referenced (:func:`build_feature_srs`). The content tree, built with highdicom::
 
     Imaging Measurement Report (TID 1500)
       Observation context: device observer "mhub-fmcib"
@@ -19,7 +21,8 @@ One SR per CT series. Its content tree, built with highdicom::
           Finding / Finding site   from the SEG segment, when it has them
           Algorithm (TID 4019)     "mhub-fmcib FMCIB encoder", package version,
                                    parameters = provenance key=value strings (first a
-                                   "demonstration=..." one for random-initialised weights)
+                                   "demonstration=..." one for random-initialised weights),
+                                   then "precision=fp32|bf16|fp16" (the encoder arithmetic)
           4096 x NUM               (feature_<n>, 99FMCIB, "FMCIB feature <n>"), unit (1, UCUM)
           k x NUM                  linear-head predictions, (pred-<hash>, 99FMCIB, ...)
           3 x NUM                  the seed: (seed-x-lps, 99FMCIB, "Seed point x (LPS)"), y, z;
@@ -47,6 +50,7 @@ from pydicom.sr.codedict import codes
 from pydicom.tag import Tag
 from pydicom.uid import SegmentationStorage
 
+from ..config import Precision
 from ..provenance import Provenance
 from ..records import N_FEATURES, CodeTuple, Lesion, LesionResult, LesionStatus, SeedSource
 from .labels import lesion_labels
@@ -57,9 +61,11 @@ from .layout import (
     check_uid,
     derive_uid,
     dicom_output_dir,
+    sr_file_name,
 )
 from .sr_encoding import (
     NumItemTemplate,
+    concept_head_template,
     declare_explicit_vr_little_endian,
     encode_items,
     encode_num_items,
@@ -107,33 +113,51 @@ _TYPE2_COPIED = (
     "AccessionNumber",
 )
 
-_FEATURE_CONCEPTS: list[hd.sr.CodedConcept] = []
+
+def feature_code(index: int) -> tuple[str, str]:
+    """(Code Value, Code Meaning) of feature ``index`` (0-based) in :data:`FMCIB_SCHEME`."""
+    return f"feature_{index}", f"FMCIB feature {index}"
 
 
+@functools.cache
 def feature_concept(index: int) -> hd.sr.CodedConcept:
-    """Concept name of feature ``index`` (0-based): ``(feature_<index>, 99FMCIB, ...)``."""
-    if not _FEATURE_CONCEPTS:
-        _FEATURE_CONCEPTS.extend(
-            hd.sr.CodedConcept(f"feature_{i}", FMCIB_SCHEME, f"FMCIB feature {i}") for i in range(N_FEATURES)
-        )
-    return _FEATURE_CONCEPTS[index]
+    """Concept name of feature ``index`` (0-based): ``(feature_<index>, 99FMCIB, ...)``,
+    built when first asked for."""
+    value, meaning = feature_code(index)
+    return hd.sr.CodedConcept(value, FMCIB_SCHEME, meaning)
+
+
+#: Features whose template heads are compared with pydicom's encoding of the highdicom item
+#: each time the templates are built (all 4096 in the tests).
+_SPOT_CHECKED = (1, 9, 10, 99, 100, 999, 1000, N_FEATURES - 1)
 
 
 @functools.cache
 def feature_templates() -> tuple[NumItemTemplate, ...]:
-    """The value-independent encoded parts of every feature's NUM item, built once per process.
+    """The value-independent encoded parts of every feature's NUM item, built on the first
+    call (the first SR of a process) and kept.
 
     highdicom's ``Measurement`` (the call each group's first feature goes through) builds the
     item of feature 0; the item of feature ``i`` is that item with the Concept Name Code
-    Sequence of :func:`feature_concept` ``(i)``. (The tests compare whole SRs with the
-    reference encoding, in which highdicom builds every item.)
+    Sequence of :func:`feature_concept` ``(i)``, whose head :func:`concept_head_template`
+    fills in (checked against pydicom for :data:`_SPOT_CHECKED`; the tests compare all
+    4096 and whole SRs with the reference encoding, in which highdicom builds every item).
+
+    Raises:
+        ExportError: a spot-checked head differs from pydicom's encoding.
     """
     item = hd.sr.Measurement(name=feature_concept(0), value=0.0, unit=UNIT_NONE)[0]
     first = template_from_item(item)  # checks the layout; every feature has the same unit
+    heads = concept_head_template(item)
     out = [first]
-    for i in range(1, N_FEATURES):
+    out.extend(NumItemTemplate(head=heads.head(*feature_code(i)), units=first.units) for i in range(1, N_FEATURES))
+    for i in _SPOT_CHECKED:
         item.ConceptNameCodeSequence = [feature_concept(i)]
-        out.append(NumItemTemplate(head=num_item_head(item), units=first.units))
+        if num_item_head(item) != out[i].head:
+            raise ExportError(
+                f"internal error: the SR encoder's template of feature {i} differs from pydicom's "
+                "encoding; install the pydicom and highdicom versions pinned in requirements/ or report this"
+            )
     return tuple(out)
 
 
@@ -202,22 +226,54 @@ def lesion_tracking_uid(series_uid: str, lesion_id: str) -> str:
     return derive_uid("tracking", series_uid, lesion_id)
 
 
-def sr_uids(series_uid: str, results: Sequence[LesionResult], provenance: Provenance) -> tuple[str, str]:
-    """(SeriesInstanceUID, SOPInstanceUID) of the SR for this CT series.
-
-    Deterministic in: CT series UID, weights sha256, package version and the lesions
-    (ids and seeds), so re-running the same input gives the same UIDs.
-    """
+def _uid_key(
+    series_uid: str, results: Sequence[LesionResult], provenance: Provenance, precision: Precision
+) -> tuple[str, ...]:
+    """What the SR UIDs of a CT series are derived from: CT series UID, weights sha256,
+    package version, the lesions (ids and seeds) and, when it is not fp32, the precision."""
     lesions = ";".join(
         f"{r.lesion.lesion_id}@{r.lesion.seed.x!r},{r.lesion.seed.y!r},{r.lesion.seed.z!r}"
         for r in sorted(results, key=lambda r: r.lesion.lesion_id)
     )
     key = (series_uid, provenance.weights_sha256, provenance.package_version, lesions)
+    return key if precision is Precision.FP32 else (*key, f"precision={precision.value}")
+
+
+def sr_uids(
+    series_uid: str, results: Sequence[LesionResult], provenance: Provenance, precision: Precision = Precision.FP32
+) -> tuple[str, str]:
+    """(SeriesInstanceUID, SOPInstanceUID) of the SR for this CT series. A series split into
+    several SRs keeps this Series Instance UID; its parts' SOP Instance UIDs are
+    :func:`sr_part_uid`'s.
+
+    Deterministic in: CT series UID, weights sha256, package version, the lesions (ids and
+    seeds) and a precision other than fp32, so re-running the same input gives the same UIDs.
+    """
+    key = _uid_key(series_uid, results, provenance, precision)
     return derive_uid("sr-series", *key), derive_uid("sr-instance", *key)
 
 
-def _algorithm(provenance: Provenance, demonstration: bool = False) -> hd.sr.AlgorithmIdentification:
-    params = provenance.as_parameters()
+def sr_part_uid(
+    series_uid: str,
+    results: Sequence[LesionResult],
+    provenance: Provenance,
+    part: int,
+    parts: int,
+    precision: Precision = Precision.FP32,
+) -> str:
+    """SOPInstanceUID of SR ``part`` (1-based) of ``parts``: :func:`sr_uids`'s for a single
+    SR, else derived from the same key and "part i of n"."""
+    if parts == 1:
+        return sr_uids(series_uid, results, provenance, precision)[1]
+    return derive_uid("sr-instance", *_uid_key(series_uid, results, provenance, precision), f"part {part} of {parts}")
+
+
+def _algorithm(
+    provenance: Provenance, demonstration: bool = False, precision: Precision = Precision.FP32
+) -> hd.sr.AlgorithmIdentification:
+    """TID 4019: name, package version, parameters = the provenance's ``key=value`` strings
+    (first a demonstration one for random-initialised weights), then ``precision=<p>``."""
+    params = [*provenance.as_parameters(), f"precision={precision.value}"]
     if demonstration:
         params = [DEMO_PARAMETER, *params]
     return hd.sr.AlgorithmIdentification(name=ALGORITHM_NAME, version=provenance.package_version, parameters=params)
@@ -348,18 +404,88 @@ def _group(
 
 
 #: Default largest number of lesions in one SR: each lesion adds 4096 numeric measurements
-#: (about 1 MB of SR, and about 50 ms to build and write on a 2-core machine).
+#: (about 1 MB of SR, and about 30 ms to build and write on a 2-core machine). A series
+#: with more lesions gets several SRs (:func:`build_feature_srs`).
 MAX_SR_LESIONS = 50
 
 
 @dataclass(frozen=True, eq=False)
 class _SeriesLesions:
-    """The checked input of one SR: the CT series' identity and its OK lesions, in order."""
+    """The checked input of a series' SRs: the CT series' identity and its OK lesions, in order."""
 
     study_uid: str
     series_uid: str
     for_uid: str
     ok: tuple[LesionResult, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class _SrSettings:
+    """What every SR of a series shares."""
+
+    labels: Mapping[str, str]
+    segs: Mapping[str, pydicom.Dataset]
+    provenance: Provenance
+    algorithm: hd.sr.AlgorithmIdentification
+    sr_series_uid: str
+    demonstration: bool
+    reference_encoding: bool
+
+
+def build_feature_srs(
+    ct_datasets: Sequence[pydicom.Dataset],
+    results: Sequence[LesionResult],
+    provenance: Provenance,
+    seg_datasets: Mapping[str, pydicom.Dataset] | None = None,
+    max_lesions: int = MAX_SR_LESIONS,
+    reference_encoding: bool = False,
+    demonstration: bool = False,
+    precision: Precision = Precision.FP32,
+) -> tuple[hd.sr.Comprehensive3DSR, ...]:
+    """The TID 1500 Measurement Report(s) of one CT series: every OK lesion in exactly one.
+
+    Up to ``max_lesions`` OK lesions give one SR (:func:`build_feature_sr`). More are split,
+    in their order, into SRs of ``max_lesions`` each and one with the rest (60 lesions, limit
+    50: 50 + 10). The parts form one SR series (same Series Instance UID, InstanceNumber 1,
+    2, ...), each with its own lesions' measurement groups and evidence (the CT series and
+    the SEGs its lesions came from); each lists the other parts in its Pertinent Other
+    Evidence Sequence (docs/outputs.md says why that attribute).
+
+    Args:
+        ct_datasets, results, provenance, seg_datasets, reference_encoding, demonstration:
+            as for :func:`build_feature_sr`.
+        max_lesions: largest number of lesions in one SR (at least 1).
+        precision: the encoder arithmetic, recorded as the algorithm parameter
+            ``precision=<fp32|bf16|fp16>`` of every measurement group.
+
+    Raises:
+        ExportError: as :func:`build_feature_sr`, or ``max_lesions`` below 1.
+    """
+    if max_lesions < 1:
+        raise ExportError(f"the SR lesion limit must be at least 1, got {max_lesions}; pass --sr-max-lesions 1 or more")
+    checked = _checked_lesions(ct_datasets, results)
+    chunks = [checked.ok[i : i + max_lesions] for i in range(0, len(checked.ok), max_lesions)]
+    settings = _SrSettings(
+        labels={lesion_id: label.text for lesion_id, label in lesion_labels(results).items()},
+        segs=dict(seg_datasets or {}),
+        provenance=provenance,
+        algorithm=_algorithm(provenance, demonstration, precision),
+        sr_series_uid=sr_uids(checked.series_uid, checked.ok, provenance, precision)[0],
+        demonstration=demonstration,
+        reference_encoding=reference_encoding,
+    )
+    uids = [
+        sr_part_uid(checked.series_uid, checked.ok, provenance, n, len(chunks), precision)
+        for n in range(1, len(chunks) + 1)
+    ]
+    srs = tuple(
+        _build_part(ct_datasets, checked, chunk, uid, number, settings)
+        for number, (chunk, uid) in enumerate(zip(chunks, uids, strict=True), start=1)
+    )
+    if len(srs) > 1:
+        for sr in srs:
+            sr.PertinentOtherEvidenceSequence = [_references_to(checked.study_uid, [o for o in srs if o is not sr])]
+    return srs
 
 
 def build_feature_sr(
@@ -370,8 +496,10 @@ def build_feature_sr(
     max_lesions: int = MAX_SR_LESIONS,
     reference_encoding: bool = False,
     demonstration: bool = False,
+    precision: Precision = Precision.FP32,
 ) -> hd.sr.Comprehensive3DSR:
-    """The TID 1500 Measurement Report for one CT series (see the module docstring).
+    """The TID 1500 Measurement Report for one CT series (see the module docstring), for at
+    most ``max_lesions`` OK lesions (:func:`build_feature_srs` splits more into several SRs).
 
     Args:
         ct_datasets: every instance of the CT series (headers suffice; pixel data unused).
@@ -380,12 +508,13 @@ def build_feature_sr(
         provenance: versions and weights sha256 (:func:`mhub_fmcib.provenance.collect_provenance`).
         seg_datasets: SOPInstanceUID -> SEG dataset (headers suffice) for every SEG a
             lesion's seed came from.
-        max_lesions: largest number of lesions in one SR.
+        max_lesions: largest number of lesions in this SR.
         reference_encoding: build every feature's NUM item with highdicom and leave the
             encoding to pydicom item by item (about 2 s per lesion) instead of the
             byte-identical fast path of :mod:`.sr_encoding`; the tests compare the two.
         demonstration: the features come from random-initialised weights (a demonstration
             run): the series description and the algorithm parameters say so.
+        precision: the encoder arithmetic (algorithm parameter ``precision=...``).
 
     The SR is meant to be written in Explicit VR Little Endian (its file meta says so):
     the groups' Content Sequences hold pre-encoded bytes, which pydicom decodes when they
@@ -398,9 +527,27 @@ def build_feature_sr(
         ExportError: no OK lesion, more than ``max_lesions`` lesions, a lesion of another
             series, a missing SEG, non-finite values, or CT datasets that do not form one series.
     """
-    checked = _checked_lesions(ct_datasets, results, max_lesions)
-    labels = {lesion_id: label.text for lesion_id, label in lesion_labels(results).items()}
-    segs = dict(seg_datasets or {})
+    checked = _checked_lesions(ct_datasets, results)
+    if len(checked.ok) > max_lesions:
+        raise ExportError(
+            f"series {checked.series_uid}: {len(checked.ok)} lesions exceed the limit of {max_lesions} "
+            "lesions in one SR; build_feature_srs writes them into several SRs"
+        )
+    (sr,) = build_feature_srs(
+        ct_datasets, results, provenance, seg_datasets, max_lesions, reference_encoding, demonstration, precision
+    )
+    return sr
+
+
+def _build_part(
+    ct_datasets: Sequence[pydicom.Dataset],
+    checked: _SeriesLesions,
+    lesions: Sequence[LesionResult],
+    sop_uid: str,
+    instance_number: int,
+    settings: _SrSettings,
+) -> hd.sr.Comprehensive3DSR:
+    """One SR holding ``lesions`` (some or all of the series' OK lesions)."""
     # highdicom's SR constructor deep-copies and re-parses the whole content tree, and
     # building plus encoding 4096 NUM items per lesion item by item takes about 2 s. The
     # groups are therefore built by highdicom with their first feature only; the other
@@ -408,29 +555,39 @@ def build_feature_sr(
     # by sr_encoding (byte-identical to highdicom + pydicom; ``reference_encoding`` builds
     # them the slow way, item by item). They reference no instance, so the evidence
     # highdicom collects is the same.
-    values = [_feature_values(r) for r in checked.ok]
-    groups = _first_feature_groups(checked, values, labels, segs, _algorithm(provenance, demonstration))
-    sr = _measurement_report_sr(ct_datasets, checked, groups, segs, provenance, demonstration)
-    _add_remaining_measurements(sr, checked.ok, values, reference_encoding)
+    values = [_feature_values(r) for r in lesions]
+    groups = _first_feature_groups(checked, lesions, values, settings)
+    sr = _measurement_report_sr(ct_datasets, lesions, groups, sop_uid, instance_number, settings)
+    _add_remaining_measurements(sr, lesions, values, settings.reference_encoding)
     sr.CodingSchemeIdentificationSequence = [coding_scheme_identification()]
     return sr
 
 
-def _checked_lesions(
-    ct_datasets: Sequence[pydicom.Dataset], results: Sequence[LesionResult], max_lesions: int
-) -> _SeriesLesions:
+def _references_to(study_uid: str, srs: Sequence[pydicom.Dataset]) -> pydicom.Dataset:
+    """A Hierarchical SOP Instance Reference (PS3.3 C.17.2.1) item: ``srs``, one series of
+    study ``study_uid``."""
+    series = pydicom.Dataset()
+    series.SeriesInstanceUID = srs[0].SeriesInstanceUID
+    refs = []
+    for sr in srs:
+        ref = pydicom.Dataset()
+        ref.ReferencedSOPClassUID = sr.SOPClassUID
+        ref.ReferencedSOPInstanceUID = sr.SOPInstanceUID
+        refs.append(ref)
+    series.ReferencedSOPSequence = refs
+    item = pydicom.Dataset()
+    item.StudyInstanceUID = study_uid
+    item.ReferencedSeriesSequence = [series]
+    return item
+
+
+def _checked_lesions(ct_datasets: Sequence[pydicom.Dataset], results: Sequence[LesionResult]) -> _SeriesLesions:
     """The series identity and the OK lesions; raises :class:`ExportError` when there is no
-    OK lesion, too many, duplicate ids, or a lesion of another series."""
+    OK lesion, duplicate ids, or a lesion of another series."""
     study_uid, series_uid, for_uid = series_identity(ct_datasets)
     ok = [r for r in results if r.status is LesionStatus.OK]
     if not ok:
         raise ExportError(f"series {series_uid}: no lesion has features, so there is nothing to report")
-    if len(ok) > max_lesions:
-        raise ExportError(
-            f"series {series_uid}: {len(ok)} lesions exceed the SR limit of {max_lesions} (each lesion adds "
-            "4096 measurements, about 1 MB): the SR was not written. The features of every "
-            "lesion are in features.csv; pass --sr-max-lesions to write a larger SR."
-        )
     ids = [r.lesion.lesion_id for r in ok]
     if len(set(ids)) != len(ids):
         raise ExportError(f"series {series_uid}: lesion ids are not unique: {sorted(ids)}")
@@ -450,17 +607,16 @@ def _checked_lesions(
 
 def _first_feature_groups(
     checked: _SeriesLesions,
+    lesions: Sequence[LesionResult],
     values: Sequence[np.ndarray],
-    labels: Mapping[str, str],
-    segs: Mapping[str, pydicom.Dataset],
-    algorithm: hd.sr.AlgorithmIdentification,
+    settings: _SrSettings,
 ) -> list[hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations]:
-    """One measurement group per OK lesion, holding its first feature only."""
+    """One measurement group per lesion, holding its first feature only."""
     groups = []
-    for r, feats in zip(checked.ok, values, strict=True):
+    for r, feats in zip(lesions, values, strict=True):
         first = hd.sr.Measurement(name=feature_concept(0), value=float(feats[0]), unit=UNIT_NONE)
-        label = labels[r.lesion.lesion_id]
-        groups.append(_group(r, label, checked.series_uid, checked.for_uid, segs, algorithm, [first]))
+        label = settings.labels[r.lesion.lesion_id]
+        groups.append(_group(r, label, checked.series_uid, checked.for_uid, settings.segs, settings.algorithm, [first]))
     return groups
 
 
@@ -513,31 +669,31 @@ def _equipment(provenance: Provenance) -> hd.ContributingEquipment:
 
 def _measurement_report_sr(
     ct_datasets: Sequence[pydicom.Dataset],
-    checked: _SeriesLesions,
+    lesions: Sequence[LesionResult],
     groups: Sequence[hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations],
-    segs: Mapping[str, pydicom.Dataset],
-    provenance: Provenance,
-    demonstration: bool,
+    sop_uid: str,
+    instance_number: int,
+    settings: _SrSettings,
 ) -> hd.sr.Comprehensive3DSR:
     """The Comprehensive 3D SR holding the TID 1500 report of ``groups``."""
+    provenance = settings.provenance
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(provenance),
         procedure_reported=PROCEDURE_REPORTED,
         imaging_measurements=list(groups),
     )
-    sr_series_uid, sr_sop_uid = sr_uids(checked.series_uid, checked.ok, provenance)
     return hd.sr.Comprehensive3DSR(
-        evidence=_evidence(ct_datasets, checked.ok, segs),
+        evidence=_evidence(ct_datasets, lesions, settings.segs),
         content=report[0],
-        series_instance_uid=sr_series_uid,
+        series_instance_uid=settings.sr_series_uid,
         series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=sr_sop_uid,
-        instance_number=1,
+        sop_instance_uid=sop_uid,
+        instance_number=instance_number,
         manufacturer=MANUFACTURER,
         is_complete=True,
         is_final=False,
         is_verified=False,
-        series_description=DEMO_SR_SERIES_DESCRIPTION if demonstration else SR_SERIES_DESCRIPTION,
+        series_description=DEMO_SR_SERIES_DESCRIPTION if settings.demonstration else SR_SERIES_DESCRIPTION,
         contributing_equipment=[_equipment(provenance)],
         manufacturer_model_name=MODEL_NAME,
         software_versions=provenance.package_version,
@@ -579,15 +735,23 @@ def _add_remaining_measurements(
     declare_explicit_vr_little_endian(sr)
 
 
-def write_sr(sr: pydicom.Dataset, output_root: Path) -> Path:
-    """Write ``sr`` to ``OUTPUT/dicom/<Study>/<CT series>/fmcib_features_SR.dcm`` atomically.
+def write_sr(sr: pydicom.Dataset, output_root: Path, file_name: str = SR_FILE_NAME) -> Path:
+    """Write ``sr`` to ``OUTPUT/dicom/<Study>/<CT series>/<file_name>`` atomically
+    (default ``fmcib_features_SR.dcm``).
 
     The CT series is the one the SR's measurements reference (Source series for
     segmentation of its first measurement group); returns the file's path.
     """
     ct_series = _referenced_ct_series(sr)
     folder = dicom_output_dir(output_root, str(sr.StudyInstanceUID), ct_series)
-    return atomic_write_dataset(sr, folder / SR_FILE_NAME)
+    return atomic_write_dataset(sr, folder / file_name)
+
+
+def write_srs(srs: Sequence[pydicom.Dataset], output_root: Path) -> list[Path]:
+    """Write the SRs of one CT series (:func:`build_feature_srs`), named by
+    :func:`~.layout.sr_file_name`: ``fmcib_features_SR.dcm`` for one,
+    ``fmcib_features_SR_part<i>of<n>.dcm`` for several; returns their paths in order."""
+    return [write_sr(sr, output_root, sr_file_name(n, len(srs))) for n, sr in enumerate(srs, start=1)]
 
 
 def _referenced_ct_series(sr: pydicom.Dataset) -> str:

@@ -173,6 +173,9 @@ class RunReport:
     """What ``merge`` checks (``run.json``'s ``batch``): shard, input fingerprint, settings, records."""
     merged_from: list[str] = field(default_factory=list)
     """The shard folders, for a merged report."""
+    stale: list[dict[str, object]] = field(default_factory=list)
+    """What was moved to ``OUTPUT/stale/`` (:mod:`mhub_fmcib.batch.stale`): cases no longer in
+    the input and replaced outputs, paths relative to OUTPUT."""
 
     @property
     def n_ok(self) -> int:
@@ -244,6 +247,7 @@ def run_json(report: RunReport, started: str, n_rows: int) -> dict[str, object]:
             "cases_reused_from_earlier_run": report.cases_skipped,
             "interrupted": report.interrupted,
             "output_full": report.output_full,
+            "stale_cases_moved": sum(e.get("kind") == "case" for e in report.stale),
             "exit_code": report.exit_code,
         },
         "lesions": [_lesion_entry(r) for r in report.results],
@@ -253,6 +257,7 @@ def run_json(report: RunReport, started: str, n_rows: int) -> dict[str, object]:
         "notes": report.notes,
         "warnings": report.warnings,
         "skipped_files": report.skipped_files,
+        "stale": report.stale,
         "timings_s": report.timings,
         "case_seconds": report.case_seconds,
         "outputs": report.outputs,

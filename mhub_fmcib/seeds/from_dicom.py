@@ -16,11 +16,11 @@ import numpy.typing as npt
 from ..dicom.ct import CtSeries
 from ..dicom.index import InstanceKind, InstanceRecord
 from ..dicom.rtstruct import RtStruct, list_rois, read_rtstruct, roi_mask_on_ct, roi_point, select_rois
-from ..dicom.seg import SegObject, read_seg, segment_mask_on_ct, select_segments
+from ..dicom.seg import SegObject, read_seg, segment_mask_on_ct, segment_voxels_on_ct, select_segments
 from ..errors import CaseError, NothingSelectedError, SegmentationError
 from ..records import CaseFailure, DicomOrigin, Lesion, LesionMask, SeedPoint, SeedSource, make_lesion_id
 from .from_files import series_ref
-from .geometry import centre_of_mass_lps, seed_inside_mask
+from .geometry import centre_of_mass_of_voxels, seed_inside_lesion_mask
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,6 +58,17 @@ class DicomSegment:
         if isinstance(self.source, RtStruct):
             return roi_mask_on_ct(self.source, number, ct)
         return segment_mask_on_ct(self.source, number, ct)
+
+    def voxels(self, ct: CtSeries) -> npt.NDArray[np.int64]:
+        """The segment's CT voxels, (N, 3) distinct (i, j, k) in ``np.argwhere`` order of
+        :meth:`mask`; for a SEG without building a mask of the whole CT grid.
+
+        Raises:
+            SegmentationError: it cannot be placed on the CT.
+        """
+        if isinstance(self.source, RtStruct):
+            return np.argwhere(self.mask(ct)).astype(np.int64)
+        return segment_voxels_on_ct(self.source, self.origin.segment_number, ct)
 
     def point(self) -> SeedPoint | None:
         """The single POINT contour of an RTSTRUCT ROI (a marker), else ``None``."""
@@ -128,11 +139,13 @@ def lesion_of(segment: DicomSegment, ct: CtSeries) -> tuple[Lesion, LesionMask |
     point = segment.point()
     if point is not None:
         return Lesion(segment.lesion_id, point, SeedSource.ROI_POINT, None, segment.origin), None
-    mask = segment.mask(ct)
-    seed = centre_of_mass_lps(mask, ct.volume, segment.what)
+    # one segment at a time, as its voxel list (no whole-grid mask kept)
+    voxels = segment.voxels(ct)
+    seed = centre_of_mass_of_voxels(voxels, ct.volume, segment.what)
+    mask = LesionMask.of_voxels(segment.lesion_id, ct.volume.shape, voxels)
     source = SeedSource.SEGMENT_CENTROID if segment.origin.source_kind == "SEG" else SeedSource.ROI_CENTROID
-    lesion = Lesion(segment.lesion_id, seed, source, seed_inside_mask(seed, mask, ct.volume), segment.origin)
-    return lesion, LesionMask.of(segment.lesion_id, mask)
+    lesion = Lesion(segment.lesion_id, seed, source, seed_inside_lesion_mask(seed, mask, ct.volume), segment.origin)
+    return lesion, mask
 
 
 def lesions_from_segments(

@@ -10,7 +10,7 @@ import numpy.typing as npt
 
 from ..errors import SeedError, SegmentationError
 from ..patch import _outside_message
-from ..records import SeedPoint, Volume
+from ..records import LesionMask, SeedPoint, Volume
 
 
 def centre_of_mass_lps(mask: npt.NDArray[np.bool_], volume: Volume, what: str = "segment") -> SeedPoint:
@@ -35,6 +35,29 @@ def centre_of_mass_lps(mask: npt.NDArray[np.bool_], volume: Volume, what: str = 
     centre = idx.mean(axis=0)
     x, y, z = volume.index_to_lps(centre)
     return SeedPoint(float(x), float(y), float(z))
+
+
+def centre_of_mass_of_voxels(voxels: npt.NDArray[np.int64], volume: Volume, what: str = "segment") -> SeedPoint:
+    """The centre of mass (LPS mm) of a mask given as its voxels, (N, 3) distinct (i, j, k)
+    indices on ``volume``'s grid: equal to :func:`centre_of_mass_lps` of that mask (the mean
+    of integer indices is exact in any order).
+
+    Raises:
+        SegmentationError: there is no voxel.
+    """
+    if len(voxels) == 0:
+        raise SegmentationError(f"{what} is empty (no voxel set); there is no lesion to measure")
+    centre = np.asarray(voxels).mean(axis=0)
+    x, y, z = volume.index_to_lps(centre)
+    return SeedPoint(float(x), float(y), float(z))
+
+
+def seed_inside_lesion_mask(seed: SeedPoint, mask: LesionMask, volume: Volume) -> bool:
+    """:func:`seed_inside_mask` for a cropped :class:`LesionMask`."""
+    ijk = np.rint(volume.lps_to_index(seed.as_array())).astype(int)
+    if np.any(ijk < 0) or np.any(ijk >= np.asarray(volume.shape)):
+        return False
+    return bool(mask.contains(ijk.reshape(1, 3))[0])
 
 
 def seed_inside_mask(seed: SeedPoint, mask: npt.NDArray[np.bool_], volume: Volume) -> bool:

@@ -31,6 +31,8 @@ def test_every_setting_round_trips_through_json(tmp_path: Path) -> None:
     assert RunConfig.from_dict({"input": "a", "output": "b"}) == RunConfig(input=Path("a"), output=Path("b"))
     with pytest.raises(ConfigError, match="unknown run setting"):
         RunConfig.from_dict({**doc, "colour": "red"})
+    with pytest.raises(ConfigError, match="--sr-max-lesions must be at least 1, got 0"):
+        RunConfig.from_dict({**doc, "sr_max_lesions": 0})
 
 
 def _args(*argv: str) -> argparse.Namespace:

@@ -51,11 +51,13 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from fmcib_testlib.export_builder import make_export
 from fmcib_testlib.faults import HOSTILE_TEXT, BadInput, Outcome, add_faults
@@ -462,11 +464,8 @@ def test_temporaries_left_by_kill_9_are_removed_by_the_next_run(small: SmallExpo
     )
     assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert temporaries_under(merged) == []
-    # features only: this shard's records name their DICOM outputs by the absolute paths of
-    # the folder it was copied from, which merge (rightly) does not copy
-    assert (merged / "features.csv").read_text(encoding="utf-8") == (small.clean / "features.csv").read_text(
-        encoding="utf-8"
-    )
+    # the shard folder is a copy of another: its records name their files relative to it
+    same_results(merged, small.clean)
 
 
 def test_second_run_on_one_output_exits_2_naming_the_first(small: SmallExport, weights_file: Path) -> None:
@@ -585,3 +584,299 @@ cp -a {mnt / "out"} {logs}/after2
     assert doc2["summary"]["cases_reused_from_earlier_run"] >= (1 if n_kept else 0)
     assert temporaries_under(logs / "after2") == []
     same_results(logs / "after2", small.clean)
+
+
+# ---- issue 15, point 8: stale outputs; point 11: implausible calibration and SEG references
+
+
+def _series_uid(folder: Path) -> tuple[str, str]:
+    """(StudyInstanceUID, SeriesInstanceUID) of the CT slices in ``folder``."""
+    import pydicom
+
+    ds = pydicom.dcmread(next(folder.glob("IM*")), stop_before_pixels=True)
+    return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+
+
+def _merge(*args: str | Path) -> CliResult:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mhub_fmcib.cli", "merge", *map(str, args)],
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    res = CliResult(proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    return res
+
+
+@dataclass(frozen=True)
+class RemovedSeg:
+    """An export whose study 1 lost its SEG after a full run: the input (SEG removed), the
+    full run's output (before), a clean run on the reduced input, study 1's UIDs."""
+
+    inp: Path
+    before: Path
+    clean: Path
+    study_uid: str
+    series_uid: str
+
+
+@pytest.fixture(scope="module")
+def removed(small: SmallExport, weights_file: Path) -> RemovedSeg:
+    inp = small.base / "rm_in"
+    shutil.copytree(small.inp, inp)
+    before = small.base / "rm_before"
+    res = run_cli(inp, before, weights=weights_file)
+    assert res.rc == 0, res.stderr[-3000:]
+    (inp / "study1" / "SEG.dcm").unlink()
+    clean = small.base / "rm_clean"
+    res = run_cli(inp, clean, weights=weights_file)
+    assert res.rc == 0, res.stderr[-3000:]
+    study, series = _series_uid(inp / "study1")
+    return RemovedSeg(inp, before, clean, study, series)
+
+
+def test_stale_case_of_a_removed_seg_is_moved_to_stale_and_listed(removed: RemovedSeg, weights_file: Path) -> None:
+    """Point 8: after a SEG left the input, the re-run (resuming the other case) leaves
+    exactly the current cases in ``cases/`` and ``dicom/``: the old case's record, SR and
+    SEG are moved, byte for byte, to ``OUTPUT/stale/<stamp>/`` and listed in ``run.json``;
+    results equal a clean run on the reduced input; a further run moves nothing."""
+    from mhub_fmcib.batch.store import case_key
+
+    out = removed.inp.parent / "rm_rerun"
+    shutil.copytree(removed.before, out)
+    series_dir = Path("dicom") / removed.study_uid / removed.series_uid
+    old = {p.name: p.read_bytes() for p in (out / series_dir).iterdir()}
+    assert sorted(old) == ["fmcib_features_SR.dcm", "fmcib_patch_region_SEG.dcm"]
+    res = run_cli(removed.inp, out, weights=weights_file)
+    assert res.rc == 0, res.stderr[-3000:]
+    assert "moved to OUTPUT/stale/" in res.stderr
+    assert temporaries_under(out) == []
+    same_results(out, removed.clean)
+    assert not (out / "dicom" / removed.study_uid).exists()  # emptied folders are removed
+    assert len(list((out / "cases").iterdir())) == 1
+    doc = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert doc["summary"]["cases_reused_from_earlier_run"] == 1  # the remaining case resumed, not stale
+    assert doc["summary"]["stale_cases_moved"] == 1
+    [entry] = doc["stale"]
+    assert entry["case_id"] == removed.series_uid and entry["kind"] == "case"
+    assert "not in this run's input" in entry["reason"]
+    moved = {m["from"]: m["to"] for m in entry["moved"]}
+    key = case_key(removed.series_uid)
+    assert set(moved) == {f"cases/{key}", *(str(series_dir / n) for n in old)}
+    [stamp] = list((out / "stale").iterdir())
+    for src, dest in moved.items():
+        assert dest == f"stale/{stamp.name}/{src}" and (out / dest).exists() and not (out / src).exists()
+    for name, data in old.items():
+        assert (stamp / series_dir / name).read_bytes() == data
+    assert json.loads((stamp / "cases" / key / "case.json").read_text())["case_id"] == removed.series_uid
+    again = run_cli(removed.inp, out, weights=weights_file)
+    assert again.rc == 0, again.stderr[-3000:]
+    doc = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert doc["stale"] == [] and doc["summary"]["cases_reused_from_earlier_run"] == 1
+    assert [p.name for p in (out / "stale").iterdir()] == [stamp.name]
+    same_results(out, removed.clean)
+
+
+def test_a_shard_moves_only_its_own_stale_cases_and_merge_ignores_stale(
+    removed: RemovedSeg, weights_file: Path
+) -> None:
+    """Point 8 with ``--shard``: the removed case belongs to shard 1/2; shard 0/2 leaves its
+    record and outputs alone, shard 1/2 moves them. The merge of the two (shard 0's folder
+    moved elsewhere first: records name their files relative to OUTPUT) equals the clean
+    run on the reduced input, DICOM outputs included, and takes nothing from ``stale/``."""
+    from mhub_fmcib.batch.store import shard_of
+
+    assert shard_of(removed.series_uid, 2) == 1
+    base = removed.inp.parent
+    shard0, shard1 = base / "rm_shard0", base / "rm_shard1"
+    for d in (shard0, shard1):
+        shutil.copytree(removed.before, d)
+    res = run_cli(removed.inp, shard0, "--shard", "0/2", weights=weights_file)
+    assert res.rc == 0, res.stderr[-3000:]
+    doc0 = json.loads((shard0 / "run.json").read_text(encoding="utf-8"))
+    assert doc0["stale"] == [] and not (shard0 / "stale").exists()
+    assert len(list((shard0 / "cases").iterdir())) == 2  # shard 1's record is shard 1's business
+    assert (shard0 / "dicom" / removed.study_uid / removed.series_uid / "fmcib_features_SR.dcm").is_file()
+    res = run_cli(removed.inp, shard1, "--shard", "1/2", weights=weights_file)
+    assert res.rc == 0, res.stderr[-3000:]
+    doc1 = json.loads((shard1 / "run.json").read_text(encoding="utf-8"))
+    assert [e["case_id"] for e in doc1["stale"]] == [removed.series_uid]
+    assert not (shard1 / "dicom" / removed.study_uid).exists()
+    moved0 = base / "elsewhere" / "shard0"
+    moved0.parent.mkdir()
+    shard0.rename(moved0)
+    merged = base / "rm_merged"
+    res = _merge(moved0, shard1, "--output", merged)
+    assert res.rc == 0, res.stderr[-3000:]
+    same_results(merged, removed.clean)
+    assert not (merged / "stale").exists() and temporaries_under(merged) == []
+    assert len(list((merged / "cases").iterdir())) == 1
+
+
+def test_rescale_slope_zero_fails_its_series_naming_file_and_value(
+    small: SmallExport, removed: RemovedSeg, weights_file: Path
+) -> None:
+    """Point 11: a slice with RescaleSlope 0 (every voxel the intercept: a constant image)
+    fails its series with a message naming the file and the value; the other study's
+    results equal a clean run without the failed study. The failed case's SR and SEG of an
+    earlier run are not left in ``dicom/`` (moved to ``stale/`` as replaced outputs)."""
+    import pydicom
+
+    inp = small.base / "slope0_in"
+    shutil.copytree(small.inp, inp)
+    bad = inp / "study1" / "IM0005"
+    ds = pydicom.dcmread(bad)
+    ds.RescaleSlope = 0
+    ds.save_as(bad)
+    out = small.base / "slope0_out"
+    shutil.copytree(small.clean, out)  # an earlier run that measured study 1
+    res = run_cli(inp, out, weights=weights_file)
+    assert res.rc == 1, res.stderr[-3000:]
+    _, series = _series_uid(inp / "study1")
+    [row] = _rows(out / "failures.csv")
+    assert row["id"] == series and row["level"] == "case" and row["error_type"] == "CalibrationError"
+    assert f"{bad} has RescaleSlope 0" in row["reason"] and "constant image" in row["reason"]
+    assert f"{bad} has RescaleSlope 0" in res.stderr
+    assert temporaries_under(out) == []
+    same_results(out, removed.clean)
+    doc = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    [entry] = [e for e in doc["stale"] if e["case_id"] == series]
+    assert entry["kind"] == "replaced_outputs"
+    assert sorted(Path(m["from"]).name for m in entry["moved"]) == [
+        "fmcib_features_SR.dcm",
+        "fmcib_patch_region_SEG.dcm",
+    ]
+
+
+def test_seg_made_on_another_series_says_what_it_references(
+    small: SmallExport, removed: RemovedSeg, weights_file: Path
+) -> None:
+    """Point 11: a SEG placed on a CT by Frame of Reference whose frames reference the
+    instances of another series (absent) is no longer reported as "empty": the failure says
+    how many SOP Instance UIDs it references, that none is the CT's, whose they are, and the
+    fix. The other study's results equal a clean run without it."""
+    import copy
+
+    import pydicom
+    from fmcib_testlib.dicom_builders import make_seg
+    from fmcib_testlib.export_builder import nodule_mask
+    from pydicom.uid import generate_uid
+
+    inp = small.base / "foreign_in"
+    shutil.copytree(small.inp, inp)
+    _, series = _series_uid(inp / "study1")
+    other = generate_uid(entropy_srcs=["foreign-series"])
+    copies = []
+    for p in sorted((inp / "study1").glob("IM*")):
+        ds = copy.deepcopy(pydicom.dcmread(p))
+        ds.SeriesInstanceUID = other
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=["foreign", p.name])
+        copies.append(ds)
+    copies.sort(key=lambda d: float(d.ImagePositionPatient[2]))
+    make_seg(copies, {"Nodule": nodule_mask()[:, :, 14:34]}, inp / "study1" / "SEG.dcm")
+    out = small.base / "foreign_out"
+    res = run_cli(inp, out, weights=weights_file)
+    assert res.rc == 1, res.stderr[-3000:]
+    [row] = _rows(out / "failures.csv")
+    assert row["id"].startswith(f"{series}/") and row["error_type"] == "SegmentationError"
+    reason = row["reason"]
+    assert "is empty" not in reason
+    assert "its frames reference 2 SOP Instance UID(s), none of which is an instance of CT series" in reason
+    assert f"CT series {series} (20 instance(s))" in reason and f"2 to series {other}" in reason
+    assert "add the series it was made on to the input" in reason
+    assert temporaries_under(out) == []
+    same_results(out, removed.clean)
+def _rows_of_series(features_csv: Path, series_uid: str, keep: bool = True) -> list[str]:
+    """The lines of ``features_csv`` of (or, with ``keep=False``, not of) one CT series."""
+    lines = features_csv.read_text(encoding="utf-8").splitlines()[1:]
+    return [line for line in lines if (f",{series_uid}," in line) is keep]
+
+
+def test_implausible_hu_range_is_warned_in_run_json(small: SmallExport, weights_file: Path) -> None:
+    """Point 11 (HU range): a series whose RescaleIntercept puts every voxel above 500 HU is
+    measured (exit 0, no traceback, no temporaries) with a run.json warning naming it and
+    the range seen; the other study's results are those of a clean run, which has no such
+    warning; a resumed run keeps the warning (it lives in the case record)."""
+    inp = small.base / "hu_in"
+    shutil.copytree(small.inp, inp)
+    study = sorted(p for p in inp.iterdir() if p.is_dir())[1]
+    series = ""
+    for path in sorted(study.glob("IM*")):
+        ds = pydicom.dcmread(path)
+        ds.RescaleIntercept = 2000  # stored values 0..4095 read as HU + 2000
+        ds.save_as(path)
+        series = str(ds.SeriesInstanceUID)
+    out = small.base / "hu_out"
+    res = run_cli(inp, out, weights=weights_file)
+    assert res.rc == 0, res.stderr[-3000:]
+    assert temporaries_under(out) == []
+    doc = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    warned = [w for w in doc["warnings"] if "implausible Hounsfield units" in w]
+    assert len(warned) == 1 and f"CT series {series}" in warned[0], doc["warnings"]
+    assert "above 500 HU" in warned[0] and "RescaleSlope/RescaleIntercept" in warned[0]
+    assert "implausible Hounsfield units" in res.stderr
+    clean = json.loads((small.clean / "run.json").read_text(encoding="utf-8"))
+    assert not any("implausible" in w for w in clean["warnings"])
+    assert _rows_of_series(out / "features.csv", series, keep=False) == _rows_of_series(
+        small.clean / "features.csv", series, keep=False
+    )
+    again = run_cli(inp, out, weights=weights_file)  # every case reused from its record
+    assert again.rc == 0, again.stderr[-3000:]
+    doc2 = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert doc2["summary"]["cases_reused_from_earlier_run"] == 2
+    assert [w for w in doc2["warnings"] if "implausible" in w] == warned
+
+
+def _run_cli_peak_kib(*args: str | Path, weights: Path) -> tuple[CliResult, int]:
+    """:func:`run_cli` with the child's peak RSS (KiB, :func:`_peak_rss_kib_until_exit`)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mhub_fmcib.cli", "run", *map(str, args), "--weights", str(weights), "--no-qc"]
+        + ["--progress", "none"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
+    )
+    streams: dict[str, bytes] = {}
+    readers = [
+        threading.Thread(target=lambda n=n, s=s: streams.__setitem__(n, s.read()))  # type: ignore[misc]
+        for n, s in (("out", proc.stdout), ("err", proc.stderr))
+    ]
+    for t in readers:
+        t.start()
+    peak = _peak_rss_kib_until_exit(proc)
+    for t in readers:
+        t.join()
+    res = CliResult(
+        proc.returncode, streams["out"].decode("utf-8", "replace"), streams["err"].decode("utf-8", "replace")
+    )
+    assert "Traceback" not in res.stderr and "Traceback" not in res.stdout, res.stderr[-3000:]
+    return res, peak
+
+
+def test_long_ct_costs_only_the_slices_the_patches_read(tmp_path: Path, weights_file: Path) -> None:
+    """Point 12: the sample study and the same study with 300 more slices above it (same
+    series; copies of its top slice, 5 mm apart). The patches read the same slices and the
+    1 mm grid starts at the same corner, so the long series gives the same features.csv;
+    decoding only those slices (and leaving the others' pixel data on disk), its peak RSS
+    is within 120 MiB of the short one's (a whole float32 volume would add 300 MiB)."""
+    from fmcib_testlib.export_builder import make_study
+
+    short = tmp_path / "short"
+    make_study(short, 0)
+    long = tmp_path / "long"
+    shutil.copytree(short, long)
+    files = sorted((long / "study0").glob("IM*"), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    top = pydicom.dcmread(files[-1])
+    z_top = float(top.ImagePositionPatient[2])
+    for n in range(1, 301):
+        top.SOPInstanceUID = top.file_meta.MediaStorageSOPInstanceUID = f"1.2.826.0.1.3680043.8.498.15012.{n}"
+        top.ImagePositionPatient = [*top.ImagePositionPatient[:2], z_top + 5.0 * n]
+        top.InstanceNumber = len(files) + n
+        top.save_as(long / "study0" / f"EXTRA{n:04d}")
+    res_short, peak_short = _run_cli_peak_kib(short, tmp_path / "out_short", weights=weights_file)
+    res_long, peak_long = _run_cli_peak_kib(long, tmp_path / "out_long", weights=weights_file)
+    assert res_short.rc == 0 and res_long.rc == 0, res_long.stderr[-3000:]
+    assert temporaries_under(tmp_path / "out_long") == []
+    short_rows = (tmp_path / "out_short" / "features.csv").read_text(encoding="utf-8")
+    assert (tmp_path / "out_long" / "features.csv").read_text(encoding="utf-8") == short_rows
+    assert peak_long - peak_short < 120 * 1024, f"peak RSS {peak_short / 2**20:.2f} -> {peak_long / 2**20:.2f} GiB"

@@ -202,3 +202,68 @@ def test_read_window_on_the_full_ct_reads_few_slices(lung1: Volume, nodule_seed:
     k = window[2]
     assert 10 <= k.stop - k.start <= 13
     assert k.start <= lung1.lps_to_index(nodule_seed.as_array())[2] < k.stop
+
+
+def slab_of(v: Volume, start: int, stop: int) -> Volume:
+    """Slices ``[start, stop)`` of ``v`` as a Volume with its own affine (a copy: no view
+    of ``v``'s array)."""
+    aff = v.affine.copy()
+    aff[:3, 3] = v.index_to_lps([0.0, 0.0, float(start)])
+    return Volume(np.array(np.asarray(v.array)[:, :, start:stop], order="F"), aff)
+
+
+def placeholder(v: Volume) -> Volume:
+    """``v``'s geometry with a NaN array that takes no memory (what the pipeline keeps)."""
+    return Volume(np.broadcast_to(np.float32(np.nan), v.shape), v.affine)
+
+
+def test_slab_path_is_bit_identical_and_the_slab_covers_the_patch(small: Volume, lung1: Volume) -> None:
+    """Issue 15.12: the patch read from slabs (runs of decoded slices, each with its own
+    affine) inside a geometry-only volume equals the whole-volume patch bit for bit, for
+    faces, corners, random and just-outside seeds on flipped, anisotropic and oblique grids;
+    the slab of exactly the read window's slices suffices, a slab one slice short is refused."""
+    rng = np.random.default_rng(12)
+    volumes = [
+        small,
+        flipped(small, (0, 2)),
+        Volume(np.asarray(small.array), small.affine @ np.diag([1.7, 0.8, 0.6, 1.0])),
+        rotated(small, 17.0),
+    ]
+    checked = 0
+    for v in volumes:
+        n = np.asarray(v.shape) - 1
+        seeds = boundary_seeds(v)[::2] + [SeedPoint(*v.index_to_lps(p)) for p in rng.uniform(-5, n + 5, (4, 3))]
+        for seed in seeds:
+            try:
+                full = extract_patch(v, seed)
+            except SeedError:
+                continue
+            k = read_window(v, seed)[2]
+            far = slab_of(v, 0, 1) if k.start > 1 else slab_of(v, v.shape[2] - 1, v.shape[2])
+            part = extract_patch(placeholder(v), seed, slabs=[far, slab_of(v, k.start, k.stop)])
+            np.testing.assert_array_equal(part.array, full.array)
+            np.testing.assert_array_equal(part.affine, full.affine)
+            assert part.valid == full.valid
+            checked += 1
+            if k.stop - k.start > 1:
+                with pytest.raises(SeedError, match="were decoded"):
+                    extract_patch(placeholder(v), seed, slabs=[slab_of(v, k.start, k.stop - 1)])
+    assert checked >= 20
+    # the whole CT: the nodule's patch from its slab alone
+    seed = SeedPoint(-21.858572, -120.535814, -611.496416)
+    k = read_window(lung1, seed)[2]
+    part = extract_patch(placeholder(lung1), seed, slabs=[slab_of(lung1, k.start, k.stop)])
+    np.testing.assert_array_equal(part.array, extract_patch(lung1, seed).array)
+
+
+def test_slab_offset_refuses_what_is_not_a_run_of_slices(small: Volume) -> None:
+    from mhub_fmcib.patch import slab_offset
+
+    assert slab_offset(small, slab_of(small, 4, 9)) == 4
+    shifted = slab_of(small, 4, 9)
+    aff = shifted.affine.copy()
+    aff[:3, 3] += shifted.affine[:3, 2] * 0.5  # half a slice
+    with pytest.raises(ValueError, match="not a run of whole slices"):
+        slab_offset(small, Volume(np.asarray(shifted.array), aff))
+    with pytest.raises(ValueError, match="not a run of whole slices"):
+        slab_offset(small, Volume(np.asarray(shifted.array)[:-1], shifted.affine))  # not whole slices

@@ -231,3 +231,34 @@ def test_nan_voxels_in_the_patch_fail_the_lesion_only(extractor: FeatureExtracto
     assert bad.status is LesionStatus.FAILED and "NaN" in (bad.error or "")
     assert good.status is LesionStatus.OK and good.features is not None
     assert np.isfinite(good.features).all()
+
+
+def test_slab_path_features_identical_to_whole_volume(dicom_run: RunOutput, extractor: FeatureExtractor) -> None:
+    """Issue 15.12: the DICOM route decodes only the slabs the patches read (here two runs
+    of slices, near the first and the last slice, and the nodule's); its features equal
+    those of the whole decoded volume bit for bit, and the run's nodule features too."""
+    from mhub_fmcib.dicom.ct import assemble_ct, decode_slices
+    from mhub_fmcib.dicom.index import InstanceKind, index_folder
+    from mhub_fmcib.pipeline import measure, slices_needed
+    from mhub_fmcib.records import Lesion, SeedSource
+
+    records = index_folder(SAMPLE / "dicom" / "ct").of_kind(InstanceKind.CT)
+    full = assemble_ct(records)
+    nodule = dicom_run.report.results[0].lesion.seed
+    seeds = [
+        nodule,
+        SeedPoint(*full.volume.index_to_lps([100.0, 300.0, 1.2])),
+        SeedPoint(*full.volume.index_to_lps([400.0, 200.0, 46.0])),
+    ]
+    lesions = [Lesion(f"l{i}", s, SeedSource.USER) for i, s in enumerate(seeds)]
+    lazy = assemble_ct(records, decode=False)
+    part = decode_slices(lazy, slices_needed(lazy.volume, seeds))
+    assert len(part.slabs) >= 2 and sum(s.shape[2] for s in part.slabs) < full.volume.shape[2]
+    got = measure(lesions, part.volume, extractor, slabs=part.slabs)
+    want = measure(lesions, full.volume, extractor)
+    for g, w in zip(got, want, strict=True):
+        assert g.status is w.status is LesionStatus.OK
+        np.testing.assert_array_equal(g.features, w.features)
+        np.testing.assert_array_equal(g.patch.array, w.patch.array)  # type: ignore[union-attr]
+    alone = measure(lesions[:1], full.volume, extractor)  # the run's batch of one
+    np.testing.assert_array_equal(dicom_run.report.results[0].features, alone[0].features)

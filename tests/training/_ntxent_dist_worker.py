@@ -31,14 +31,8 @@ def _data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torc
     return x0, x1, xb, bb, torch.nn.Linear(D_IN, D_OUT)
 
 
-class _NoReduceGather(torch.autograd.Function):
-    """Broken: forward gathers, backward keeps only this process's own gradient."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(out, x.contiguous())
-        return tuple(out)
+class _NoReduceGather(udist.GatherLayer):
+    """Broken: forward gathers (as GatherLayer), backward keeps only this process's own gradient."""
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> torch.Tensor:

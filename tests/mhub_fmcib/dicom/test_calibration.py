@@ -65,3 +65,54 @@ def test_rescale_type_not_hu_is_warned_about(tmp_path: Path) -> None:
     ds.save_as(tmp_path / "x.dcm")
     warning = calibration_warning(tmp_path / "x.dcm", "1.2")
     assert warning is not None and "RescaleType US (not HU)" in warning and "ImageType" not in warning
+
+
+def test_rescale_slope_zero_or_not_a_number_is_refused(tmp_path: Path) -> None:
+    """Issue 15, point 11: RescaleSlope 0 on one slice (a constant image) or a slope that is
+    not a finite number fails the series, naming the file and the value; the sample passes."""
+    import pytest
+    from pydicom import config
+
+    from mhub_fmcib.dicom.calibration import check_rescale
+    from mhub_fmcib.dicom.ct import assemble_ct
+    from mhub_fmcib.dicom.index import InstanceKind, index_folder
+    from mhub_fmcib.errors import CalibrationError
+
+    paths = copy_ct(tmp_path / "ct")
+    check_rescale(assemble_ct(index_folder(tmp_path / "ct").of_kind(InstanceKind.CT), decode=False))
+    ds = pydicom.dcmread(paths[7])
+    ds.RescaleSlope, ds.RescaleIntercept = 0, -1024
+    ds.save_as(paths[7])
+    ct = assemble_ct(index_folder(tmp_path / "ct").of_kind(InstanceKind.CT), decode=False)
+    with pytest.raises(CalibrationError, match=rf"{paths[7]} has RescaleSlope 0, so every voxel would be -1024 HU"):
+        check_rescale(ct)
+    ds.RescaleSlope = 1
+    old = config.settings.writing_validation_mode
+    config.settings.writing_validation_mode = config.IGNORE
+    try:
+        ds["RescaleIntercept"].value = "nan"
+        ds.save_as(paths[7])
+    finally:
+        config.settings.writing_validation_mode = old
+    ct = assemble_ct(index_folder(tmp_path / "ct").of_kind(InstanceKind.CT), decode=False)
+    with pytest.raises(CalibrationError, match=r"has RescaleIntercept nan, which is not a finite number"):
+        check_rescale(ct)
+
+
+def test_rescale_slope_zero_in_an_enhanced_ct_is_refused(tmp_path: Path) -> None:
+    import pytest
+
+    from mhub_fmcib.dicom.calibration import check_rescale
+    from mhub_fmcib.dicom.ct import assemble_ct
+    from mhub_fmcib.dicom.index import InstanceKind, index_folder
+    from mhub_fmcib.errors import CalibrationError
+
+    path = _enhanced(tmp_path / "mf" / "mf.dcm")
+    ds = pydicom.dcmread(path)
+    groups = [*ds.SharedFunctionalGroupsSequence, *ds.PerFrameFunctionalGroupsSequence]
+    items = [t for g in groups for t in g.get("PixelValueTransformationSequence", [])]
+    assert items, "the legacy-converted CT carries its rescale in functional groups"
+    items[0].RescaleSlope = 0
+    ds.save_as(path)
+    with pytest.raises(CalibrationError, match=r"mf.dcm \((shared functional groups|frame 1)\) has RescaleSlope 0"):
+        check_rescale(assemble_ct(index_folder(tmp_path / "mf").of_kind(InstanceKind.CT)))

@@ -171,7 +171,7 @@ def test_only_the_slices_the_patch_reads_are_decoded(sample_ct: CtSeries) -> Non
     """The pipeline's lazy path: geometry first (a NaN placeholder, no memory), then only the
     slices the patch reads; the patch equals the one from the fully decoded series."""
     from mhub_fmcib.dicom.ct import decode_slices
-    from mhub_fmcib.patch import extract_patch
+    from mhub_fmcib.patch import extract_patch, slab_offset
     from mhub_fmcib.pipeline import slices_needed
     from mhub_fmcib.records import SeedPoint
 
@@ -187,15 +187,17 @@ def test_only_the_slices_the_patch_reads_are_decoded(sample_ct: CtSeries) -> Non
     assert 10 <= len(needed) <= 13  # 5 mm slices, a 50 mm patch; the outside seed needs none
     part = decode_slices(lazy, needed)
     assert part.decoded == frozenset(needed)
+    # only the needed slices are allocated: one slab per run, with its own affine
+    assert part.volume.array.strides == (0, 0, 0)
+    assert sum(s.shape[2] for s in part.slabs) == len(needed)
     full = np.asarray(sample_ct.volume.array)
-    got = np.asarray(part.volume.array)
-    for k in range(full.shape[2]):
-        if k in needed:
-            np.testing.assert_array_equal(got[:, :, k], full[:, :, k])
-        else:
-            assert np.isnan(got[:, :, k]).all()
+    for slab in part.slabs:
+        k0 = slab_offset(part.volume, slab)
+        np.testing.assert_array_equal(slab.array, full[:, :, k0 : k0 + slab.shape[2]])
+        np.testing.assert_allclose(slab.origin, sample_ct.volume.index_to_lps([0, 0, k0]), atol=1e-9)
+    assert part.hu_range == (float(full[:, :, sorted(needed)].min()), float(full[:, :, sorted(needed)].max()))
     np.testing.assert_array_equal(
-        extract_patch(part.volume, nodule).array, extract_patch(sample_ct.volume, nodule).array
+        extract_patch(part.volume, nodule, slabs=part.slabs).array, extract_patch(sample_ct.volume, nodule).array
     )
     assert all("PixelData" not in ds for ds in part.datasets)
     with pytest.raises(ValueError, match="already called"):
@@ -287,5 +289,5 @@ def test_corrupt_compressed_slice_fails_only_if_a_patch_reads_it(tmp_path: Path)
         else:
             part = decode_slices(lazy, needed)
             np.testing.assert_array_equal(
-                extract_patch(part.volume, nodule).array, extract_patch(intact.volume, nodule).array
+                extract_patch(part.volume, nodule, slabs=part.slabs).array, extract_patch(intact.volume, nodule).array
             )

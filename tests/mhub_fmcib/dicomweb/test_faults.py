@@ -302,3 +302,60 @@ def test_cli_trickling_server_fails_that_study_and_goes_on(
     assert done["status"] == "done"
     assert (out / sample_study.study_uid / "features.csv").read_bytes() == clean_features
     assert time.monotonic() - started < 200
+
+
+# -- issue 15, point 8 in DICOMweb mode: a case the server no longer holds ------------------------
+
+
+def test_cli_case_whose_seg_left_the_server_is_moved_to_the_studys_stale_folder(
+    sample_study: Any, tmp_path: Path, dicomweb_cli: Any, clean_features: bytes
+) -> None:
+    """The study holds a second CT series (a copy under new UIDs) with its own SEG; after a
+    run, that SEG is deleted on the server. The re-run's study folder (the study's OUTPUT)
+    holds exactly the remaining case, whose ``features.csv`` equals a clean run of the
+    sample study; the other case's record and SR/SEG are in ``OUTPUT/<study>/stale/``,
+    listed in its ``run.json``; only the remaining case's files are reported as outputs."""
+    import copy
+
+    import pydicom
+    from fmcib_testlib.dicom_builders import make_seg
+    from fmcib_testlib.export_builder import nodule_mask
+    from fmcib_testlib.http_stub import DicomWebStub
+    from pydicom.uid import generate_uid
+
+    second = generate_uid(entropy_srcs=["dicomweb-stale-series"])
+    folder = tmp_path / "second"
+    folder.mkdir()
+    copies, files = [], []
+    for p in sample_study.ct_files:
+        ds = copy.deepcopy(pydicom.dcmread(p))
+        ds.SeriesInstanceUID = second
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=["stale", p.name])
+        ds.save_as(folder / p.name)
+        files.append(folder / p.name)
+        copies.append(ds)
+    copies.sort(key=lambda d: float(d.ImagePositionPatient[2]))
+    seg2 = make_seg(copies, {"Nodule": nodule_mask()}, folder / "SEG.dcm")
+    both = [*sample_study.ct_files, sample_study.seg_file]
+    out = tmp_path / "out"
+    with DicomWebStub(files=[*both, *files, seg2]).running() as stub:
+        first = dicomweb_cli.run(stub.url, [sample_study.study_uid], out)
+    assert first.returncode == 0, first.stderr[-3000:]
+    study_out = out / sample_study.study_uid
+    assert (study_out / "dicom" / sample_study.study_uid / second / "fmcib_features_SR.dcm").is_file()
+    with DicomWebStub(files=[*both, *files]).running() as stub:  # the second SEG deleted on the server
+        result = dicomweb_cli.run(stub.url, [sample_study.study_uid], out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    dicomweb_cli.assert_clean(result.stderr, out)
+    assert (study_out / "features.csv").read_bytes() == clean_features
+    assert not (study_out / "dicom" / sample_study.study_uid / second).exists()
+    doc = json.loads((study_out / "run.json").read_text())
+    [entry] = doc["stale"]
+    assert entry["case_id"] == second and entry["kind"] == "case"
+    for moved in entry["moved"]:
+        assert (study_out / moved["to"]).exists() and moved["to"].startswith("stale/")
+    assert any(m["from"].endswith(f"{second}/fmcib_features_SR.dcm") for m in entry["moved"])
+    summary = json.loads((out / "dicomweb.json").read_text())
+    [study] = summary["studies"]
+    assert study["status"] == "done" and study["outputs"]
+    assert all(second not in o for o in study["outputs"])

@@ -201,3 +201,84 @@ def test_cube_offset_from_seed(sample_volume) -> None:  # type: ignore[no-untype
         c = extract_patch(sample_volume, seed).corners_lps()
         offset = (c.min(axis=0) + c.max(axis=0)) / 2 - seed.as_array()
         assert np.all((offset > -1.5) & (offset <= -0.5)), offset
+
+
+def test_overlapping_cubes_in_shuffled_slices_read_back_exactly(  # type: ignore[no-untyped-def]
+    tmp_path: Path, sample_ct, sample_volume, provenance, result_factory, dciodvfy
+) -> None:
+    """Six overlapping cubes (the binary-stack path) with the CT instances given out of
+    slice order: every segment read back equals the rasterisation from the headers."""
+    rng = np.random.default_rng(5)
+    seeds = [SeedPoint(NODULE.x + dx, NODULE.y + dy, NODULE.z + dz) for dx, dy, dz in rng.uniform(-20, 20, (6, 3))]
+    results = [result_factory(sample_volume, sample_ct[0], f"l{n}", s, rng) for n, s in enumerate(seeds)]
+    shuffled = [sample_ct[i] for i in rng.permutation(len(sample_ct))]
+    out = build_patch_region_seg(shuffled, sample_volume, results, provenance)
+    assert out.dataset is not None and out.dataset.SegmentsOverlap == "YES"
+    path = write_seg(out.dataset, tmp_path, sample_ct[0].SeriesInstanceUID)
+    problems, _ = dciodvfy(path)
+    assert problems == []
+    for number, res in enumerate(results, start=1):
+        np.testing.assert_array_equal(read_frames(path, sample_ct, number), expected_frames(sample_ct, res.patch))
+def test_overlapping_cubes_stack_is_bounded() -> None:
+    """Issue 15.12: cubes are kept as blocks; overlapping cubes need highdicom's dense
+    (frames, rows, columns, segments) stack, built only up to MAX_STACK_BYTES; beyond,
+    StackTooLargeError names the sizes (the lesions are then split over several SEGs;
+    before: 500 cubes took 13.5 GiB)."""
+    from mhub_fmcib.export.patch_seg import MAX_STACK_BYTES, CubeBox, StackTooLargeError, _frames
+
+    shape = (512, 512, 48)
+    inside = np.ones((4, 3, 2), dtype=bool)
+    two = [CubeBox((10, 20, 5), inside), CubeBox((12, 21, 6), inside)]  # overlapping
+    stack = _frames(two, list(range(4, 9)), shape, False, "1.2.3")
+    assert stack.shape == (5, 512, 512, 2) and stack.dtype == np.uint8
+    assert stack[1:3, 20:23, 10:14, 0].all()  # frames 1-2 = slices 5-6; rows j, columns i
+    np.testing.assert_array_equal(np.argwhere(stack[..., 1]).min(axis=0), [2, 21, 12])
+    assert int(stack.sum()) == 2 * inside.sum()
+    n = MAX_STACK_BYTES // (48 * 512 * 512) + 1
+    many = [CubeBox((100 + i % 3, 100, 0), np.ones((60, 60, 48), dtype=bool)) for i in range(n)]
+    with pytest.raises(StackTooLargeError, match=r"overlap.*GiB in memory"):
+        _frames(many, list(range(48)), shape, False, "1.2.3")
+    label = _frames(two[:1] + [CubeBox((200, 200, 5), inside)], list(range(4, 9)), shape, False, "1.2.3")
+    assert label.shape == (5, 512, 512) and set(np.unique(label).tolist()) == {0, 1, 2}  # disjoint: a label map
+
+
+def test_overlapping_cubes_above_the_bound_are_split_over_several_segs(  # type: ignore[no-untyped-def]
+    tmp_path: Path, sample_ct, sample_volume, provenance, result_factory, dciodvfy
+) -> None:
+    """Overlapping cubes whose stack exceeds the bound go into several SEGs of one series
+    (instead of none): every lesion in exactly one part, each part valid, each segment read
+    back equal to the rasterisation; within the bound the single SEG is the unsplit one."""
+    from mhub_fmcib.export import build_patch_region_segs
+    from mhub_fmcib.export.layout import seg_file_name
+
+    rng = np.random.default_rng(7)
+    seeds = [SeedPoint(NODULE.x + dx, NODULE.y + dy, NODULE.z + dz) for dx, dy, dz in rng.uniform(-15, 15, (5, 3))]
+    results = [result_factory(sample_volume, sample_ct[0], f"l{n}", s, rng) for n, s in enumerate(seeds)]
+    single = build_patch_region_segs(sample_ct, sample_volume, results, provenance)
+    assert len(single) == 1 and single[0].dataset is not None and single[0].dataset.SegmentsOverlap == "YES"
+    whole = build_patch_region_seg(sample_ct, sample_volume, results, provenance)
+    assert whole.dataset is not None
+    assert single[0].dataset.SOPInstanceUID == whole.dataset.SOPInstanceUID
+    assert single[0].dataset.PixelData == whole.dataset.PixelData
+
+    frame = sample_ct[0].Rows * sample_ct[0].Columns
+    parts = build_patch_region_segs(sample_ct, sample_volume, results, provenance, max_stack_bytes=2 * 12 * frame)
+    assert len(parts) >= 3
+    seen: list[str] = []
+    for n, part in enumerate(parts, start=1):
+        ds = part.dataset
+        assert ds is not None
+        assert ds.SeriesInstanceUID == whole.dataset.SeriesInstanceUID and int(ds.InstanceNumber) == n
+        assert 1 <= len(part.segments) <= 2
+        path = write_seg(ds, tmp_path, sample_ct[0].SeriesInstanceUID, seg_file_name(n, len(parts)))
+        assert path.name == f"fmcib_patch_region_SEG_part{n}of{len(parts)}.dcm"
+        problems, _ = dciodvfy(path)
+        assert problems == []
+        for lesion_id, number in part.segments:
+            res = results[int(lesion_id[1:])]
+            np.testing.assert_array_equal(read_frames(path, sample_ct, number), expected_frames(sample_ct, res.patch))
+            seen.append(lesion_id)
+    assert sorted(seen) == sorted(r.lesion.lesion_id for r in results)
+    assert len({p.dataset.SOPInstanceUID for p in parts if p.dataset is not None}) == len(parts)
+    with pytest.raises(ExportError, match="one lesion's cube alone"):
+        build_patch_region_segs(sample_ct, sample_volume, results, provenance, max_stack_bytes=frame)

@@ -85,3 +85,33 @@ def test_provenance() -> None:
     assert f"weights_sha256={p.weights_sha256}" in p.as_parameters()
     with pytest.raises(ValueError, match="64 lower-case hex"):
         collect_provenance("abc", "w.torch")
+
+
+def test_qc_context_slice_is_read_from_the_slabs() -> None:
+    """Issue 15.12: with a DICOM CT decoded only where the patch reads (a geometry-only
+    volume and slabs), the QC picture is the one drawn from the whole decoded volume (the
+    CT slice through the seed comes from its slab, not a blank placeholder)."""
+    import numpy as np
+    from fmcib_testlib.dicom_builders import SAMPLE
+
+    from mhub_fmcib.dicom.ct import assemble_ct, decode_slices
+    from mhub_fmcib.dicom.index import InstanceKind, index_folder
+    from mhub_fmcib.export.labels import lesion_labels
+    from mhub_fmcib.export.qc import render_lesion_picture
+    from mhub_fmcib.patch import extract_patch, slices_read
+    from mhub_fmcib.records import Lesion, LesionResult, LesionStatus, SeedPoint, SeedSource
+
+    records = index_folder(SAMPLE / "dicom" / "ct").of_kind(InstanceKind.CT)
+    full = assemble_ct(records)
+    seed = SeedPoint(-21.858572, -120.535814, -611.496416)
+    part = decode_slices(assemble_ct(records, decode=False), slices_read(full.volume, [seed]))
+    assert part.slabs and part.volume.array.strides == (0, 0, 0)
+    lesion = Lesion("nodule", seed, SeedSource.USER)
+    patch = extract_patch(full.volume, seed)
+    result = LesionResult(lesion, LesionStatus.OK, np.zeros(4096, np.float32), patch)
+    label = lesion_labels([result])["nodule"]
+    want, _ = render_lesion_picture(result, label, full.volume)
+    got, _ = render_lesion_picture(result, label, part.volume, slabs=part.slabs)
+    blank, _ = render_lesion_picture(result, label, part.volume)  # no slabs: the placeholder
+    assert np.array_equal(np.asarray(got), np.asarray(want))
+    assert not np.array_equal(np.asarray(blank), np.asarray(want))

@@ -170,3 +170,24 @@ def test_weights_marker_is_read_and_loading_stays_strict(tmp_path: Path, weights
     # the marker lives beside the trunk; the trunk itself is still checked strictly
     with pytest.raises(WeightsError, match="does not match the FMCIB encoder"):
         read_weights(tmp_path / "wTrue.torch")
+
+
+def test_lesions_above_the_sr_limit_go_into_several_srs_listed_in_run_json(
+    study: Path, tmp_path: Path, extractor: FeatureExtractor
+) -> None:
+    """A real run with --sr-max-lesions 2 on the three-lesion case: two SRs (2 + 1 lesions)
+    instead of none, exit 0, both in run.json's outputs."""
+    out = tmp_path / "out"
+    config = RunConfig(input=study, output=out, export_sr=True, export_seg=False, export_qc=False, sr_max_lesions=2)
+    report = run(config, {}, extractor=extractor)
+    assert report.exit_code == 0 and report.n_ok == 3
+    files = sorted((out / "dicom").rglob("*.dcm"))
+    assert [p.name for p in files] == ["fmcib_features_SR_part1of2.dcm", "fmcib_features_SR_part2of2.dcm"]
+    doc = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert sorted(Path(p) for p in doc["outputs"] if p.endswith(".dcm")) == files
+    assert doc["inputs"]["sr_max_lesions"] == 2
+    parts = [pydicom.dcmread(p) for p in files]
+    groups = [len(p.ContentSequence[-1].ContentSequence) for p in parts]
+    assert groups == [2, 1] and [int(p.InstanceNumber) for p in parts] == [1, 2]
+    texts = {str(getattr(it, "TextValue", "")) for it in _walk(parts[1])}
+    assert "precision=fp32" in texts  # the run's --precision, as the hook passes it

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import highdicom as hd
@@ -13,11 +16,12 @@ import pydicom
 import pytest
 from pydicom.sr.codedict import codes
 
-from mhub_fmcib.export import ExportError, build_feature_sr, write_sr
+from mhub_fmcib.config import Precision
+from mhub_fmcib.export import ExportError, build_feature_sr, build_feature_srs, write_sr, write_srs
 from mhub_fmcib.export.patch_seg import build_patch_region_seg, write_seg
-from mhub_fmcib.export.sr import FMCIB_SCHEME, lesion_tracking_uid, prediction_concept
+from mhub_fmcib.export.sr import ALGORITHM_NAME, FMCIB_SCHEME, lesion_tracking_uid, prediction_concept
 from mhub_fmcib.provenance import Provenance
-from mhub_fmcib.records import LesionResult, SeedPoint
+from mhub_fmcib.records import LesionResult, LesionStatus, SeedPoint
 
 NODULE = SeedPoint(-21.858572, -120.535814, -611.496416)  # sample_data/README.md
 
@@ -261,19 +265,23 @@ def test_bad_inputs_raise_clear_errors(  # type: ignore[no-untyped-def]
 def test_200_lesions_in_one_series(  # type: ignore[no-untyped-def]
     tmp_path: Path, provenance: Provenance, ct_factory, result_factory, dciodvfy
 ) -> None:
-    """200 lesions: the SR refuses clearly (no file), above its lesion limit, and builds
-    with a raised limit; the patch SEG with 200 segments is written and valid."""
+    """200 lesions: one SR refuses clearly (no file) above its lesion limit and builds with a
+    raised limit; by default they go into four SRs of 50; the patch SEG with 200 segments
+    is written and valid."""
     cts, vol = ct_factory(shape=(40, 40, 20))
     rng = np.random.default_rng(5)
     seeds = rng.uniform([-38, -28, -18], [38, 48, 35], size=(200, 3))
     res = [result_factory(vol, cts[0], f"L{i:03d}", SeedPoint(*map(float, s)), rng) for i, s in enumerate(seeds)]
-    with pytest.raises(ExportError, match=r"200 lesions exceed the SR limit of 50 .*--sr-max-lesions"):
+    with pytest.raises(ExportError, match=r"200 lesions exceed the limit of 50 lesions in one SR; build_feature_srs"):
         build_feature_sr(cts, res, provenance)
     assert not list(tmp_path.rglob("*.dcm"))
     # just above a small limit it refuses, at the limit it builds
-    with pytest.raises(ExportError, match="exceed the SR limit of 2"):
+    with pytest.raises(ExportError, match="exceed the limit of 2 lesions"):
         build_feature_sr(cts, res[:3], provenance, max_lesions=2)
     assert len(_groups(build_feature_sr(cts, res[:2], provenance, max_lesions=2))) == 2
+    parts = build_feature_srs(cts, res, provenance)
+    assert [len(_groups(p)) for p in parts] == [50, 50, 50, 50]
+    del parts
     t0 = time.perf_counter()
     big = build_feature_sr(cts, res, provenance, max_lesions=200)
     big_path = write_sr(big, tmp_path / "big")
@@ -291,3 +299,154 @@ def test_200_lesions_in_one_series(  # type: ignore[no-untyped-def]
     assert len(pydicom.dcmread(path, stop_before_pixels=True).SegmentSequence) == len(built.segments) > 100
     problems, _ = dciodvfy(path)
     assert problems == []
+
+
+def _tracking_uids(sr: pydicom.Dataset) -> list[str]:
+    """Each group's Tracking Unique Identifier (the items before its measurements)."""
+    out = []
+    for group in _groups(sr):
+        items = group.ContentSequence
+        out.append(next(str(it.UID) for it in items if it.ValueType == "UIDREF" and it.UID))
+    return out
+
+
+def _tool(name: str) -> str:
+    exe = Path(sys.executable).with_name(name)
+    found = str(exe) if exe.exists() else shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} not installed (PyPI dcmqi, in the test extras)")
+    return found
+
+
+def _lesions(ct_factory, result_factory, n: int, seed: int) -> tuple[list[pydicom.Dataset], list[LesionResult]]:  # type: ignore[no-untyped-def]
+    cts, vol = ct_factory(shape=(40, 40, 20))
+    rng = np.random.default_rng(seed)
+    seeds = rng.uniform([-38, -28, -18], [38, 48, 35], size=(n, 3))
+    return cts, [result_factory(vol, cts[0], f"L{i:02d}", SeedPoint(*map(float, s)), rng) for i, s in enumerate(seeds)]
+
+
+def _check_parts(
+    cts: list[pydicom.Dataset], results: Sequence[LesionResult], paths: Sequence[Path], sizes: Sequence[int]
+) -> list[pydicom.Dataset]:
+    """The parts hold ``sizes`` lesions, one SR series, InstanceNumbers 1..n, each naming
+    every other part in its Pertinent Other Evidence and the CT as evidence; every OK
+    lesion's Tracking UID is in exactly one part."""
+    back = [pydicom.dcmread(p) for p in paths]
+    assert [len(_groups(b)) for b in back] == list(sizes)
+    assert [int(b.InstanceNumber) for b in back] == list(range(1, len(paths) + 1))
+    assert len({b.SeriesInstanceUID for b in back}) == 1 and len({b.SOPInstanceUID for b in back}) == len(back)
+    assert {b.StudyInstanceUID for b in back} == {cts[0].StudyInstanceUID}
+    assert back[0].SeriesInstanceUID not in {ds.SeriesInstanceUID for ds in cts}
+    series_uid = str(cts[0].SeriesInstanceUID)
+    tracking = [u for b in back for u in _tracking_uids(b)]
+    ok_ids = [r.lesion.lesion_id for r in results if r.status is LesionStatus.OK]
+    assert sorted(tracking) == sorted(lesion_tracking_uid(series_uid, i) for i in ok_ids)
+    assert len(set(tracking)) == len(tracking) == len(ok_ids)
+    for b in back:
+        (item,) = b.PertinentOtherEvidenceSequence
+        assert item.StudyInstanceUID == b.StudyInstanceUID
+        (series,) = item.ReferencedSeriesSequence
+        assert series.SeriesInstanceUID == b.SeriesInstanceUID
+        others = [(o.SOPClassUID, o.SOPInstanceUID) for o in back if o is not b]
+        assert [(r.ReferencedSOPClassUID, r.ReferencedSOPInstanceUID) for r in series.ReferencedSOPSequence] == others
+        (evidence,) = b.CurrentRequestedProcedureEvidenceSequence
+        assert [s.SeriesInstanceUID for s in evidence.ReferencedSeriesSequence] == [series_uid]
+        assert len(evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence) == len(cts)
+    return back
+
+
+def test_60_lesions_give_two_cross_referenced_srs(  # type: ignore[no-untyped-def]
+    tmp_path: Path, provenance: Provenance, ct_factory, result_factory, failed_factory
+) -> None:
+    """Above the limit (50) a series' lesions go into several SRs: 60 -> 50 + 10 (a failed
+    lesion among them is in none), every lesion's Tracking UID in exactly one, the parts
+    cross-referenced (``_check_parts``). The validators read the smaller split of
+    ``test_every_part_of_a_split_sr_is_valid`` (dciodvfy takes ~0.5 s and highdicom's
+    ``srread`` ~2 s per lesion)."""
+    cts, res = _lesions(ct_factory, result_factory, 60, 60)
+    res.insert(7, failed_factory(cts[0], "bad", SeedPoint(900.0, 0.0, 0.0), "seed outside the image"))
+    paths = write_srs(build_feature_srs(cts, res, provenance), tmp_path)
+    assert [p.name for p in paths] == ["fmcib_features_SR_part1of2.dcm", "fmcib_features_SR_part2of2.dcm"]
+    assert all(p.parent == paths[0].parent for p in paths)
+    back = _check_parts(cts, res, paths, (50, 10))
+    _check_features(_read_group(_groups(back[1])[9]), res[60])
+    # the same input gives the same UIDs; at the limit one SR under the usual name, no cross-reference
+    assert [p.SOPInstanceUID for p in build_feature_srs(cts, res, provenance)] == [b.SOPInstanceUID for b in back]
+    (single,) = build_feature_srs(cts, res[:51], provenance)
+    assert len(_groups(single)) == 50 and "PertinentOtherEvidenceSequence" not in single
+    assert single.SOPInstanceUID == build_feature_sr(cts, res[:51], provenance).SOPInstanceUID
+    assert write_srs([single], tmp_path / "one")[0].name == "fmcib_features_SR.dcm"
+    with pytest.raises(ExportError, match="at least 1"):
+        build_feature_srs(cts, res, provenance, max_lesions=0)
+
+
+def test_every_part_of_a_split_sr_is_valid(  # type: ignore[no-untyped-def]
+    tmp_path: Path, provenance: Provenance, ct_factory, result_factory, dciodvfy
+) -> None:
+    """12 lesions with a limit of 5: three SRs (5 + 5 + 2), each passing dciodvfy (the one
+    allowed warning per use of 99FMCIB), dcmqi's tid1500reader and highdicom's srread."""
+    cts, res = _lesions(ct_factory, result_factory, 12, 12)
+    paths = write_srs(build_feature_srs(cts, res, provenance, max_lesions=5), tmp_path)
+    assert [p.name for p in paths] == [f"fmcib_features_SR_part{i}of3.dcm" for i in (1, 2, 3)]
+    _check_parts(cts, res, paths, (5, 5, 2))
+    for path, n in zip(paths, (5, 5, 2), strict=True):
+        problems, allowed = dciodvfy(path)
+        assert problems == []
+        assert allowed == n * (4096 + 3) + 1
+        out = tmp_path / f"{path.stem}.json"
+        proc = subprocess.run(
+            [_tool("tid1500reader"), "--inputDICOM", str(path), "--outputMetadata", str(out)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert len(json.loads(out.read_text())["Measurements"]) == n
+    last = hd.sr.srread(paths[-1])
+    assert len(last.content.get_volumetric_roi_measurement_groups()) == 2
+    assert (
+        last.PertinentOtherEvidenceSequence[0].ReferencedSeriesSequence[0].SeriesInstanceUID == last.SeriesInstanceUID
+    )
+
+
+def _algorithm_parameters(sr: pydicom.Dataset) -> list[list[str]]:
+    """Per measurement group, the TEXT values of its Algorithm Parameters (DCM 111002) items
+    under Algorithm Name (DCM 111001) = the FMCIB encoder."""
+    out = []
+    for group in _groups(sr):
+        params = [
+            str(it.TextValue)
+            for it in group.ContentSequence
+            if it.ConceptNameCodeSequence[0].CodeValue == "111002" and it.ValueType == "TEXT"
+        ]
+        names = [
+            str(it.TextValue) for it in group.ContentSequence if it.ConceptNameCodeSequence[0].CodeValue == "111001"
+        ]
+        assert names == [ALGORITHM_NAME]
+        out.append(params)
+    return out
+
+
+def test_precision_is_an_algorithm_parameter(  # type: ignore[no-untyped-def]
+    tmp_path: Path, provenance: Provenance, ct_factory, result_factory, dciodvfy
+) -> None:
+    """A bf16 run's SR says so in every group's algorithm parameters (and fp32 by default);
+    its UIDs differ from the fp32 SR's, so one never replaces the other in a PACS."""
+    cts, vol = ct_factory()
+    rng = np.random.default_rng(16)
+    res = [result_factory(vol, cts[0], f"L{i}", SeedPoint(float(x), 0.0, 0.0), rng) for i, x in enumerate((-20, 20))]
+    fp32 = build_feature_sr(cts, res, provenance)
+    bf16 = build_feature_sr(cts, res, provenance, precision=Precision.BF16)
+    path = write_sr(bf16, tmp_path)
+    problems, _ = dciodvfy(path)
+    assert problems == []
+    read = pydicom.dcmread(path)
+    for params in _algorithm_parameters(read):
+        assert params[-1] == "precision=bf16"
+        assert f"weights_sha256={provenance.weights_sha256}" in params
+    assert all(p[-1] == "precision=fp32" for p in _algorithm_parameters(fp32))
+    assert bf16.SOPInstanceUID != fp32.SOPInstanceUID and bf16.SeriesInstanceUID != fp32.SeriesInstanceUID
+    # highdicom reads the file back with its groups and parameters
+    again = hd.sr.srread(path)
+    assert len(again.content.get_volumetric_roi_measurement_groups()) == 2
+    assert all(p[-1] == "precision=bf16" for p in _algorithm_parameters(again))

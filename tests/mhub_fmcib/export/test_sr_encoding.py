@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import struct
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from pydicom.sr.codedict import codes
 from mhub_fmcib.export import ExportError, build_feature_sr, write_sr
 from mhub_fmcib.export.sr import UNIT_NONE, feature_concept, feature_templates
 from mhub_fmcib.export.sr_encoding import (
+    concept_head_template,
     ds_string,
     encode_items,
     encode_num_items,
@@ -22,7 +24,7 @@ from mhub_fmcib.export.sr_encoding import (
     template_from_item,
 )
 from mhub_fmcib.provenance import Provenance
-from mhub_fmcib.records import SeedPoint
+from mhub_fmcib.records import N_FEATURES, SeedPoint
 
 NODULE = SeedPoint(-21.858572, -120.535814, -611.496416)  # sample_data/README.md
 
@@ -67,6 +69,31 @@ def test_num_items_equal_pydicom_encoding_of_highdicom_items() -> None:
     # every DS length of the formatter occurs (odd lengths are padded to even)
     lengths = {len(ds_string(v).rstrip(b" ")) for v in values}
     assert lengths >= set(range(3, 17)), sorted(lengths)
+
+
+def test_every_feature_template_equals_pydicom_encoding_of_its_highdicom_item() -> None:
+    """The spliced heads of all 4096 features (and their units) are pydicom's bytes."""
+    templates = feature_templates()
+    assert len(templates) == N_FEATURES
+    for i, template in enumerate(templates):
+        item = hd.sr.Measurement(name=feature_concept(i), value=0.0, unit=UNIT_NONE)[0]
+        want = template_from_item(item)
+        assert template.head == want.head, i
+        assert template.units == want.units, i
+
+
+def test_concept_head_template_refuses_an_unexpected_layout() -> None:
+    # a copy: the item holds the cached concept object, which must stay as it is
+    item = copy.deepcopy(hd.sr.Measurement(name=feature_concept(3), value=0.0, unit=UNIT_NONE)[0])
+    heads = concept_head_template(item)
+    assert heads.head("feature_3", "FMCIB feature 3") == template_from_item(item).head
+    item.ConceptNameCodeSequence[0].CodingSchemeVersion = "1"  # between designator and meaning
+    versioned = concept_head_template(item)
+    assert b"\x08\x00\x03\x01SH\x02\x001 " in versioned.between
+    assert versioned.head("feature_3", "FMCIB feature 3") == template_from_item(item).head
+    item.ConceptNameCodeSequence.append(pydicom.Dataset())  # two concept names: not a NUM head
+    with pytest.raises(ExportError, match="concept name"):
+        concept_head_template(item)
 
 
 def test_encoded_items_decode_to_the_values() -> None:

@@ -24,6 +24,7 @@ import pandas as pd
 from scipy.stats import chi2
 
 from mhub_fmcib.errors import ConfigError
+from mhub_fmcib_train.evaluation.tables import save_figure
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -201,13 +202,7 @@ def plot_kaplan_meier(
         f"HR {c.hazard_ratio:.2f} ({c.hr_low:.2f}–{c.hr_high:.2f})",
         fontsize=9,
     )
-    fig.tight_layout()
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    png, svg = stem.with_suffix(".png"), stem.with_suffix(".svg")
-    fig.savefig(png, dpi=150)
-    fig.savefig(svg)
-    plt.close(fig)
-    return png, svg
+    return save_figure(fig, stem)
 
 
 def survival_table(results: list[SurvivalResult]) -> pd.DataFrame:

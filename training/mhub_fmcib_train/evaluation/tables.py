@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -38,3 +39,16 @@ def write_table(df: pd.DataFrame, stem: Path, title: str | None = None) -> tuple
     text = (f"## {title}\n\n" if title else "") + to_markdown(df)
     md_path.write_text(text, encoding="utf-8")
     return csv_path, md_path
+
+
+def save_figure(fig: Any, stem: Path) -> tuple[Path, Path]:
+    """Write a matplotlib figure as ``stem.png`` (150 dpi) and ``stem.svg``, then close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    png, svg = stem.with_suffix(".png"), stem.with_suffix(".svg")
+    fig.savefig(png, dpi=150)
+    fig.savefig(svg)
+    plt.close(fig)
+    return png, svg

@@ -14,6 +14,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import gaussian_kde
 
+from mhub_fmcib_train.evaluation.tables import save_figure
+
 FloatArray = npt.NDArray[np.float64]
 
 
@@ -67,10 +69,4 @@ def plot_tsne(
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.tight_layout()
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    png, svg = stem.with_suffix(".png"), stem.with_suffix(".svg")
-    fig.savefig(png, dpi=150)
-    fig.savefig(svg)
-    plt.close(fig)
-    return png, svg
+    return save_figure(fig, stem)

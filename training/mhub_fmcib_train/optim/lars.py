@@ -9,7 +9,49 @@ import torch
 from torch.optim import Optimizer
 
 
-class LARC(Optimizer):
+def _check_hyperparameters(lr: float, momentum: float, weight_decay: float, trust_coefficient: float) -> None:
+    if lr <= 0:
+        raise ValueError(f"learning rate must be positive, got {lr}")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    if weight_decay < 0 or trust_coefficient <= 0:
+        raise ValueError("weight_decay must be >= 0 and trust_coefficient > 0")
+
+
+class _TrustRatioSGD(Optimizer):
+    """SGD with momentum on a per-tensor direction ``_direction(p, group)`` (the subclass's rule)::
+
+    buf = momentum * buf + d     (buf = d at the first step)
+    p  -= lr * buf
+    """
+
+    @staticmethod
+    def _direction(p: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                d = self._direction(p, group)
+                if group["momentum"] != 0:
+                    state = self.state[p]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = d.clone()
+                    else:
+                        state["momentum_buffer"].mul_(group["momentum"]).add_(d)
+                    d = state["momentum_buffer"]
+                p.add_(d.to(p.dtype), alpha=-group["lr"])
+        return loss
+
+
+class LARC(_TrustRatioSGD):
     """SGD with momentum whose per-tensor learning rate is scaled by a trust ratio.
 
     For a parameter tensor ``p`` with gradient ``g`` (per step, per tensor)::
@@ -46,12 +88,7 @@ class LARC(Optimizer):
         eps: float = 1e-8,
         exclude_1d: bool = True,
     ) -> None:
-        if lr <= 0:
-            raise ValueError(f"learning rate must be positive, got {lr}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if weight_decay < 0 or trust_coefficient <= 0:
-            raise ValueError("weight_decay must be >= 0 and trust_coefficient > 0")
+        _check_hyperparameters(lr, momentum, weight_decay, trust_coefficient)
         defaults = {
             "lr": lr,
             "momentum": momentum,
@@ -63,44 +100,27 @@ class LARC(Optimizer):
         }
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, wd, tc = group["lr"], group["weight_decay"], group["trust_coefficient"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad.float()
-                pf = p.float()
-                if group["exclude_1d"] and p.ndim <= 1:
-                    d = g.clone()
-                else:
-                    p_norm = torch.linalg.vector_norm(pf)
-                    g_norm = torch.linalg.vector_norm(g)
-                    d = g + wd * pf
-                    if p_norm > 0 and g_norm > 0:
-                        local = tc * p_norm / (g_norm + wd * p_norm + group["eps"])
-                        if group["clip"]:
-                            local = torch.clamp(local / lr, max=1.0)
-                        d = d * local
-                state = self.state[p]
-                if group["momentum"] > 0:
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = d.clone()
-                        state["momentum_buffer"] = buf
-                    else:
-                        buf.mul_(group["momentum"]).add_(d)
-                    d = buf
-                p.add_(d.to(p.dtype), alpha=-lr)
-        return loss
+    @staticmethod
+    def _direction(p: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
+        g = p.grad
+        if g is None:  # guarded by the caller
+            raise ValueError("parameter has no gradient")
+        g = g.float()
+        if group["exclude_1d"] and p.ndim <= 1:
+            return g.clone()
+        pf, wd = p.float(), group["weight_decay"]
+        p_norm = torch.linalg.vector_norm(pf)
+        g_norm = torch.linalg.vector_norm(g)
+        d = g + wd * pf
+        if p_norm > 0 and g_norm > 0:
+            local = group["trust_coefficient"] * p_norm / (g_norm + wd * p_norm + group["eps"])
+            if group["clip"]:
+                local = torch.clamp(local / group["lr"], max=1.0)
+            d = d * local
+        return d
 
 
-class LARS(Optimizer):
+class LARS(_TrustRatioSGD):
     """The authors' LARS (``fmcib.optimizers.LARS``, scale mode, one parameter group).
 
     For every parameter tensor ``p`` with gradient ``g`` (biases and norm weights too)::
@@ -133,12 +153,7 @@ class LARS(Optimizer):
         trust_coefficient: float = 1e-3,
         eps: float = 1e-8,
     ) -> None:
-        if lr <= 0:
-            raise ValueError(f"learning rate must be positive, got {lr}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if weight_decay < 0 or trust_coefficient <= 0:
-            raise ValueError("weight_decay must be >= 0 and trust_coefficient > 0")
+        _check_hyperparameters(lr, momentum, weight_decay, trust_coefficient)
         defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
                     "trust_coefficient": trust_coefficient, "eps": eps}  # fmt: skip
         super().__init__(params, defaults)
@@ -156,24 +171,3 @@ class LARS(Optimizer):
             return g
         trust = group["trust_coefficient"] * p_norm / (g_norm + p_norm * wd + group["eps"])
         return (g + wd * p) * trust
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                d = self._direction(p, group)
-                if group["momentum"] != 0:
-                    state = self.state[p]
-                    if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = torch.clone(d).detach()
-                    else:
-                        state["momentum_buffer"].mul_(group["momentum"]).add_(d)
-                    d = state["momentum_buffer"]
-                p.add_(d, alpha=-group["lr"])
-        return loss
