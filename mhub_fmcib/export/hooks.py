@@ -19,10 +19,9 @@ from ..plan import Case, DicomSegCase
 from ..provenance import Provenance
 from ..records import CaseFailure, LesionMask, LesionResult, LesionStatus, Volume
 from .layout import ExportError
-from .qc import case_from_ct, write_case_qc
 
-# The SR and SEG builders (highdicom, ~1 s to import) are imported by the hooks that use
-# them, so a run without DICOM outputs never loads them.
+# The SR and SEG builders (highdicom, ~1 s to import) and the QC pictures (scipy.ndimage,
+# ~0.4 s) are imported by the hooks that use them, so a run without them never loads them.
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,6 +152,8 @@ def export_qc(outcome: CaseOutcome, output: Path, demonstration: bool = False) -
     measured lesion (patch planes and the CT slice through the seed, outline of its
     segmentation) and a row file per lesion, from which ``qc/index.html`` is built at the
     end of the run (also for cases reused by ``--resume``)."""
+    from .qc import case_from_ct, write_case_qc
+
     if not outcome.results:
         return []
     volume = outcome.ct.volume if outcome.ct is not None else outcome.volume

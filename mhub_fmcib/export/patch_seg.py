@@ -38,9 +38,10 @@ SEGMENT_CATEGORY = codes.SCT.SpatialAndRelationalConcept
 SEGMENT_TYPE = codes.DCM.SelectedRegion
 #: Tolerance (voxels) when matching CT instances to the volume's slices.
 _SLICE_TOL = 1e-3
-#: Largest (frames x rows x columns x segments) bool stack built for highdicom when cubes
-#: overlap (bytes): 500 overlapping cubes on 48 slices of 512 x 512 would need 6.3 GB.
-MAX_STACK_BYTES = 512 * 2**20
+#: Largest (frames x rows x columns x segments) uint8 stack built for highdicom when cubes
+#: overlap (bytes; highdicom may hold a copy of it while encoding): 500 overlapping cubes on
+#: 48 slices of 512 x 512 would need 6.3 GB, so the lesions are split over several SEGs.
+MAX_STACK_BYTES = 256 * 2**20
 
 
 class StackTooLargeError(ExportError):
