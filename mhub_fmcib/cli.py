@@ -60,7 +60,7 @@ def _add_settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--batch-size",
         default="auto",
-        help="patches per forward pass, or auto (default: by free memory, at most 32 on CPU, 8 with "
+        help="patches per forward pass, or auto (default: by free memory, at most 16 on CPU, 8 with "
         "--optimize-cpu; on CUDA from the free GPU memory and a probe batch)",
     )
     p.add_argument(

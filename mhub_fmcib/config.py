@@ -58,7 +58,7 @@ class RunConfig:
         weights: explicit weights file (``--weights``); else resolved from env/cache.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         batch_size: patches per forward pass; ``None`` (``--batch-size auto``): chosen by
-            free memory (:func:`mhub_fmcib.model.extractor.choose_batch_size`; at most 32 on
+            free memory (:func:`mhub_fmcib.model.extractor.choose_batch_size`; at most 16 on
             a CPU, 8 with ``optimize_cpu``).
         optimize_cpu: on CPU, trace and freeze the encoder for oneDNN (~10-15 % faster at
             batch 8, ~1.6 GB more memory, batches padded to ``batch_size``; features differ

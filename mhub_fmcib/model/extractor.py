@@ -15,8 +15,8 @@ gets the same numbers whether its series has one lesion or sixty (tested).
 Batch size: ``None`` (``--batch-size auto``, the default) is chosen by memory
 (:func:`choose_batch_size`): on a CPU up to :data:`MAX_AUTO_CPU_BATCH` from the available
 RAM (eager oneDNN re-lays the 738 MB of weights out once per forward pass, so a larger batch
-costs fewer CPU seconds per patch: batch 32 ~1.3x fewer than batch 8, identical features,
-~0.5 GB more peak RSS; ``benchmarks/README.md``), :data:`DEFAULT_CPU_BATCH` with
+costs fewer CPU seconds per patch: batch 16 ~1.2x fewer than batch 8, identical features,
+~0.25 GB more peak RSS; ``benchmarks/README.md``), :data:`DEFAULT_CPU_BATCH` with
 ``--optimize-cpu`` (its graph pads every batch to the batch size); on CUDA from the device's
 free memory and the measured activation memory of a probe batch. On CUDA the patches go through pinned host
 buffers with non-blocking copies, so that the next chunk is copied while the device computes.
@@ -49,8 +49,9 @@ MIN_COMPUTE_BATCH = 2
 #: to this size), and the CLI's default before ``auto``.
 DEFAULT_CPU_BATCH = 8
 #: Largest batch ``--batch-size auto`` picks on a CPU (per-patch CPU time measured 0.46 /
-#: 0.39 / 0.34 CPU s at batch 8 / 16 / 32; beyond, memory grows for little).
-MAX_AUTO_CPU_BATCH = 32
+#: 0.39 / 0.34 CPU s at batch 8 / 16 / 32). 16, not 32: batch 32 (+0.5 GB) took a 500-lesion
+#: series to 2.29 GiB, above the memory bound of 1.5 GB + weights (README, Large PACS exports).
+MAX_AUTO_CPU_BATCH = 16
 #: Peak RSS per patch of a CPU batch (bytes; measured ~22 MB: 1.50 GB at batch 8, 2.03 GB at
 #: batch 32 for the whole run), rounded up.
 CPU_BYTES_PER_PATCH = 32 * 2**20

@@ -1,6 +1,6 @@
 """``--batch-size auto`` (issue 18, points 2 and 6): the batch is chosen from free memory and
 the memory per patch (a pure function, tested with given numbers): on CUDA from the device's
-free memory and a measured probe, on a CPU from the available RAM, at most 32 (fewer CPU
+free memory and a measured probe, on a CPU from the available RAM, at most 16 (fewer CPU
 seconds per patch than 8, the same features); the flag parses ``auto`` and whole numbers."""
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def test_auto_on_cpu_is_chosen_by_available_memory(extractor: FeatureExtractor) 
     assert 0 < free < 2**50
     expected = choose_batch_size(free, CPU_BYTES_PER_PATCH, max_batch=MAX_AUTO_CPU_BATCH)
     assert auto.batch_size == expected and auto.bytes_per_patch is None
-    assert choose_batch_size(16 * GiB, CPU_BYTES_PER_PATCH, max_batch=MAX_AUTO_CPU_BATCH) == 32
+    assert choose_batch_size(16 * GiB, CPU_BYTES_PER_PATCH, max_batch=MAX_AUTO_CPU_BATCH) == 16
     assert choose_batch_size(768 * MiB, CPU_BYTES_PER_PATCH, max_batch=MAX_AUTO_CPU_BATCH) == 8  # a small cgroup
     x = np.random.default_rng(1).normal(0.2, 0.3, size=(3, 50, 50, 50)).astype(np.float32)
     np.testing.assert_array_equal(auto.extract(x), extractor.extract(x))  # batch 4 and auto: same features
