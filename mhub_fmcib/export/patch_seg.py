@@ -182,15 +182,11 @@ def build_patch_region_seg(
     refused above :data:`MAX_STACK_BYTES` (:class:`StackTooLargeError`;
     :func:`build_patch_region_segs` splits the lesions over several SEGs instead).
     """
-    series = _SeriesGrid.of(ct_datasets, ct_volume)
-    ok = [r for r in results if r.status is LesionStatus.OK]
-    boxes, segments, skipped = _lesion_boxes(ok, ct_volume)
-    if not boxes:
-        return PatchRegionSeg(None, (), tuple(skipped))
-    key = _uid_key(series.series_uid, ok, provenance)
-    labels = lesion_labels(results)
-    seg = _build_part(series, boxes, segments, labels, (key, 1, 1), provenance, stacked, demonstration)
-    return PatchRegionSeg(seg, tuple(segments), tuple(skipped))
+    p = _Planned.of(ct_datasets, ct_volume, results, provenance)
+    if not p.boxes:
+        return PatchRegionSeg(None, (), p.skipped)
+    seg = _build_part(p.series, p.boxes, p.segments, p.labels, (p.key, 1, 1), provenance, stacked, demonstration)
+    return PatchRegionSeg(seg, p.segments, p.skipped)
 
 
 def build_patch_region_segs(
@@ -212,27 +208,25 @@ def build_patch_region_segs(
     Raises:
         ExportError: as :func:`build_patch_region_seg`, or one lesion alone exceeds the bound.
     """
-    series = _SeriesGrid.of(ct_datasets, ct_volume)
-    ok = [r for r in results if r.status is LesionStatus.OK]
-    boxes, segments, skipped = _lesion_boxes(ok, ct_volume)
-    if not boxes:
-        return (PatchRegionSeg(None, (), tuple(skipped)),)
-    key = _uid_key(series.series_uid, ok, provenance)
-    labels = lesion_labels(results)
+    p = _Planned.of(ct_datasets, ct_volume, results, provenance)
+    if not p.boxes:
+        return (PatchRegionSeg(None, (), p.skipped),)
     try:
-        whole = (key, 1, 1)
-        seg = _build_part(series, boxes, segments, labels, whole, provenance, False, demonstration, max_stack_bytes)
-        return (PatchRegionSeg(seg, tuple(segments), tuple(skipped)),)
+        whole = (p.key, 1, 1)
+        seg = _build_part(
+            p.series, p.boxes, p.segments, p.labels, whole, provenance, False, demonstration, max_stack_bytes
+        )
+        return (PatchRegionSeg(seg, p.segments, p.skipped),)
     except StackTooLargeError:
-        chunks = _chunks(boxes, series, max_stack_bytes)
+        chunks = _chunks(p.boxes, p.series, max_stack_bytes)
     parts = []
     for n, chunk in enumerate(chunks, start=1):
-        part_segments = [(segments[i][0], number) for number, i in enumerate(chunk, start=1)]
+        part_segments = tuple((p.segments[i][0], number) for number, i in enumerate(chunk, start=1))
         seg = _build_part(
-            series, [boxes[i] for i in chunk], part_segments, labels, (key, n, len(chunks)),
+            p.series, [p.boxes[i] for i in chunk], part_segments, p.labels, (p.key, n, len(chunks)),
             provenance, True, demonstration, max_stack_bytes,
         )  # fmt: skip
-        parts.append(PatchRegionSeg(seg, tuple(part_segments), tuple(skipped) if n == 1 else ()))
+        parts.append(PatchRegionSeg(seg, part_segments, p.skipped if n == 1 else ()))
     return tuple(parts)
 
 
@@ -250,6 +244,33 @@ class _SeriesGrid:
     def of(cls, ct_datasets: Sequence[pydicom.Dataset], ct_volume: Volume) -> _SeriesGrid:
         study_uid, series_uid, _for_uid = series_identity(ct_datasets)
         return cls(ct_datasets, ct_volume, study_uid, series_uid, _slice_order(ct_datasets, ct_volume))
+
+
+@dataclass(frozen=True, eq=False)
+class _Planned:
+    """What a series' patch-region SEG(s) hold: the OK lesions' boxes, their (lesion_id,
+    segment number) in one SEG, the skipped lesions, the UID key and the labels."""
+
+    series: _SeriesGrid
+    boxes: list[CubeBox]
+    segments: tuple[tuple[str, int], ...]
+    skipped: tuple[tuple[str, str], ...]
+    key: tuple[str, ...]
+    labels: Mapping[str, LesionLabel]
+
+    @classmethod
+    def of(
+        cls,
+        ct_datasets: Sequence[pydicom.Dataset],
+        ct_volume: Volume,
+        results: Sequence[LesionResult],
+        provenance: Provenance,
+    ) -> _Planned:
+        series = _SeriesGrid.of(ct_datasets, ct_volume)
+        ok = [r for r in results if r.status is LesionStatus.OK]
+        boxes, segments, skipped = _lesion_boxes(ok, ct_volume)
+        key = _uid_key(series.series_uid, ok, provenance)
+        return cls(series, boxes, tuple(segments), tuple(skipped), key, lesion_labels(results))
 
 
 def _build_part(
