@@ -70,7 +70,7 @@ def main(path: Path) -> None:
     for arm in ft_summary.values():
         for f, v in arm.items():
             v["n_train"] = n_train.get(f)
-    print("\n".join(_table(ft_summary, r["finetune_tests"])))
+    print("\n".join(_table(ft_summary, r["finetune_tests"])) if ft_summary else "(no fine-tuning fraction finished)")
     print("\nLoss ablation (probe):\n")
     for k, v in r["probe_tests"].items():
         if k.startswith("pretrained (authors' loss) vs pretrained (our loss)"):
