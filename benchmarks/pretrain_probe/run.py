@@ -66,6 +66,7 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tiny", action="store_true", help="a minutes-long smoke version (numbers meaningless)")
     ap.add_argument("--classes", choices=("texture", "shape"), default="texture", help="which label (SyntheticConfig)")
+    ap.add_argument("--radius", type=float, nargs=2, default=(5.0, 9.0), help="lesion radius range, mm")
     ap.add_argument("--pretrain-scans", type=int, default=80)
     ap.add_argument("--labelled-scans", type=int, nargs=3, default=(25, 12, 110), metavar=("TRAIN", "TUNE", "TEST"))
     ap.add_argument("--width", type=float, default=0.125)
@@ -99,7 +100,7 @@ def parse_args() -> argparse.Namespace:
 def make_cohorts(a: argparse.Namespace) -> tuple[DataConfig, DataConfig]:
     """The pre-training cohort (all ``train``) and the labelled cohort (train/tune/test)."""
     geometry: dict[str, Any] = {"shape": (96, 96, 96), "spacing": (1.0, 1.0, 1.0), "lesions_per_scan": (2, 4),
-                                "classes": a.classes}  # fmt: skip
+                                "classes": a.classes, "lesion_radius_mm": tuple(a.radius)}  # fmt: skip
     if a.classes == "shape":
         geometry.update(shape=(96, 96, 40), spacing=(1.0, 1.0, 2.0))
     if a.reuse and (a.out / "cohort_pretrain/seeds.csv").is_file() and (a.out / "cohort_labelled/seeds.csv").is_file():

@@ -211,3 +211,18 @@ def test_texture_cohort_label_is_carried_by_grain_only(tmp_path: Path) -> None:
     x = np.r_[s["fine"], s["coarse"]]
     assert auc_roc(y, -x[:, 2]) > 0.95  # oracle: coarse grain has lower gradient energy
     assert 0.2 < auc_roc(y, x[:, 0]) < 0.8  # mean density alone near chance
+
+
+def test_texture_cohort_lesion_radius_range_is_honoured(tmp_path: Path) -> None:
+    from mhub_fmcib_train.config import SyntheticConfig
+    from mhub_fmcib_train.synthetic import generate_cohort
+
+    cohort = generate_cohort(SyntheticConfig(output_dir=tmp_path, n_scans=4, shape=(96, 96, 60),
+                                             spacing=(1.0, 1.0, 1.0), classes="texture", seed=2,
+                                             lesion_radius_mm=(15.0, 20.0)))  # fmt: skip
+    with open(cohort.seeds_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(15.0 <= float(r["radius_mm"]) <= 20.0 for r in rows)
+    for r in rows[:2]:  # the mask's volume is that of a sphere of the drawn radius (1 mm voxels)
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(r["mask_path"])) == int(r["mask_label"])
+        assert mask.sum() / (4 / 3 * np.pi * float(r["radius_mm"]) ** 3) == pytest.approx(1.0, abs=0.15)

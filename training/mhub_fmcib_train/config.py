@@ -279,10 +279,13 @@ class SyntheticConfig:
             texture distributions: only the shape carries the ``malignant`` label) or
             ``"texture"`` (fine / coarse grain with the same shape, volume, mean density and
             voxel SD: only the texture's correlation length carries the label).
+        lesion_radius_mm: range of the equivalent-sphere radius (mm) of ``shape`` and
+            ``texture`` lesions (``mixed``: always 4–10 mm).
     """
 
     output_dir: Path
     classes: Literal["mixed", "shape", "texture"] = "mixed"
+    lesion_radius_mm: tuple[float, float] = (5.0, 9.0)
     n_scans: int = 24
     lesions_per_scan: tuple[int, int] = (1, 3)
     shape: tuple[int, int, int] = (128, 128, 48)

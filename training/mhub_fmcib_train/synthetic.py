@@ -184,7 +184,7 @@ def _scan(
     for n in range(1, n_les + n_distract + 1):
         classes = {"shape": _SHAPE_CLASSES, "texture": _TEXTURE_CLASSES}.get(cfg.classes, CLASSES)
         cls = classes[int(rng.integers(len(classes)))]
-        radius = float(rng.uniform(5.0, 9.0) if cfg.classes != "mixed" else rng.uniform(4.0, 10.0))
+        radius = float(rng.uniform(*cfg.lesion_radius_mm) if cfg.classes != "mixed" else rng.uniform(4.0, 10.0))
         lc, lr = lung_centres[int(rng.integers(2))]
         bound = half - 25.0 if cfg.classes == "texture" and n <= n_les else None
         centre = _place(rng, lc, np.maximum(lr - radius - 4.0, 1.0), placed, bound)
