@@ -65,6 +65,8 @@ Array = npt.NDArray[np.float64]
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tiny", action="store_true", help="a minutes-long smoke version (numbers meaningless)")
+    ap.add_argument("--classes", choices=("texture", "shape"), default="texture", help="which label (SyntheticConfig)")
+    ap.add_argument("--radius", type=float, nargs=2, default=(5.0, 9.0), help="lesion radius range, mm")
     ap.add_argument("--pretrain-scans", type=int, default=80)
     ap.add_argument("--labelled-scans", type=int, nargs=3, default=(25, 12, 110), metavar=("TRAIN", "TUNE", "TEST"))
     ap.add_argument("--width", type=float, default=0.125)
@@ -76,6 +78,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--finetune-minutes", type=float, default=16.0, help="wall-time budget of all fine-tuning")
     ap.add_argument("--max-epochs", type=int, default=10)
     ap.add_argument("--draws", type=int, default=5)
+    ap.add_argument("--stop-minutes", type=float, default=55.0, help="start no fine-tuning fraction after this")
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--permutations", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/out/pretrain_probe")
@@ -96,7 +99,10 @@ def parse_args() -> argparse.Namespace:
 
 def make_cohorts(a: argparse.Namespace) -> tuple[DataConfig, DataConfig]:
     """The pre-training cohort (all ``train``) and the labelled cohort (train/tune/test)."""
-    geometry = {"shape": (96, 96, 40), "spacing": (1.0, 1.0, 2.0), "lesions_per_scan": (2, 4), "classes": "shape"}
+    geometry: dict[str, Any] = {"shape": (96, 96, 96), "spacing": (1.0, 1.0, 1.0), "lesions_per_scan": (2, 4),
+                                "classes": a.classes, "lesion_radius_mm": tuple(a.radius)}  # fmt: skip
+    if a.classes == "shape":
+        geometry.update(shape=(96, 96, 40), spacing=(1.0, 1.0, 2.0))
     if a.reuse and (a.out / "cohort_pretrain/seeds.csv").is_file() and (a.out / "cohort_labelled/seeds.csv").is_file():
         return (DataConfig(seeds_csv=a.out / "cohort_pretrain/seeds.csv", cache_dir=a.out / "cache",
                            label_column="malignant"),
@@ -176,10 +182,10 @@ def probe_arm(a: argparse.Namespace, cache: PatchCache, feats_all: npt.NDArray[n
 
 
 def finetune_arm(a: argparse.Namespace, data: DataConfig, cache: PatchCache, init: str, weights: Path | None,
-                 epochs: int, root: Path) -> dict[str, Any]:  # fmt: skip
+                 epochs: int, root: Path, fractions: Sequence[float] = FRACTIONS) -> dict[str, Any]:  # fmt: skip
     out: dict[str, Any] = {}
     enc = EncoderConfig(widen_factor=a.width, layers=(1, 1, 1, 1))
-    for f in FRACTIONS:
+    for f in fractions:
         runs = []
         for d in range(a.draws):
             cfg = FinetuneConfig(
@@ -287,18 +293,58 @@ def density_baseline(cache: PatchCache, rows: dict[str, list[int]]) -> dict[str,
     return {"test_auc": auc_roc(y_te, m.predict_proba(sc.transform(x_te))[:, 1]), "features": 3}
 
 
+def texture_oracle(cache: PatchCache, rows: dict[str, list[int]]) -> dict[str, float]:
+    """Hand-made features of the central 5³ voxels (inside every lesion): gradient energy
+    (mean squared difference of neighbours), voxel SD and mean. Logistic regression on
+    train + tune, test AUC per feature set: the label is visible if gradient energy
+    separates, and density-free if the mean does not."""
+
+    def feats(rs: list[int]) -> Array:
+        out = []
+        for i in rs:
+            c = cache.centre_patch(np.asarray(cache.lesions[i]))[23:28, 23:28, 23:28].astype(np.float64) * 3072.0
+            g = float(np.mean([np.mean(np.diff(c, axis=k) ** 2) for k in range(3)]))
+            out.append([g, c.std(), c.mean()])
+        return np.array(out)
+
+    x_tr, x_te = feats(rows["train"] + rows["tune"]), feats(rows["test"])
+    y_tr, y_te = labels_of(cache, rows["train"] + rows["tune"]), labels_of(cache, rows["test"])
+    res = {}
+    for name, cols in (("gradient energy", [0]), ("voxel SD", [1]), ("mean density", [2]),
+                       ("all three", [0, 1, 2])):  # fmt: skip
+        sc = StandardScaler().fit(x_tr[:, cols])
+        m = LogisticRegression(max_iter=1000).fit(sc.transform(x_tr[:, cols]), y_tr)
+        res[name] = auc_roc(y_te, m.predict_proba(sc.transform(x_te[:, cols]))[:, 1])
+    for k, name in enumerate(("gradient_energy", "voxel_sd_hu", "mean_hu")):
+        res[f"{name} by class (0, 1)"] = [float(x_te[y_te == c, k].mean()) for c in (0, 1)]  # type: ignore[assignment]
+    return res
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its waited-for children."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def main() -> None:
     a = parse_args()
     out = a.out
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    loads: list[list[float]] = [list(os.getloadavg())]
     pre_data, lab_data = make_cohorts(a)
     pre_cache, lab_cache = build_cache(pre_data), build_cache(lab_data)
     timings["cohorts_and_caches"] = time.time() - t_start
+    cpu["cohorts_and_caches"] = cpu_seconds()
     print(f"cohorts and caches: {timings['cohorts_and_caches']:.0f} s", flush=True)
     pre_images = {str(r.image_path) for r in pre_cache.table.records}
     lab_images = {str(r.image_path) for r in lab_cache.table.records}
+    full = subset_rows(lab_cache, 1.0, 0)
+    oracle = {"density_only_baseline": density_baseline(lab_cache, full),
+              "texture_oracle": texture_oracle(lab_cache, full)}  # fmt: skip
+    print(oracle, {s: len(r) for s, r in full.items()}, flush=True)
 
     t = time.time()
     if not (a.reuse and (out / "calibrate" / "log.csv").is_file()):
@@ -306,6 +352,7 @@ def main() -> None:
     s_step = seconds_per_step(out / "calibrate" / "log.csv")
     steps = int(max(2, min(a.max_steps, a.pretrain_minutes * 60 / s_step)))
     timings["calibration"] = time.time() - t
+    loads.append(list(os.getloadavg()))
     print(f"measured {s_step:.2f} s/step -> {steps} pre-training steps per loss", flush=True)
 
     pre: dict[str, Any] = {}
@@ -337,9 +384,9 @@ def main() -> None:
     probe = {name: probe_arm(a, lab_cache, extract_features(enc, lab_cache, all_rows, torch.device("cpu"), 16))
              for name, enc in encoders.items()}  # fmt: skip
     timings["probes"] = time.time() - t
+    loads.append(list(os.getloadavg()))
     print("probes done", summarise(probe), flush=True)
 
-    full = subset_rows(lab_cache, 1.0, 0)
     y_test = labels_of(lab_cache, full["test"])
     remaining = a.finetune_minutes * 60
     s_view = s_step / (4 * a.batch)
@@ -348,11 +395,29 @@ def main() -> None:
     epochs = a.finetune_epochs or int(max(1, min(a.max_epochs, remaining / max(per_epoch, 1e-9))))
     print(f"fine-tuning: {epochs} epochs per run", flush=True)
     t = time.time()
-    ft = {"pretrained (authors' loss)": finetune_arm(a, lab_data, lab_cache, "foundation",
-                                                     pre["background_infonce"]["encoder"],
-                                                     epochs, out / "finetune"),
-          "random init": finetune_arm(a, lab_data, lab_cache, "random", None, epochs, out / "finetune")}  # fmt: skip
-    timings["finetune"] = time.time() - t
+    ft: dict[str, dict[str, Any]] = {"pretrained (authors' loss)": {}, "random init": {}}
+    write_results(a, out, locals())
+    for frac in (1.0, 0.1, 0.2, 0.5):  # all labels first (can it be learnt?); results written after each
+        if time.time() - t_start > a.stop_minutes * 60:
+            print(f"stopping before fine-tuning at {frac}: {a.stop_minutes} min reached", flush=True)
+            break
+        ft["pretrained (authors' loss)"].update(finetune_arm(a, lab_data, lab_cache, "foundation",
+                                                             pre["background_infonce"]["encoder"], epochs,
+                                                             out / "finetune", (frac,)))  # fmt: skip
+        ft["random init"].update(finetune_arm(a, lab_data, lab_cache, "random", None, epochs,
+                                              out / "finetune", (frac,)))  # fmt: skip
+        timings["finetune"] = time.time() - t
+        loads.append(list(os.getloadavg()))
+        write_results(a, out, locals())
+    write_results(a, out, locals())
+
+
+def write_results(a: argparse.Namespace, out: Path, v: dict[str, Any]) -> None:
+    """results.json and predictions.json from main's state ``v`` (called after every stage)."""
+    pre_images, lab_images, pre_cache, lab_cache = v["pre_images"], v["lab_images"], v["pre_cache"], v["lab_cache"]
+    full, y_test, pre, probe, ft = v["full"], v["y_test"], v["pre"], v["probe"], v["ft"]
+    steps, epochs, timings, t_start = v["steps"], v["epochs"], v["timings"], v["t_start"]
+    ft = {k: arm for k, arm in ft.items() if arm}
 
     pairs_probe = [("pretrained (authors' loss)", "random init"), ("pretrained (our loss)", "random init"),
                    ("pretrained (authors' loss)", "pretrained (our loss)")]  # fmt: skip
@@ -367,19 +432,23 @@ def main() -> None:
             "encoder": {"widen_factor": a.width, "layers": [1, 1, 1, 1], "features": int(512 * a.width) * 4},
             "pretrain_steps": steps, "batch_lesions": a.batch, "lr": a.lr, "trust_coefficient": a.trust,
             "finetune_epochs": epochs, "draws": a.draws, "probe_trials": a.trials,
-            "permutations": a.permutations,
+            "permutations": a.permutations, "classes": a.classes,
         },
-        "density_only_baseline": density_baseline(lab_cache, full),
+        **v["oracle"],
         "pretrain": {k: {kk: str(vv) if isinstance(vv, Path) else vv for kk, vv in v.items()} for k, v in pre.items()},
         "probe_summary": summarise(probe),
         "finetune_summary": summarise(ft),
         "probe_tests": comparisons(y_test, probe, pairs_probe, a.permutations),
-        "finetune_tests": comparisons(y_test, ft, [("pretrained (authors' loss)", "random init")], a.permutations),
+        "finetune_tests": comparisons(y_test, ft, [("pretrained (authors' loss)", "random init")], a.permutations)
+        if len(ft) == 2 else {},
         "probe_runs": {k: {f: [{kk: vv for kk, vv in r.items() if kk != "p"} for r in runs] for f, runs in v.items()}
                        for k, v in probe.items()},
         "finetune_runs": {k: {f: [{kk: vv for kk, vv in r.items() if kk != "p"} for r in runs] for f, runs in v.items()}
                           for k, v in ft.items()},
-        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "timings_s": {k: round(x, 1) for k, x in timings.items()},
+        "cpu_s": {**{k: round(x, 1) for k, x in v["cpu"].items()}, "total": round(cpu_seconds(), 1)},
+        "load_average_1_5_15": v["loads"] + [list(os.getloadavg())],
+        "finetune_fractions_done": sorted(float(f) for f in next(iter(ft.values()), {})),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), torch {torch.__version__}, "
                    f"{torch.get_num_threads()} threads",
         "seconds": round(time.time() - t_start, 1),
@@ -387,8 +456,8 @@ def main() -> None:
     }  # fmt: skip
     (out / "results.json").write_text(json.dumps(result, indent=2))
     (out / "predictions.json").write_text(json.dumps({"y_test": y_test.tolist(), "probe": probe, "finetune": ft}))
-    print(json.dumps({k: result[k] for k in ("density_only_baseline", "probe_summary", "finetune_summary",
-                                              "probe_tests", "finetune_tests", "seconds")}, indent=1))  # fmt: skip
+    print(json.dumps({k: result[k] for k in ("finetune_summary", "finetune_tests", "seconds", "cpu_s")},
+                     indent=1), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -170,3 +170,59 @@ def test_shape_cohort_label_is_carried_by_shape_only(tmp_path: Path) -> None:
     for cls in vols:
         assert np.median(vols[cls]) == pytest.approx(1.0, abs=0.15), cls
     assert abs(np.mean(hu["round"]) - np.mean(hu["lobulated"])) < 25  # same N(20, 30) HU
+
+
+def _texture_stats(rows: list[dict[str, str]]) -> dict[str, list[list[float]]]:
+    """Per lesion, inside its mask: mean HU, voxel SD (HU) and gradient energy (mean
+    squared difference of neighbouring voxels both in the mask, HU²)."""
+    out: dict[str, list[list[float]]] = {"fine": [], "coarse": []}
+    for r in rows:
+        img = sitk.GetArrayFromImage(sitk.ReadImage(r["image_path"])).astype(np.float64)
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(r["mask_path"])) == int(r["mask_label"])
+        g = []
+        for ax in range(3):
+            both = np.logical_and(
+                np.take(mask, range(1, mask.shape[ax]), ax), np.take(mask, range(mask.shape[ax] - 1), ax)
+            )
+            g.append(np.diff(img, axis=ax)[both] ** 2)
+        out[r["label"]].append([img[mask].mean(), img[mask].std(), float(np.concatenate(g).mean())])
+    return out
+
+
+def test_texture_cohort_label_is_carried_by_grain_only(tmp_path: Path) -> None:
+    from mhub_fmcib_train.config import SyntheticConfig
+    from mhub_fmcib_train.evaluation.metrics import auc_roc
+    from mhub_fmcib_train.synthetic import generate_cohort
+
+    cohort = generate_cohort(SyntheticConfig(output_dir=tmp_path, n_scans=10, shape=(96, 96, 60),
+                                             spacing=(1.0, 1.0, 1.0), lesions_per_scan=(2, 4), classes="texture",
+                                             seed=5))  # fmt: skip
+    with open(cohort.seeds_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) >= 15 and {r["label"] for r in rows} == {"fine", "coarse"}
+    assert all(int(r["malignant"]) == (r["label"] == "coarse") for r in rows)
+    # every labelled lesion's 50 mm patch lies inside the scan (|seed| <= half extent - 25 mm, ±1 voxel)
+    assert all(abs(float(r["coordZ"])) <= 30 - 25 + 1 and abs(float(r["coordX"])) <= 48 - 25 + 1 for r in rows)
+    s = {k: np.array(v) for k, v in _texture_stats(rows).items()}
+    # density matched: mean HU and voxel SD (60 HU texture + 25 HU noise ≈ 65 HU) alike in both classes
+    assert abs(s["fine"][:, 0].mean() - s["coarse"][:, 0].mean()) < 40  # N(20, 30) each: SE of the difference ≈ 13
+    assert s["fine"][:, 1].mean() == pytest.approx(65, abs=8) and s["coarse"][:, 1].mean() == pytest.approx(65, abs=8)
+    y = np.r_[np.zeros(len(s["fine"])), np.ones(len(s["coarse"]))]
+    x = np.r_[s["fine"], s["coarse"]]
+    assert auc_roc(y, -x[:, 2]) > 0.95  # oracle: coarse grain has lower gradient energy
+    assert 0.2 < auc_roc(y, x[:, 0]) < 0.8  # mean density alone near chance
+
+
+def test_texture_cohort_lesion_radius_range_is_honoured(tmp_path: Path) -> None:
+    from mhub_fmcib_train.config import SyntheticConfig
+    from mhub_fmcib_train.synthetic import generate_cohort
+
+    cohort = generate_cohort(SyntheticConfig(output_dir=tmp_path, n_scans=4, shape=(96, 96, 60),
+                                             spacing=(1.0, 1.0, 1.0), classes="texture", seed=2,
+                                             lesion_radius_mm=(15.0, 20.0)))  # fmt: skip
+    with open(cohort.seeds_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(15.0 <= float(r["radius_mm"]) <= 20.0 for r in rows)
+    for r in rows[:2]:  # the mask's volume is that of a sphere of the drawn radius (1 mm voxels)
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(r["mask_path"])) == int(r["mask_label"])
+        assert mask.sum() / (4 / 3 * np.pi * float(r["radius_mm"]) ** 3) == pytest.approx(1.0, abs=0.15)

@@ -276,11 +276,16 @@ class SyntheticConfig:
     Attributes:
         classes: ``"mixed"`` (solid / lobulated / ground-glass, differing in shape, density
             and texture) or ``"shape"`` (round / lobulated with the same volume, density and
-            texture distributions: only the shape carries the ``malignant`` label).
+            texture distributions: only the shape carries the ``malignant`` label) or
+            ``"texture"`` (fine / coarse grain with the same shape, volume, mean density and
+            voxel SD: only the texture's correlation length carries the label).
+        lesion_radius_mm: range of the equivalent-sphere radius (mm) of ``shape`` and
+            ``texture`` lesions (``mixed``: always 4–10 mm).
     """
 
     output_dir: Path
-    classes: Literal["mixed", "shape"] = "mixed"
+    classes: Literal["mixed", "shape", "texture"] = "mixed"
+    lesion_radius_mm: tuple[float, float] = (5.0, 9.0)
     n_scans: int = 24
     lesions_per_scan: tuple[int, int] = (1, 3)
     shape: tuple[int, int, int] = (128, 128, 48)

@@ -21,7 +21,17 @@ but the shape differs: each lesion's volume is drawn as that of a sphere of radi
 U(5, 9) mm for both classes (the lobulated shape is rescaled to it), its mean density from
 N(20, 30) HU and its texture (smooth noise of SD 30 HU) alike. Survival (months) is
 exponential with scale ``60 · exp(−0.25 · (radius_mm − 6))`` (bigger lesions die sooner),
-censored uniformly in [6, 60]; ``time`` and ``event`` hold the result. Scans are split
+censored uniformly in [6, 60]; ``time`` and ``event`` hold the result.
+
+With ``classes = "texture"`` the lesions are ``fine`` or ``coarse`` grained,
+``malignant`` = coarse, and only the spatial correlation length of the texture differs:
+both are ellipsoids (axes within ±15 %) of the volume of a sphere of radius U(5, 9) mm,
+with mean density N(20, 30) HU and a texture of Gaussian-filtered noise rescaled to the
+same SD (60 HU) — filter σ 0.5 voxel (fine) or 1.5 voxels (coarse). Each scan also holds
+two unlabelled distractor nodules of the same kind (random grain), at least 25 mm from
+every lesion, so that random background patches contain lesion-like tissue too, and each
+labelled lesion's centre lies 25 mm or more inside the scan, so that its 50³ patch is
+centred (scans need > 50 mm along every axis). Scans are split
 into train/tune/test by ``split_ratios``.
 
 Outputs in ``output_dir``: ``images/scan_NNN.nrrd``, ``masks/scan_NNN_label.nrrd`` (lesion
@@ -87,6 +97,10 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float
 _SHAPE_CLASSES = ("round", "lobulated")
 _SHAPE_MEAN_HU = (20.0, 30.0)
 _SHAPE_TEXTURE_HU = 30.0
+_TEXTURE_CLASSES = ("fine", "coarse")
+_TEXTURE_SIGMA = {"fine": 0.5, "coarse": 1.5}  # voxels
+_TEXTURE_SD_HU = 60.0
+_DISTRACTORS = 2
 
 
 def _shape_mask(
@@ -121,6 +135,25 @@ def _shape_mask(
     return build(scale)
 
 
+def _place(
+    rng: np.random.Generator, lc: npt.NDArray[np.float64], extent: npt.NDArray[np.float64],
+    placed: list[npt.NDArray[np.float64]], bound: npt.NDArray[np.float64] | None,
+) -> npt.NDArray[np.float64] | None:  # fmt: skip
+    """A lesion centre (mm) in the ellipsoid ``lc ± extent``, more than 25 mm from every
+    ``placed`` centre; the last try if none is. With ``bound``: only centres with
+    ``|centre| <= bound`` per axis, ``None`` if 300 tries find none."""
+    centre = lc
+    for _ in range(300 if bound is not None else 100):
+        u = rng.uniform(-1, 1, size=3)
+        if np.sum(u**2) > 1:
+            continue
+        centre = lc + u * extent
+        inside = bound is None or bool(np.all(np.abs(centre) <= bound))
+        if inside and all(np.linalg.norm(centre - o) > 25.0 for o in placed):
+            return centre
+    return None if bound is not None else centre
+
+
 def _scan(
     cfg: SyntheticConfig, rng: np.random.Generator, patient: str, split: str
 ) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.uint8], npt.NDArray[np.float64], list[SyntheticLesion]]:
@@ -143,24 +176,25 @@ def _scan(
         lungs |= ((X - c[0]) / r[0]) ** 2 + ((Y - c[1]) / r[1]) ** 2 + ((Z - c[2]) / r[2]) ** 2 <= 1.0
     hu[lungs] = -850.0 + 30.0 * _smooth_noise(rng, shape, 2.0)[lungs]
     labels = np.zeros(shape, dtype=np.uint8)
+    occupied = np.zeros(shape, dtype=bool)  # distractors' voxels (not in the label mask)
     lesions: list[SyntheticLesion] = []
     n_les = int(rng.integers(cfg.lesions_per_scan[0], cfg.lesions_per_scan[1] + 1))
-    for n in range(1, n_les + 1):
-        classes = _SHAPE_CLASSES if cfg.classes == "shape" else CLASSES
+    n_distract = _DISTRACTORS if cfg.classes == "texture" else 0
+    placed: list[npt.NDArray[np.float64]] = []
+    for n in range(1, n_les + n_distract + 1):
+        classes = {"shape": _SHAPE_CLASSES, "texture": _TEXTURE_CLASSES}.get(cfg.classes, CLASSES)
         cls = classes[int(rng.integers(len(classes)))]
-        radius = float(rng.uniform(5.0, 9.0) if cfg.classes == "shape" else rng.uniform(4.0, 10.0))
+        radius = float(rng.uniform(*cfg.lesion_radius_mm) if cfg.classes != "mixed" else rng.uniform(4.0, 10.0))
         lc, lr = lung_centres[int(rng.integers(2))]
-        for _ in range(100):  # a centre well inside the lung, away from other lesions
-            u = rng.uniform(-1, 1, size=3)
-            if np.sum(u**2) > 1:
-                continue
-            centre = lc + u * np.maximum(lr - radius - 4.0, 1.0)
-            others = [np.asarray(les.seed_lps) for les in lesions]
-            if all(np.linalg.norm(centre - o) > 25.0 for o in others):
-                break
+        bound = half - 25.0 if cfg.classes == "texture" and n <= n_les else None
+        centre = _place(rng, lc, np.maximum(lr - radius - 4.0, 1.0), placed, bound)
+        if centre is None:  # no centred place left for a texture lesion: skip it
+            continue
         d2 = ((X - centre[0]) ** 2 + (Y - centre[1]) ** 2 + (Z - centre[2]) ** 2) ** 0.5
         if cfg.classes == "shape":
             m = _shape_mask(cls, centre, (X, Y, Z), radius, rng)
+        elif cfg.classes == "texture":
+            m = _shape_mask("round", centre, (X, Y, Z), radius, rng)
         elif cls == "solid":
             m = d2 <= radius
         elif cls == "lobulated":
@@ -179,13 +213,21 @@ def _scan(
                 + ((Y - centre[1]) / (radius * ax[1])) ** 2
                 + ((Z - centre[2]) / (radius * ax[2])) ** 2
             ) <= 1.0
-        m &= labels == 0
+        m &= (labels == 0) & ~occupied
         if not m.any():
             continue
-        mu, sd = _SHAPE_MEAN_HU if cfg.classes == "shape" else _DENSITY[cls]
-        mean_hu = float(rng.normal(mu, sd))
-        tex = (_SHAPE_TEXTURE_HU if cfg.classes == "shape" else _TEXTURE[cls]) * _smooth_noise(rng, shape, 1.0)
-        hu[m] = mean_hu + tex[m]
+        placed.append(centre)
+        if cfg.classes == "texture":
+            mean_hu = float(rng.normal(*_SHAPE_MEAN_HU))
+            hu[m] = mean_hu + _TEXTURE_SD_HU * _smooth_noise(rng, shape, _TEXTURE_SIGMA[cls])[m]
+            occupied |= m
+            if n > n_les:  # an unlabelled distractor: tissue in the background, no seed
+                continue
+        else:
+            mu, sd = _SHAPE_MEAN_HU if cfg.classes == "shape" else _DENSITY[cls]
+            mean_hu = float(rng.normal(mu, sd))
+            tex = (_SHAPE_TEXTURE_HU if cfg.classes == "shape" else _TEXTURE[cls]) * _smooth_noise(rng, shape, 1.0)
+            hu[m] = mean_hu + tex[m]
         labels[m] = n
         com = np.array([X[m].mean(), Y[m].mean(), Z[m].mean()])
         scale = 60.0 * math.exp(-0.25 * (radius - 6.0))
@@ -246,7 +288,7 @@ def generate_cohort(cfg: SyntheticConfig) -> SyntheticCohort:
                     "patient_id": les.patient_id,
                     "split": les.split,
                     "label": les.label,
-                    "malignant": MALIGNANT.get(les.label, int(les.label == "lobulated")),
+                    "malignant": MALIGNANT.get(les.label, int(les.label in ("lobulated", "coarse"))),
                     "radius_mm": f"{les.radius_mm:.3f}",
                     "mean_hu": f"{les.mean_hu:.1f}",
                     "time": f"{les.time:.3f}",
