@@ -365,7 +365,7 @@ report_sizes() {
         printf 'image size %-48s %6d MB\n' "$name" $((size / 1000000))
     done
     echo "largest layers of $IMAGE:"
-    docker history --no-trunc --format '{{.Size}}\t{{.CreatedBy}}' "$IMAGE" | sort -rh | head -n 5 | cut -c1-110
+    docker history --no-trunc --format '{{.Size}}\t{{.CreatedBy}}' "$IMAGE" | sort -rh | sed -n '1,5p' | cut -c1-110
 }
 
 # ------------------------------------------------------------------------- main
