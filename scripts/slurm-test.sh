@@ -216,7 +216,7 @@ M=$(q sbatch --parsable --dependency="afterok:${A}_0:${A}_2" "$MERGE")
 log "merge job $M submitted while shard 1 is incomplete: must fail with exit 2"
 wait_jobs "$M"
 expect_state "$M" FAILED 2:0
-grep -i "shard" "$T/jobs/fmcib-merge-$M.out" | sed 's/^/  merge says: /' | head -n 3
+grep -i "shard" "$T/jobs/fmcib-merge-$M.out" | sed 's/^/  merge says: /' | sed -n '1,3p'
 grep -qi "shard 1/3" "$T/jobs/fmcib-merge-$M.out" || die "the merge's message does not name shard 1/3"
 [ ! -e "$FMCIB_RESULTS/merged/features.csv" ] || die "a refused merge left $FMCIB_RESULTS/merged/features.csv"
 
