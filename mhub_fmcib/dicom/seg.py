@@ -113,26 +113,51 @@ def read_seg(path: Path) -> SegObject:
                 anatomic_region=_code(regions[0]) if regions else None,
             )
         )
+    frame_sources, source_uids = _frame_references(seg)
     return SegObject(
         path=Path(path),
         seg=seg,
         segments=tuple(infos),
-        frame_sources=frame_source_uids(seg),
-        source_uids=_source_uids_by_segment(seg),
+        frame_sources=frame_sources,
+        source_uids=source_uids,
     )
 
 
-def frame_source_uids(seg: pydicom.Dataset) -> frozenset[str]:
-    """The SOPInstanceUIDs the SEG's frames were derived from (DerivationImageSequence ›
-    SourceImageSequence of the per-frame and shared functional groups)."""
-    groups = [*seg.get("SharedFunctionalGroupsSequence", []), *seg.get("PerFrameFunctionalGroupsSequence", [])]
-    return frozenset(
+def _derivation_sources(group: pydicom.Dataset) -> set[str]:
+    """ReferencedSOPInstanceUIDs of a functional group's DerivationImageSequence ›
+    SourceImageSequence (an empty value included: it is a reference, just a broken one)."""
+    return {
         str(src.ReferencedSOPInstanceUID)
-        for group in groups
-        for derivation in group.get("DerivationImageSequence", [])
-        for src in derivation.get("SourceImageSequence", [])
-        if src.get("ReferencedSOPInstanceUID")
-    )
+        for der in group.get("DerivationImageSequence", [])
+        for src in der.get("SourceImageSequence", [])
+        if "ReferencedSOPInstanceUID" in src
+    }
+
+
+def _frame_references(seg: hd.seg.Segmentation) -> tuple[frozenset[str], dict[int, frozenset[str] | None]]:
+    """``SegObject``'s ``(frame_sources, source_uids)``, in one pass over the frames.
+
+    ``frame_sources``: the (non-empty) SOPInstanceUIDs the frames were derived from, per-frame
+    and shared functional groups. ``source_uids``: segment number -> the SOPInstanceUIDs its
+    frames are derived from (per-frame groups); ``None`` for a segment with a frame that
+    references no image."""
+    every: set[str] = set()
+    for shared in seg.get("SharedFunctionalGroupsSequence", []):
+        every |= _derivation_sources(shared)
+    found: dict[int, set[str]] = {}
+    unknown: set[int] = set()
+    for frame in seg.get("PerFrameFunctionalGroupsSequence", []):
+        refs = _derivation_sources(frame)
+        every |= refs
+        try:
+            number = int(frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        except (AttributeError, IndexError, TypeError, ValueError):
+            continue
+        if not refs:
+            unknown.add(number)
+        found.setdefault(number, set()).update(refs)
+    per_segment = {n: None if n in unknown else frozenset(u) for n, u in found.items()}
+    return frozenset(u for u in every if u), per_segment
 
 
 def foreign_frames_error(seg: SegObject, ct: CtSeries) -> SegmentationError | None:
@@ -221,28 +246,6 @@ def segment_mask_on_ct(seg: SegObject, number: int, ct: CtSeries) -> npt.NDArray
     mask = np.zeros(ct.volume.shape, dtype=bool)
     mask[tuple(segment_voxels_on_ct(seg, number, ct).T)] = True
     return mask
-
-
-def _source_uids_by_segment(seg: hd.seg.Segmentation) -> dict[int, frozenset[str] | None]:
-    """Segment number -> the SOPInstanceUIDs its frames are derived from (per-frame
-    functional groups); ``None`` for a segment with a frame that references no image."""
-    found: dict[int, set[str]] = {}
-    unknown: set[int] = set()
-    for frame in seg.get("PerFrameFunctionalGroupsSequence", []):
-        try:
-            number = int(frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-        except (AttributeError, IndexError, TypeError, ValueError):
-            continue
-        refs = {
-            str(src.ReferencedSOPInstanceUID)
-            for der in frame.get("DerivationImageSequence", [])
-            for src in der.get("SourceImageSequence", [])
-            if "ReferencedSOPInstanceUID" in src
-        }
-        if not refs:
-            unknown.add(number)
-        found.setdefault(number, set()).update(refs)
-    return {n: None if n in unknown else frozenset(u) for n, u in found.items()}
 
 
 def segment_voxels_on_ct(seg: SegObject, number: int, ct: CtSeries) -> npt.NDArray[np.int64]:
