@@ -30,13 +30,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("radius", type=float, nargs=2, help="lesion radius range, mm")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--scans", type=int, default=40)
+    ap.add_argument("--sigma", type=float, nargs=2, default=(0.5, 1.5), help="fine, coarse grain σ (voxels)")
+    ap.add_argument("--texture-sd", type=float, default=60.0, help="texture SD, HU")
+    ap.add_argument("--distractors", type=int, default=2)
+    ap.add_argument("--noise", type=float, default=25.0, help="scan noise SD, HU")
     a = ap.parse_args()
     out = Path(tempfile.mkdtemp(prefix="random_probe_pilot_"))
     try:
-        c = generate_cohort(SyntheticConfig(output_dir=out / "c", n_scans=40, shape=(96, 96, 96),
+        c = generate_cohort(SyntheticConfig(output_dir=out / "c", n_scans=a.scans, shape=(96, 96, 96),
                                             spacing=(1.0, 1.0, 1.0), lesions_per_scan=(2, 4), classes="texture",
                                             split_ratios=(0.5, 0.0, 0.5), seed=a.seed,
-                                            lesion_radius_mm=(a.radius[0], a.radius[1])))  # fmt: skip
+                                            lesion_radius_mm=(a.radius[0], a.radius[1]),
+                                            texture_sigma_voxels=(a.sigma[0], a.sigma[1]),
+                                            texture_sd_hu=a.texture_sd, distractors=a.distractors,
+                                            noise_hu=a.noise))  # fmt: skip
         cache = build_cache(DataConfig(seeds_csv=c.seeds_csv, cache_dir=out / "cache", label_column="malignant"))
         torch.manual_seed(0)
         enc = build_encoder(EncoderConfig(widen_factor=0.125, layers=(1, 1, 1, 1)))
@@ -48,7 +56,10 @@ def main() -> None:
         sc = StandardScaler().fit(x[tr])
         m = LogisticRegressionCV(max_iter=2000).fit(sc.transform(x[tr]), y[tr])
         auc = auc_roc(y[te], m.predict_proba(sc.transform(x[te]))[:, 1])
-        print(f"radius {a.radius} mm, seed {a.seed}: {tr.sum()} train / {te.sum()} test lesions, test AUC {auc:.3f}")
+        print(
+            f"radius {a.radius} mm, sigma {a.sigma}, sd {a.texture_sd}, distractors {a.distractors}, "
+            f"noise {a.noise}, seed {a.seed}: {tr.sum()} train / {te.sum()} test lesions, test AUC {auc:.3f}"
+        )
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

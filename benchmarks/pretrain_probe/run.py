@@ -67,6 +67,16 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--tiny", action="store_true", help="a minutes-long smoke version (numbers meaningless)")
     ap.add_argument("--classes", choices=("texture", "shape"), default="texture", help="which label (SyntheticConfig)")
     ap.add_argument("--radius", type=float, nargs=2, default=(5.0, 9.0), help="lesion radius range, mm")
+    ap.add_argument("--sigma", type=float, nargs=2, default=(0.5, 1.5), help="texture: fine, coarse grain σ, voxels")
+    ap.add_argument("--texture-sd", type=float, default=60.0, help="texture: SD in both classes, HU")
+    ap.add_argument("--distractors", type=int, default=2, help="texture: unlabelled nodules per scan")
+    ap.add_argument("--noise", type=float, default=25.0, help="scan noise SD, HU")
+    ap.add_argument(
+        "--pilot",
+        action="store_true",
+        help="only the label checks, the random-init probe and one random-init fine-tuning at 100 %%: "
+        "can the label be learnt at this compute?",
+    )
     ap.add_argument("--pretrain-scans", type=int, default=80)
     ap.add_argument("--labelled-scans", type=int, nargs=3, default=(25, 12, 110), metavar=("TRAIN", "TUNE", "TEST"))
     ap.add_argument("--width", type=float, default=0.125)
@@ -77,6 +87,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--trust", type=float, default=0.02)
     ap.add_argument("--finetune-minutes", type=float, default=16.0, help="wall-time budget of all fine-tuning")
     ap.add_argument("--max-epochs", type=int, default=10)
+    ap.add_argument("--finetune-lr", type=float, default=0.003125, help="fine-tuning SGD lr (the authors' 0.003125)")
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--stop-minutes", type=float, default=55.0, help="start no fine-tuning fraction after this")
     ap.add_argument("--trials", type=int, default=100)
@@ -100,7 +111,9 @@ def parse_args() -> argparse.Namespace:
 def make_cohorts(a: argparse.Namespace) -> tuple[DataConfig, DataConfig]:
     """The pre-training cohort (all ``train``) and the labelled cohort (train/tune/test)."""
     geometry: dict[str, Any] = {"shape": (96, 96, 96), "spacing": (1.0, 1.0, 1.0), "lesions_per_scan": (2, 4),
-                                "classes": a.classes, "lesion_radius_mm": tuple(a.radius)}  # fmt: skip
+                                "classes": a.classes, "lesion_radius_mm": tuple(a.radius), "noise_hu": a.noise,
+                                "texture_sigma_voxels": tuple(a.sigma), "texture_sd_hu": a.texture_sd,
+                                "distractors": a.distractors}  # fmt: skip
     if a.classes == "shape":
         geometry.update(shape=(96, 96, 40), spacing=(1.0, 1.0, 2.0))
     if a.reuse and (a.out / "cohort_pretrain/seeds.csv").is_file() and (a.out / "cohort_labelled/seeds.csv").is_file():
@@ -191,7 +204,7 @@ def finetune_arm(a: argparse.Namespace, data: DataConfig, cache: PatchCache, ini
             cfg = FinetuneConfig(
                 data=dataclasses.replace(data, fraction=f, fraction_seed=draw_seed(cache, f, d)),
                 output_dir=root / f"{init}_{f}_{d}",
-                init=init, weights=weights, encoder=enc, epochs=epochs,  # type: ignore[arg-type]
+                init=init, weights=weights, encoder=enc, epochs=epochs, lr=a.finetune_lr,  # type: ignore[arg-type]
                 step_size=max(1, round(epochs * 0.3)), device="cpu", seed=d,
             )  # fmt: skip
             t0 = time.perf_counter()
@@ -320,6 +333,25 @@ def texture_oracle(cache: PatchCache, rows: dict[str, list[int]]) -> dict[str, f
     return res
 
 
+def pilot(a: argparse.Namespace, data: DataConfig, cache: PatchCache, out: Path) -> None:
+    """Can the label be learnt at this compute? Random-init probe and one random-init
+    fine-tuning at 100 % (``--finetune-epochs``, default 3), printed and written to
+    ``pilot.json``."""
+    t = time.time()
+    torch.manual_seed(0)
+    enc = build_encoder(EncoderConfig(widen_factor=a.width, layers=(1, 1, 1, 1)))
+    feats = extract_features(enc, cache, list(range(len(cache.table.records))), torch.device("cpu"), 16)
+    a.draws = 1
+    probe = probe_arm(a, cache, feats)["1.0"][0]
+    print(f"pilot: random-init probe at 100 %: test AUC {probe['test_auc']:.3f} ({time.time() - t:.0f} s)", flush=True)
+    ft = finetune_arm(a, data, cache, "random", None, a.finetune_epochs or 3, out / "pilot_finetune", (1.0,))["1.0"][0]
+    res = {"random_probe_test_auc": probe["test_auc"], "random_finetune_test_auc": ft["test_auc"],
+           "finetune_best_epoch": ft["best_epoch"], "finetune_tune_auc": ft["tune_auc"],
+           "seconds": round(time.time() - t, 1), "args": {k: str(v) for k, v in vars(a).items()}}  # fmt: skip
+    (out / "pilot.json").write_text(json.dumps(res, indent=2))
+    print(json.dumps(res), flush=True)
+
+
 def cpu_seconds() -> float:
     """User + system CPU seconds of this process and its waited-for children."""
     t = os.times()
@@ -345,6 +377,9 @@ def main() -> None:
     oracle = {"density_only_baseline": density_baseline(lab_cache, full),
               "texture_oracle": texture_oracle(lab_cache, full)}  # fmt: skip
     print(oracle, {s: len(r) for s, r in full.items()}, flush=True)
+    if a.pilot:
+        pilot(a, lab_data, lab_cache, out)
+        return
 
     t = time.time()
     if not (a.reuse and (out / "calibrate" / "log.csv").is_file()):

@@ -226,3 +226,48 @@ def test_texture_cohort_lesion_radius_range_is_honoured(tmp_path: Path) -> None:
     for r in rows[:2]:  # the mask's volume is that of a sphere of the drawn radius (1 mm voxels)
         mask = sitk.GetArrayFromImage(sitk.ReadImage(r["mask_path"])) == int(r["mask_label"])
         assert mask.sum() / (4 / 3 * np.pi * float(r["radius_mm"]) ** 3) == pytest.approx(1.0, abs=0.15)
+
+
+def test_texture_cohort_grain_sd_and_distractors_are_honoured(tmp_path: Path) -> None:
+    """The experiment's knobs: texture SD (HU), the two grain σ (voxels), distractors per scan."""
+    from mhub_fmcib_train.config import SyntheticConfig
+    from mhub_fmcib_train.synthetic import generate_cohort
+
+    cfg = dict(n_scans=6, shape=(96, 96, 60), spacing=(1.0, 1.0, 1.0), lesions_per_scan=(2, 3),
+               classes="texture", seed=5, lesion_radius_mm=(8.0, 10.0), noise_hu=10.0)  # fmt: skip
+    strong = generate_cohort(
+        SyntheticConfig(
+            output_dir=tmp_path / "a", texture_sd_hu=300.0, texture_sigma_voxels=(0.5, 3.0), distractors=0, **cfg
+        )
+    )  # type: ignore[arg-type]
+    with open(strong.seeds_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    s = {k: np.array(v) for k, v in _texture_stats(rows).items()}
+    assert len(s["fine"]) and len(s["coarse"])
+    # voxel SD ≈ √(300² + 10²) in both classes; gradient energy: σ 3 is far smoother than σ 0.5
+    for k in ("fine", "coarse"):
+        assert s[k][:, 1].mean() == pytest.approx(300, rel=0.25)
+    assert s["fine"][:, 2].min() > 5 * s["coarse"][:, 2].max()
+    # distractors: textured tissue outside every lesion mask. Count neighbouring voxel pairs
+    # outside the masks, both soft tissue (-600..600 HU), differing by > 200 HU: body tissue
+    # has only the 10 HU noise (a 14 SD step), a fine-grained distractor of SD 300 HU has many
+    two = generate_cohort(
+        SyntheticConfig(
+            output_dir=tmp_path / "b", texture_sd_hu=300.0, texture_sigma_voxels=(0.5, 3.0), distractors=2, **cfg
+        )
+    )  # type: ignore[arg-type]
+
+    def rough_pairs_outside_masks(seeds_csv: Path) -> int:
+        with open(seeds_csv, newline="") as f:
+            paths = {(r["image_path"], r["mask_path"]) for r in csv.DictReader(f)}
+        n = 0
+        for image, mask in paths:
+            img = sitk.GetArrayFromImage(sitk.ReadImage(image)).astype(np.float64)
+            soft = (np.abs(img) < 600) & (sitk.GetArrayFromImage(sitk.ReadImage(mask)) == 0)
+            for ax in range(3):
+                a, b = np.take(soft, range(1, soft.shape[ax]), ax), np.take(soft, range(soft.shape[ax] - 1), ax)
+                n += int((np.abs(np.diff(img, axis=ax)) > 200)[a & b].sum())
+        return n
+
+    assert rough_pairs_outside_masks(strong.seeds_csv) < 10
+    assert rough_pairs_outside_masks(two.seeds_csv) > 1000

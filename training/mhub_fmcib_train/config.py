@@ -281,11 +281,18 @@ class SyntheticConfig:
             voxel SD: only the texture's correlation length carries the label).
         lesion_radius_mm: range of the equivalent-sphere radius (mm) of ``shape`` and
             ``texture`` lesions (``mixed``: always 4–10 mm).
+        texture_sigma_voxels: ``texture`` only: the Gaussian filter σ (voxels) of the
+            ``fine`` and of the ``coarse`` grain.
+        texture_sd_hu: ``texture`` only: the texture's SD (HU) in both classes.
+        distractors: ``texture`` only: unlabelled nodules of random grain per scan.
     """
 
     output_dir: Path
     classes: Literal["mixed", "shape", "texture"] = "mixed"
     lesion_radius_mm: tuple[float, float] = (5.0, 9.0)
+    texture_sigma_voxels: tuple[float, float] = (0.5, 1.5)
+    texture_sd_hu: float = 60.0
+    distractors: int = 2
     n_scans: int = 24
     lesions_per_scan: tuple[int, int] = (1, 3)
     shape: tuple[int, int, int] = (128, 128, 48)

@@ -25,10 +25,11 @@ censored uniformly in [6, 60]; ``time`` and ``event`` hold the result.
 
 With ``classes = "texture"`` the lesions are ``fine`` or ``coarse`` grained,
 ``malignant`` = coarse, and only the spatial correlation length of the texture differs:
-both are ellipsoids (axes within ±15 %) of the volume of a sphere of radius U(5, 9) mm,
+both are ellipsoids (axes within ±15 %) of the volume of a sphere of radius U(``lesion_radius_mm``), default U(5, 9) mm,
 with mean density N(20, 30) HU and a texture of Gaussian-filtered noise rescaled to the
-same SD (60 HU) — filter σ 0.5 voxel (fine) or 1.5 voxels (coarse). Each scan also holds
-two unlabelled distractor nodules of the same kind (random grain), at least 25 mm from
+same SD (``texture_sd_hu``, default 60 HU) — filter σ ``texture_sigma_voxels`` (default 0.5
+voxel fine, 1.5 voxels coarse). Each scan also holds ``distractors`` (default two)
+unlabelled distractor nodules of the same kind (random grain), at least 25 mm from
 every lesion, so that random background patches contain lesion-like tissue too, and each
 labelled lesion's centre lies 25 mm or more inside the scan, so that its 50³ patch is
 centred (scans need > 50 mm along every axis). Scans are split
@@ -98,9 +99,6 @@ _SHAPE_CLASSES = ("round", "lobulated")
 _SHAPE_MEAN_HU = (20.0, 30.0)
 _SHAPE_TEXTURE_HU = 30.0
 _TEXTURE_CLASSES = ("fine", "coarse")
-_TEXTURE_SIGMA = {"fine": 0.5, "coarse": 1.5}  # voxels
-_TEXTURE_SD_HU = 60.0
-_DISTRACTORS = 2
 
 
 def _shape_mask(
@@ -179,7 +177,7 @@ def _scan(
     occupied = np.zeros(shape, dtype=bool)  # distractors' voxels (not in the label mask)
     lesions: list[SyntheticLesion] = []
     n_les = int(rng.integers(cfg.lesions_per_scan[0], cfg.lesions_per_scan[1] + 1))
-    n_distract = _DISTRACTORS if cfg.classes == "texture" else 0
+    n_distract = cfg.distractors if cfg.classes == "texture" else 0
     placed: list[npt.NDArray[np.float64]] = []
     for n in range(1, n_les + n_distract + 1):
         classes = {"shape": _SHAPE_CLASSES, "texture": _TEXTURE_CLASSES}.get(cfg.classes, CLASSES)
@@ -219,7 +217,8 @@ def _scan(
         placed.append(centre)
         if cfg.classes == "texture":
             mean_hu = float(rng.normal(*_SHAPE_MEAN_HU))
-            hu[m] = mean_hu + _TEXTURE_SD_HU * _smooth_noise(rng, shape, _TEXTURE_SIGMA[cls])[m]
+            sigma = cfg.texture_sigma_voxels[_TEXTURE_CLASSES.index(cls)]
+            hu[m] = mean_hu + cfg.texture_sd_hu * _smooth_noise(rng, shape, sigma)[m]
             occupied |= m
             if n > n_les:  # an unlabelled distractor: tissue in the background, no seed
                 continue
