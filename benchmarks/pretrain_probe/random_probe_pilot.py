@@ -1,4 +1,5 @@
 """Pilot: does a random-init narrow encoder's probe see the texture label at a lesion size?
+And does the whole 50³ patch's gradient energy (a global average, as the encoder's pool)?
 
 A 40-scan texture cohort (half train, half test scans), features of a random-init width-1/8
 encoder (seed 0), StandardScaler + LogisticRegressionCV on train, test AUC. Minutes on
@@ -56,6 +57,13 @@ def main() -> None:
         sc = StandardScaler().fit(x[tr])
         m = LogisticRegressionCV(max_iter=2000).fit(sc.transform(x[tr]), y[tr])
         auc = auc_roc(y[te], m.predict_proba(sc.transform(x[te]))[:, 1])
+        patches = np.stack([cache.centre_patch(np.asarray(p)) for p in cache.lesions]).astype(np.float64) * 3072.0
+        energy = np.mean([np.mean(np.diff(patches, axis=k) ** 2, axis=(1, 2, 3)) for k in (1, 2, 3)], axis=0)
+        ge = auc_roc(y, energy)
+        print(
+            f"whole-patch gradient energy AUC {ge:.3f} (separation {max(ge, 1 - ge):.3f}: what a global "
+            "average pool of a local-texture feature could see)"
+        )
         print(
             f"radius {a.radius} mm, sigma {a.sigma}, sd {a.texture_sd}, distractors {a.distractors}, "
             f"noise {a.noise}, seed {a.seed}: {tr.sum()} train / {te.sum()} test lesions, test AUC {auc:.3f}"

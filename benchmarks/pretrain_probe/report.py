@@ -71,9 +71,11 @@ def main(path: Path) -> None:
         for f, v in arm.items():
             v["n_train"] = n_train.get(f)
     print("\n".join(_table(ft_summary, r["finetune_tests"])) if ft_summary else "(no fine-tuning fraction finished)")
-    print("\nLoss ablation (probe):\n")
-    for k, v in r["probe_tests"].items():
-        if k.startswith("pretrained (authors' loss) vs pretrained (our loss)"):
+    for name, tests in (("probe", r["probe_tests"]), ("fine-tuning", r["finetune_tests"])):
+        rows = [(k, v) for k, v in tests.items() if k.startswith("pretrained (authors' loss) vs pretrained (our loss)")]
+        if rows:
+            print(f"\nLoss ablation ({name}; authors' loss − our loss):\n")
+        for k, v in rows:
             print(f"- {k.split(' @ ')[1]}: mean ΔAUC {v['mean_auc_difference']:+.3f}, p = {v['p_value']:.3f}")
 
 

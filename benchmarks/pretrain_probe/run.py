@@ -213,7 +213,8 @@ def finetune_arm(a: argparse.Namespace, data: DataConfig, cache: PatchCache, ini
                 continue
             r = run_finetune(cfg)
             print(
-                f"finetune {init} {f} draw {d}: test AUC {r.test_metric:.3f} ({time.perf_counter() - t0:.0f} s)",
+                f"finetune {root.name}/{init} {f} draw {d}: test AUC {r.test_metric:.3f} "
+                f"({time.perf_counter() - t0:.0f} s)",
                 flush=True,
             )
             runs.append({"draw": d, "best_epoch": r.best_epoch, "tune_auc": r.best_tune_metric,
@@ -430,7 +431,7 @@ def main() -> None:
     epochs = a.finetune_epochs or int(max(1, min(a.max_epochs, remaining / max(per_epoch, 1e-9))))
     print(f"fine-tuning: {epochs} epochs per run", flush=True)
     t = time.time()
-    ft: dict[str, dict[str, Any]] = {"pretrained (authors' loss)": {}, "random init": {}}
+    ft: dict[str, dict[str, Any]] = {"pretrained (authors' loss)": {}, "pretrained (our loss)": {}, "random init": {}}
     write_results(a, out, locals())
     for frac in (1.0, 0.1, 0.2, 0.5):  # all labels first (can it be learnt?); results written after each
         if time.time() - t_start > a.stop_minutes * 60:
@@ -439,6 +440,9 @@ def main() -> None:
         ft["pretrained (authors' loss)"].update(finetune_arm(a, lab_data, lab_cache, "foundation",
                                                              pre["background_infonce"]["encoder"], epochs,
                                                              out / "finetune", (frac,)))  # fmt: skip
+        ft["pretrained (our loss)"].update(finetune_arm(a, lab_data, lab_cache, "foundation",
+                                                        pre["ntxent+background"]["encoder"], epochs,
+                                                        out / "finetune_ours", (frac,)))  # fmt: skip
         ft["random init"].update(finetune_arm(a, lab_data, lab_cache, "random", None, epochs,
                                               out / "finetune", (frac,)))  # fmt: skip
         timings["finetune"] = time.time() - t
@@ -474,8 +478,8 @@ def write_results(a: argparse.Namespace, out: Path, v: dict[str, Any]) -> None:
         "probe_summary": summarise(probe),
         "finetune_summary": summarise(ft),
         "probe_tests": comparisons(y_test, probe, pairs_probe, a.permutations),
-        "finetune_tests": comparisons(y_test, ft, [("pretrained (authors' loss)", "random init")], a.permutations)
-        if len(ft) == 2 else {},
+        "finetune_tests": comparisons(y_test, ft, [p for p in pairs_probe if p[0] in ft and p[1] in ft],
+                                      a.permutations),
         "probe_runs": {k: {f: [{kk: vv for kk, vv in r.items() if kk != "p"} for r in runs] for f, runs in v.items()}
                        for k, v in probe.items()},
         "finetune_runs": {k: {f: [{kk: vv for kk, vv in r.items() if kk != "p"} for r in runs] for f, runs in v.items()}
