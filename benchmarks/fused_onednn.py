@@ -22,6 +22,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from encoder_proto import GFLOP_PER_PATCH, _timed, matmul_gflops, real_patches  # noqa: E402
 
 from mhub_fmcib.model.network import FmcibResNet  # noqa: E402
+from mhub_fmcib.model.weights import load_state_dict_file, write_random_weights  # noqa: E402
 
 _MK = torch.ops.mkldnn
 _Shape = tuple[int, ...]
@@ -109,16 +111,13 @@ class FusedEncoder:
 
 
 def random_encoder() -> FmcibResNet:
-    """Random weights with non-trivial batch-norm statistics (so folding is exercised)."""
-    torch.manual_seed(0)
-    net = FmcibResNet().eval()
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm3d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.1, 0.1)
-    return net
+    """The encoder with the project's random weights in the published format (batch-norm
+    statistics randomised too, so that folding them is exercised), eval mode."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sd = load_state_dict_file(write_random_weights(Path(tmp) / "w.torch"))
+        net = FmcibResNet()
+        net.load_state_dict(sd)
+    return net.eval()
 
 
 def main() -> None:
