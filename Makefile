@@ -67,8 +67,8 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/core.py
 	$(BIN)/python benchmarks/startup.py --reps 1
-	$(BIN)/python benchmarks/encoder_proto.py --paths eager,traced,cl3d --rounds 2
-	$(BIN)/python benchmarks/encoder_proto.py --paths eager --batch 32 --rounds 2 --out benchmarks/out/encoder_b32.json
+	$(BIN)/python benchmarks/encoder_proto.py --paths eager,fused,traced,cl3d --batch 16 --rounds 2
+	$(BIN)/python benchmarks/fused_onednn.py --batch 16 --rounds 2
 	$(BIN)/python benchmarks/prefetch.py --studies 6 --reps 3
 	$(BIN)/python benchmarks/vs_reference.py --reps 1 --variants "auto=;b8=--batch-size 8"
 	$(BIN)/python benchmarks/exports.py --lesions 5 60 --reps 1

@@ -6,7 +6,8 @@ Variants: ``before`` (the path before issue 18: the network built twice with ful
 initialisation, ``torch.load`` into memory, a copying ``load_state_dict``, sha256 of the
 file); ``meta`` (network built on the meta device, weights assigned); ``now_cold`` and
 ``now_cached`` (``read_weights`` + ``FeatureExtractor`` as the CLI runs them: skip-init,
-mmap + assign, dtype/finite checks, sha256 computed resp. taken from the cache).
+mmap + assign, dtype/finite checks, the fused CPU encoder packed, sha256 computed resp.
+taken from the cache); ``now_eager`` (as ``now_cached`` with ``--cpu-encoder eager``).
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/startup.py [--reps 3]``; writes
 ``benchmarks/out/startup.json``.
@@ -37,6 +38,7 @@ CHILD = textwrap.dedent(
     from mhub_fmcib.model.network import FmcibResNet
     from mhub_fmcib.model.weights import check_state_dict, sha256_file, read_weights
     from mhub_fmcib.model.extractor import FeatureExtractor
+    from mhub_fmcib.config import CpuEncoder
     t_imp = time.perf_counter() - t0
     variant, path, cache = sys.argv[1], sys.argv[2], sys.argv[3]
     T = {"import_s": t_imp}
@@ -64,7 +66,10 @@ CHILD = textwrap.dedent(
     if variant.startswith("now"):
         w = read_weights(path, hash_cache_dir=None if variant == "now_cold" else cache)
         T["load_s"] = time.perf_counter() - t; t = time.perf_counter()
-        m = FeatureExtractor(w, device="cpu", batch_size=2).model
+        encoder = CpuEncoder.EAGER if variant == "now_eager" else CpuEncoder.FUSED
+        ex = FeatureExtractor(w, device="cpu", batch_size=2, cpu_encoder=encoder)
+        del w
+        m = lambda x: ex.extract(x.numpy())
         T["build_s"] = time.perf_counter() - t
     elif variant == "before":
         sd = torch.load(path, map_location="cpu", weights_only=True)["trunk_state_dict"]
@@ -111,7 +116,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--weights", type=Path)
-    ap.add_argument("--variants", default="before,meta,now_cold,now_cached")
+    ap.add_argument("--variants", default="before,meta,now_cold,now_cached,now_eager")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         w = a.weights

@@ -159,7 +159,10 @@ def main() -> None:
                 r["load_1min"] = os.getloadavg()[0]
                 runs.setdefault(f"reference_{n}", []).append(r)
                 line = f"rep {rep} n={n}: reference {r['wall_s']:.1f} s ({r['cpu_s']:.1f} cpu s)"
-                for name, extra in variants:
+                # our variants rotate their order each repeat: the run right after the
+                # reference (its 4 loader workers still exiting) measured up to ~1 s slower
+                k = rep % len(variants)
+                for name, extra in variants[k:] + variants[:k]:
                     out = tmp / f"{name}_{n}_{rep}"
                     cmd = [sys.executable, "-c", OURS_DRIVER, "run", str(seeds), str(out), "--seeds"]
                     cmd += ["--weights", str(w), "--no-sr", "--no-seg", "--no-qc", *a.ours_args.split(), *extra.split()]

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ConfigError
 from .image_io import is_image_file
@@ -45,6 +45,17 @@ class Precision(str, Enum):
     """torch autocast to float16 (CUDA only)."""
 
 
+class CpuEncoder(str, Enum):
+    """How the encoder runs on a CPU in float32 (``--cpu-encoder``). Both give the
+    reference's numbers up to float32 rounding (at most ~1.6e-6 of the feature scale apart,
+    measured); see :mod:`mhub_fmcib.model.extractor`."""
+
+    FUSED = "fused"
+    """Folded, pre-packed oneDNN convolutions (default): 1.4-1.5x eager, ~0.5 s set-up."""
+    EAGER = "eager"
+    """The PyTorch network as written (the bit-exact MONAI-layout network)."""
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs.
@@ -59,10 +70,8 @@ class RunConfig:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         batch_size: patches per forward pass; ``None`` (``--batch-size auto``): chosen by
             free memory (:func:`mhub_fmcib.model.extractor.choose_batch_size`; at most 16 on
-            a CPU, 8 with ``optimize_cpu``).
-        optimize_cpu: on CPU, trace and freeze the encoder for oneDNN (~10-15 % faster at
-            batch 8, ~1.6 GB more memory, batches padded to ``batch_size``; features differ
-            from eager mode by float32 rounding only).
+            a CPU).
+        cpu_encoder: on a CPU in float32, :class:`CpuEncoder` (fused by default).
         precision: encoder arithmetic, :class:`Precision` (recorded in ``run.json``,
             ``features.csv`` and the SR).
         channels_last: run the encoder in the channels-last-3d memory format.
@@ -90,7 +99,7 @@ class RunConfig:
     weights: Path | None = None
     device: str = "auto"
     batch_size: int | None = None
-    optimize_cpu: bool = False
+    cpu_encoder: CpuEncoder = CpuEncoder.FUSED
     precision: Precision = Precision.FP32
     channels_last: bool = False
     prefetch: bool | None = None
@@ -146,7 +155,7 @@ class RunConfig:
         Raises:
             ConfigError: a setting is unknown or invalid.
         """
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)} - {"optimize_cpu"})
         if unknown:
             raise ConfigError(f"unknown run setting(s) {unknown}")
         missing = [k for k in ("input", "output") if d.get(k) is None]
@@ -158,10 +167,13 @@ class RunConfig:
         for key in ("mask", "weights"):
             if kw.get(key) is not None:
                 kw[key] = Path(kw[key])
-        if "input_kind" in kw:
-            kw["input_kind"] = InputKind(kw["input_kind"])
-        if "precision" in kw:
-            kw["precision"] = parse_precision(kw["precision"])
+        kw.pop("optimize_cpu", None)  # older run.json: the traced encoder, replaced by the fused one
+        enums: dict[str, Callable[[Any], Enum]] = {
+            "input_kind": InputKind, "precision": parse_precision, "cpu_encoder": parse_cpu_encoder,
+        }  # fmt: skip
+        for key, parse in enums.items():
+            if key in kw:
+                kw[key] = parse(kw[key])
         if "heads" in kw:
             kw["heads"] = tuple(Path(h) for h in kw["heads"])
         for key in ("segments", "segmentation_sources"):
@@ -204,7 +216,7 @@ class RunConfig:
             resume=not args.no_resume,
             index_workers=args.workers,
             sr_max_lesions=args.sr_max_lesions,
-            optimize_cpu=args.optimize_cpu,
+            cpu_encoder=parse_cpu_encoder(args.cpu_encoder),
             precision=parse_precision(args.precision),
             channels_last=args.channels_last,
             prefetch=parse_switch(args.prefetch, "--prefetch"),
@@ -227,16 +239,39 @@ class RunConfig:
 _EXPORT_FLAGS = (("no_sr", "export_sr"), ("no_seg", "export_seg"), ("no_qc", "export_qc"))
 
 
+_Choice = TypeVar("_Choice", bound=Enum)
+
+
+def _parse_choice(kind: type[_Choice], text: object, flag: str) -> _Choice:
+    """``text`` (any case) as a member of the string enum ``kind``.
+
+    Raises:
+        ConfigError: not one of its values; the message names ``flag`` and the values.
+    """
+    try:
+        return kind(str(text).lower())
+    except ValueError:
+        values = [str(m.value) for m in kind]
+        allowed = f"{', '.join(values[:-1])} or {values[-1]}"
+        raise ConfigError(f"{flag} must be {allowed}, got {text!r}") from None
+
+
 def parse_precision(text: object) -> Precision:
     """``"fp32"``, ``"bf16"`` or ``"fp16"`` -> :class:`Precision`.
 
     Raises:
         ConfigError: any other value.
     """
-    try:
-        return Precision(str(text).lower())
-    except ValueError:
-        raise ConfigError(f"--precision must be fp32, bf16 or fp16, got {text!r}") from None
+    return _parse_choice(Precision, text, "--precision")
+
+
+def parse_cpu_encoder(text: object) -> CpuEncoder:
+    """``"fused"`` or ``"eager"`` -> :class:`CpuEncoder`.
+
+    Raises:
+        ConfigError: any other value.
+    """
+    return _parse_choice(CpuEncoder, text, "--cpu-encoder")
 
 
 def parse_batch_size(text: str) -> int | None:

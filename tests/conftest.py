@@ -1,5 +1,5 @@
 """Shared fixtures: the committed sample study, a random-initialised weights file in the
-published format (never the real weights, never the network), and a loaded encoder."""
+published format (never the real weights, never the network), and loaded encoders."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from mhub_fmcib.config import CpuEncoder
 from mhub_fmcib.model.extractor import FeatureExtractor
-from mhub_fmcib.model.weights import read_weights, write_random_weights
+from mhub_fmcib.model.weights import LoadedWeights, read_weights, write_random_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
@@ -26,5 +27,18 @@ def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def extractor(weights_file: Path) -> FeatureExtractor:
-    return FeatureExtractor(read_weights(weights_file), device="cpu", batch_size=4)
+def loaded_weights(weights_file: Path) -> LoadedWeights:
+    """The random weights read and checked (memory-mapped tensors)."""
+    return read_weights(weights_file)
+
+
+@pytest.fixture(scope="session")
+def extractor(loaded_weights: LoadedWeights) -> FeatureExtractor:
+    """The default CPU extractor: the fused encoder (it keeps only its packed weights)."""
+    return FeatureExtractor(loaded_weights, device="cpu", batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def eager_extractor(loaded_weights: LoadedWeights) -> FeatureExtractor:
+    """The eager network with the mapped weights assigned (``--cpu-encoder eager``)."""
+    return FeatureExtractor(loaded_weights, device="cpu", batch_size=4, cpu_encoder=CpuEncoder.EAGER)

@@ -95,7 +95,7 @@ def pipeline_process(weights: Path | None, workdir: Path) -> Callable[[Path, Pat
 
     if weights is None:
         weights = write_random_weights(workdir / "random_weights.torch", seed=0)
-    extractor = FeatureExtractor(read_weights(weights), device="cpu", batch_size=8, optimize=True)
+    extractor = FeatureExtractor(read_weights(weights), device="cpu", batch_size=8)
 
     def process(input_folder: Path, output_folder: Path) -> list[Path]:
         config = RunConfig(input=input_folder, output=output_folder, weights=weights, export_qc=False)

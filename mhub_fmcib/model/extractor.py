@@ -6,28 +6,37 @@ Set-up is cheap: the network is built with its initialisation skipped and the ch
 memory-mapped weights are assigned into it (no second copy; ``benchmarks/startup.py``).
 
 Batch independence: a lesion's features do not depend on which other lesions share its
-batch. On CPU (oneDNN) the result of one sample is bit-identical for every batch of two or
-more, whatever the other samples are and wherever it sits in the batch; a batch of one takes
+batch. On CPU (oneDNN, fused or eager) the result of one sample is bit-identical for every
+batch of two or more, whatever the other samples are and wherever it sits in the batch
+(measured, and tested on the machine the tests run on); a batch of one takes
 another kernel path (up to ~8e-5 different at feature scale ~70, measured). A lone patch is
 therefore padded with a zero patch to a batch of two (``MIN_COMPUTE_BATCH``), so a lesion
 gets the same numbers whether its series has one lesion or sixty (tested).
 
+CPU encoder (``--cpu-encoder``, float32 on a CPU): ``fused`` (default) runs the network as
+folded, pre-packed oneDNN convolutions (:mod:`mhub_fmcib.model.fused`): ~1.3x eager's
+throughput for ~0.5 s of set-up, and the folded weights are the only copy kept (the mapped
+file is released). ``eager`` runs the PyTorch network itself, with the mapped weights
+assigned into it (the bit-exact MONAI-layout network; ``bf16`` on a CPU and every CUDA run
+use it too). The two differ by float32 rounding only (at most ~1.6e-6 of the feature scale,
+measured; tested).
+
 Batch size: ``None`` (``--batch-size auto``, the default) is chosen by memory
 (:func:`choose_batch_size`): on a CPU up to :data:`MAX_AUTO_CPU_BATCH` from the available
-RAM (eager oneDNN re-lays the 738 MB of weights out once per forward pass, so a larger batch
-costs fewer CPU seconds per patch: batch 16 ~1.2x fewer than batch 8, identical features,
-~0.25 GB more peak RSS; ``benchmarks/README.md``), :data:`DEFAULT_CPU_BATCH` with
-``--optimize-cpu`` (its graph pads every batch to the batch size); on CUDA from the device's
-free memory and the measured activation memory of a probe batch. On CUDA the patches go through pinned host
-buffers with non-blocking copies, so that the next chunk is copied while the device computes.
+RAM (a larger batch costs fewer CPU seconds per patch, ~0.25 GB more peak RSS per 8
+patches; ``benchmarks/README.md``); on CUDA from the device's free memory and the measured
+activation memory of a probe batch. On CUDA the patches go through pinned host buffers with
+non-blocking copies, so that the next chunk is copied while the device computes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import warnings
+import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +44,10 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from ..config import Precision, RunConfig
+from ..config import CpuEncoder, Precision, RunConfig
 from ..records import N_FEATURES, PATCH_SIZE
 from .device import check_precision, resolve_device
+from .fused import FusedEncoder, fused_available
 from .network import build_uninitialised
 from .weights import LoadedWeights
 
@@ -45,9 +55,6 @@ log = logging.getLogger(__name__)
 
 #: Smallest batch the network is run with (see the module docstring).
 MIN_COMPUTE_BATCH = 2
-#: ``--batch-size auto`` on a CPU with ``--optimize-cpu`` (its traced graph pads every batch
-#: to this size), and the CLI's default before ``auto``.
-DEFAULT_CPU_BATCH = 8
 #: Largest batch ``--batch-size auto`` picks on a CPU (per-patch CPU time measured 0.46 /
 #: 0.39 / 0.34 CPU s at batch 8 / 16 / 32). 16, not 32: batch 32 (+0.5 GB) took a 500-lesion
 #: series to 2.29 GiB, above the memory bound of 1.5 GB + weights (README, Large PACS exports).
@@ -63,25 +70,6 @@ MAX_AUTO_BATCH = 128
 #: workspace): deliberately high.
 ESTIMATED_BYTES_PER_PATCH = 64 * 2**20
 _AMP_DTYPES = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
-
-
-def _optimized_for_cpu(model: nn.Module, batch_size: int) -> nn.Module:
-    """The model traced and frozen for CPU inference (batch norm folded into the
-    convolutions, weights pre-packed for oneDNN): 1.2-1.5x the throughput of eager mode at
-    batch 8 (``benchmarks/encoder.py``), for ~1.6 GB more memory and a set-up of several
-    seconds. Results differ from eager mode by float32 rounding only (tested). Falls back to
-    the eager model if tracing fails."""
-    example = torch.zeros(batch_size, 1, PATCH_SIZE, PATCH_SIZE, PATCH_SIZE)
-    try:
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore")
-            traced = torch.jit.optimize_for_inference(torch.jit.trace(model, example, check_trace=False))
-            for _ in range(2):  # the JIT specialises the graph during its first calls
-                traced(example)
-        return traced
-    except RuntimeError as e:
-        log.warning("CPU graph optimisation failed (%s); using the eager model", e)
-        return model
 
 
 def choose_batch_size(
@@ -170,14 +158,22 @@ class FeatureExtractor:
     Args:
         weights: checked weights (:func:`mhub_fmcib.model.weights.read_weights`).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        batch_size: patches per forward pass; ``None``: chosen (:data:`DEFAULT_CPU_BATCH`
-            on CPU, by free memory on CUDA: :func:`choose_batch_size`).
-        optimize: on CPU, trace and freeze the network (``--optimize-cpu``); batches are then
-            padded to ``batch_size`` (one traced graph serves all).
+        batch_size: patches per forward pass; ``None``: chosen (by available RAM on CPU, by
+            free memory on CUDA: :func:`choose_batch_size`).
+        cpu_encoder: on a CPU in float32, ``fused`` (default) or ``eager`` (see the module
+            docstring); ignored elsewhere.
         precision: ``fp32`` (default), or autocast to ``bf16`` / ``fp16`` (CUDA only) for
             the convolutions; features stay float32 on output but differ from fp32 (see
             ``benchmarks/README.md``).
-        channels_last: run in the channels-last-3d memory format (CUDA; see benchmarks).
+        channels_last: run the eager network in the channels-last-3d memory format (the
+            fused encoder always does).
+
+    Attributes:
+        weights: the weights' identity (path, sha256, demonstration mark). On the fused path
+            its ``state_dict`` is empty: the packed copy is the only one kept.
+        model: the eager network, or ``None`` on the fused path.
+        encoder: ``"fused"`` or ``"eager"``: the path the features come from.
+        setup_s: seconds spent packing the fused encoder (0 for eager).
 
     ``extract(patches)``: float32 (B, 50, 50, 50) or (B, 1, 50, 50, 50) -> float32 (B, 4096).
     """
@@ -187,13 +183,12 @@ class FeatureExtractor:
         weights: LoadedWeights,
         device: str = "auto",
         batch_size: int | None = 4,
-        optimize: bool = False,
+        cpu_encoder: CpuEncoder = CpuEncoder.FUSED,
         precision: Precision = Precision.FP32,
         channels_last: bool = False,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
-        self.weights = weights
         self.device = resolve_device(device)
         self.precision = Precision(precision)
         check_precision(self.precision, self.device)
@@ -201,10 +196,10 @@ class FeatureExtractor:
         # the checked tensors become the network's parameters (no copy on CPU)
         model.load_state_dict(dict(weights.state_dict), strict=True, assign=True)
         model = model.to(self.device).eval()
-        self.channels_last = channels_last
-        if channels_last:
+        fused = self._use_fused(CpuEncoder(cpu_encoder))
+        self.channels_last = channels_last and not fused  # the fused encoder is channels-last anyway
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
-        self.model: nn.Module = model
         self._pin = self.device.type == "cuda"
         if self._pin and self.precision is Precision.FP32:
             # cuDNN's default TF32 convolutions would cut float32 to a 10-bit mantissa
@@ -212,26 +207,40 @@ class FeatureExtractor:
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
         self.bytes_per_patch: float | None = None  # measured on CUDA for batch_size=None
-        self._traced_on_cpu = optimize and self.device.type == "cpu" and self.precision is Precision.FP32
-        self.batch_size = self._batch_size(batch_size)
-        self.fixed_batch = False
-        if self._traced_on_cpu:
-            self.model = _optimized_for_cpu(self.model, self.batch_size)
-            # the traced graph is specialised per input shape (a copy of the packed weights
-            # each): pad every batch to batch_size so that one graph serves all
-            self.fixed_batch = isinstance(self.model, torch.jit.ScriptModule)
+        self.model: nn.Module | None = model
+        self.batch_size = self._batch_size(batch_size, model)
+        self.encoder = "eager"
+        self.setup_s = 0.0
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = model
+        self.weights = weights
+        if fused:
+            t0 = time.perf_counter()
+            self._forward = FusedEncoder(model, max(self.batch_size, MIN_COMPUTE_BATCH), PATCH_SIZE)
+            self.setup_s = time.perf_counter() - t0
+            self.encoder = "fused"
+            # keep only the packed copy: the network and the mapped file are released
+            self.model = None
+            self.weights = replace(weights, state_dict={})
+            log.info("fused CPU encoder packed for batch %d in %.2f s", self.batch_size, self.setup_s)
         self._buffers: list[torch.Tensor] = []  # pinned host buffers (CUDA), made on first use
         self._copied: list[torch.cuda.Event | None] = [None, None]
 
-    def _batch_size(self, requested: int | None) -> int:
+    def _use_fused(self, cpu_encoder: CpuEncoder) -> bool:
+        """Whether the fused encoder runs: asked for, on a CPU, in float32, and available."""
+        if cpu_encoder is not CpuEncoder.FUSED or self.device.type != "cpu" or self.precision is not Precision.FP32:
+            return False
+        if not fused_available():
+            log.warning("this torch build has no oneDNN fused convolutions; using the eager encoder")
+            return False
+        return True
+
+    def _batch_size(self, requested: int | None, model: nn.Module) -> int:
         """``requested``, or the chosen batch size (see the class docstring)."""
         if requested is not None:
             return requested
         if self.device.type != "cuda":
-            if self._traced_on_cpu:
-                return DEFAULT_CPU_BATCH
             return choose_batch_size(available_host_memory(), CPU_BYTES_PER_PATCH, max_batch=MAX_AUTO_CPU_BATCH)
-        self.bytes_per_patch = _cuda_bytes_per_patch(self.model, self.device, self._autocast(), self.channels_last)
+        self.bytes_per_patch = _cuda_bytes_per_patch(model, self.device, self._autocast(), self.channels_last)
         free, total = torch.cuda.mem_get_info(self.device)
         n = choose_batch_size(free, self.bytes_per_patch)
         log.info(
@@ -270,7 +279,7 @@ class FeatureExtractor:
 
     def compute_batch(self, n: int) -> int:
         """How many patches the network is run with for a chunk of ``n``."""
-        return self.batch_size if self.fixed_batch else max(n, MIN_COMPUTE_BATCH)
+        return max(n, MIN_COMPUTE_BATCH)
 
     @torch.inference_mode()
     def extract(self, patches: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -291,7 +300,7 @@ class FeatureExtractor:
                 chunk = np.concatenate([chunk, np.zeros((m - n, *chunk.shape[1:]), np.float32)])
             t = self._to_device(np.ascontiguousarray(chunk), k)
             with self._autocast():
-                y = self.model(t)
+                y = self._forward(t)
             outs.append(y.float()[:n])
         if not outs:
             return np.empty((0, N_FEATURES), dtype=np.float32)
@@ -299,13 +308,13 @@ class FeatureExtractor:
 
 
 def extractor_for(config: RunConfig, weights: LoadedWeights) -> FeatureExtractor:
-    """The run's extractor: device, batch size, CPU optimisation, precision and memory
-    format from ``config``."""
+    """The run's extractor: device, batch size, CPU encoder, precision and memory format
+    from ``config``."""
     return FeatureExtractor(
         weights,
         device=config.device,
         batch_size=config.batch_size,
-        optimize=config.optimize_cpu,
+        cpu_encoder=config.cpu_encoder,
         precision=config.precision,
         channels_last=config.channels_last,
     )

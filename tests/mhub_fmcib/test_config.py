@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mhub_fmcib.cli import build_parser, container_workflow
-from mhub_fmcib.config import InputKind, RunConfig
+from mhub_fmcib.config import CpuEncoder, InputKind, RunConfig
 from mhub_fmcib.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,8 +20,8 @@ def test_every_setting_round_trips_through_json(tmp_path: Path) -> None:
     mask = tmp_path / "m.nrrd"
     cfg = RunConfig(
         input=tmp_path / "img.nrrd", output=tmp_path / "out", input_kind=InputKind.IMAGE_FILE, mask=mask,
-        segments=("1", "Nodule"), weights=tmp_path / "w.torch", device="cpu", batch_size=3, optimize_cpu=True,
-        export_sr=False, export_seg=False, export_qc=False, heads=(tmp_path / "h.json",),
+        segments=("1", "Nodule"), weights=tmp_path / "w.torch", device="cpu", batch_size=3,
+        cpu_encoder=CpuEncoder.EAGER, export_sr=False, export_seg=False, export_qc=False, heads=(tmp_path / "h.json",),
         segmentation_sources=("RTSTRUCT", "SEG"), workflow="from_nifti_mask", sr_max_lesions=7, shard=(1, 4),
         resume=False, index_workers=2, prefetch=True,
     )  # fmt: skip
@@ -31,6 +31,10 @@ def test_every_setting_round_trips_through_json(tmp_path: Path) -> None:
     assert RunConfig.from_dict({"input": "a", "output": "b"}) == RunConfig(input=Path("a"), output=Path("b"))
     with pytest.raises(ConfigError, match="unknown run setting"):
         RunConfig.from_dict({**doc, "colour": "red"})
+    # run.json of versions with the traced encoder: its switch is accepted and ignored
+    assert RunConfig.from_dict({**doc, "optimize_cpu": True}) == cfg
+    with pytest.raises(ConfigError, match="--cpu-encoder must be fused or eager, got 'traced'"):
+        RunConfig.from_dict({**doc, "cpu_encoder": "traced"})
     with pytest.raises(ConfigError, match="--sr-max-lesions must be at least 1, got 0"):
         RunConfig.from_dict({**doc, "sr_max_lesions": 0})
 

@@ -21,6 +21,7 @@ from mhub_fmcib.config import InputKind, RunConfig
 from mhub_fmcib.export.tables import read_features_csv
 from mhub_fmcib.image_io import read_image
 from mhub_fmcib.model.extractor import FeatureExtractor
+from mhub_fmcib.model.weights import LoadedWeights
 from mhub_fmcib.pipeline import run
 from mhub_fmcib.records import LesionStatus, SeedPoint
 
@@ -38,7 +39,9 @@ def dicom_run(tmp_path_factory: pytest.TempPathFactory, extractor: FeatureExtrac
     return RunOutput(_run(extractor, input=SAMPLE / "dicom", output=out), out)
 
 
-def test_dicom_route_matches_reference_oracle(dicom_run: RunOutput, extractor: FeatureExtractor) -> None:
+def test_dicom_route_matches_reference_oracle(
+    dicom_run: RunOutput, extractor: FeatureExtractor, loaded_weights: LoadedWeights
+) -> None:
     report, out = dicom_run.report, dicom_run.out
     assert report.exit_code == 0 and report.n_ok == 1
     meta, feats = read_features_csv(out / "features.csv")
@@ -68,7 +71,7 @@ def test_dicom_route_matches_reference_oracle(dicom_run: RunOutput, extractor: F
         bias_downsample=True,
         feed_forward=False,
     )
-    net.load_state_dict(dict(extractor.weights.state_dict))
+    net.load_state_dict(dict(loaded_weights.state_dict))
     net.eval()
     with torch.inference_mode():
         expected = net(torch.from_numpy(reference_patch(vol, seed))[None, None]).numpy()[0]

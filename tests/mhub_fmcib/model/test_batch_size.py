@@ -22,6 +22,7 @@ from mhub_fmcib.model.extractor import (
     available_host_memory,
     choose_batch_size,
 )
+from mhub_fmcib.model.weights import LoadedWeights
 
 GiB, MiB = 2**30, 2**20
 SAMPLE = Path(__file__).resolve().parents[3] / "sample_data"
@@ -53,8 +54,8 @@ def test_batch_chooser_keeps_the_reserve_and_bounds() -> None:
         choose_batch_size(free, 0)
 
 
-def test_auto_on_cpu_is_chosen_by_available_memory(extractor: FeatureExtractor) -> None:
-    auto = FeatureExtractor(extractor.weights, device="cpu", batch_size=None)
+def test_auto_on_cpu_is_chosen_by_available_memory(extractor: FeatureExtractor, loaded_weights: LoadedWeights) -> None:
+    auto = FeatureExtractor(loaded_weights, device="cpu", batch_size=None)
     free = available_host_memory()
     assert 0 < free < 2**50
     expected = choose_batch_size(free, CPU_BYTES_PER_PATCH, max_batch=MAX_AUTO_CPU_BATCH)

@@ -7,10 +7,12 @@ refused with the tensors named; non-finite features fail their lesion."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import shutil
+import weakref
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,22 +47,39 @@ def _patches(n: int, seed: int = 3) -> np.ndarray:
     return np.random.default_rng(seed).normal(0.2, 0.3, size=(n, 50, 50, 50)).astype(np.float32)
 
 
-def test_skip_init_and_assign_equal_a_conventionally_loaded_network(extractor: FeatureExtractor) -> None:
+def test_skip_init_and_assign_equal_a_conventionally_loaded_network(
+    eager_extractor: FeatureExtractor, loaded_weights: LoadedWeights
+) -> None:
     conventional = FmcibResNet()  # default and Kaiming init, then a copying load
-    conventional.load_state_dict({k: v.clone() for k, v in extractor.weights.state_dict.items()}, strict=True)
+    conventional.load_state_dict({k: v.clone() for k, v in loaded_weights.state_dict.items()}, strict=True)
     conventional.eval()
     x = _patches(3)
     with torch.inference_mode():
         expected = conventional(torch.from_numpy(x[:, None])).numpy()
-    np.testing.assert_array_equal(extractor.extract(x), expected)
+    np.testing.assert_array_equal(eager_extractor.extract(x), expected)
 
 
-def test_weights_are_held_once_and_mapped(extractor: FeatureExtractor) -> None:
-    """The network's parameters are the loaded (memory-mapped) tensors, not copies."""
-    params = dict(extractor.model.state_dict())
-    sd = extractor.weights.state_dict
+def test_weights_are_held_once_and_mapped(eager_extractor: FeatureExtractor, loaded_weights: LoadedWeights) -> None:
+    """The eager network's parameters are the loaded (memory-mapped) tensors, not copies."""
+    assert eager_extractor.encoder == "eager" and eager_extractor.model is not None
+    params = dict(eager_extractor.model.state_dict())
+    sd = loaded_weights.state_dict
     assert set(params) == set(sd)
     assert all(params[k].data_ptr() == sd[k].data_ptr() for k in sd)
+
+
+def test_fused_encoder_releases_the_mapped_weights(weights_file: Path) -> None:
+    """The fused extractor keeps only its packed copy: once the caller drops the loaded
+    weights, the memory-mapped tensors (and so the mapped file) are freed."""
+    loaded = read_weights(weights_file)
+    probe = weakref.ref(loaded.state_dict["layer4.2.conv2.weight"])
+    fused = FeatureExtractor(loaded, device="cpu", batch_size=2)
+    assert fused.encoder == "fused" and fused.model is None and dict(fused.weights.state_dict) == {}
+    assert (fused.weights.path, fused.weights.sha256) == (loaded.path, loaded.sha256)
+    del loaded
+    gc.collect()
+    assert probe() is None
+    assert fused.extract(_patches(1)).shape == (1, 4096)
 
 
 def test_uninitialised_is_scoped() -> None:
@@ -75,8 +94,11 @@ def test_uninitialised_is_scoped() -> None:
     assert not skeleton.training
 
 
-def test_features_do_not_depend_on_batch_companions(extractor: FeatureExtractor) -> None:
-    """The same patch gives bit-identical features alone, with others, first or last."""
+@pytest.mark.parametrize("name", ["extractor", "eager_extractor"])
+def test_features_do_not_depend_on_batch_companions(name: str, request: pytest.FixtureRequest) -> None:
+    """The same patch gives bit-identical features alone, with others, first or last, on
+    the fused and the eager encoder."""
+    extractor: FeatureExtractor = request.getfixturevalue(name)
     x = _patches(5)
     other = _patches(4, seed=9)
     alone = extractor.extract(x[:1])
@@ -167,16 +189,18 @@ def test_read_weights_uses_the_cache(weights_file: Path, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.int32])
-def test_other_dtypes_are_refused_with_the_tensor_named(extractor: FeatureExtractor, dtype: torch.dtype) -> None:
-    sd = dict(extractor.weights.state_dict)
+def test_other_dtypes_are_refused_with_the_tensor_named(dtype: torch.dtype, loaded_weights: LoadedWeights) -> None:
+    sd = dict(loaded_weights.state_dict)
     sd["layer2.1.conv2.weight"] = sd["layer2.1.conv2.weight"].to(dtype)
     name = str(dtype).removeprefix("torch.")
     with pytest.raises(WeightsError, match=rf"wrong dtype: layer2\.1\.conv2\.weight: {name} \(expected float32\)"):
         check_state_dict(build_uninitialised(), sd, Path("w.torch"))
 
 
-def test_float64_is_cast_with_a_log_line(extractor: FeatureExtractor, caplog: pytest.LogCaptureFixture) -> None:
-    sd = {k: (v.double() if v.is_floating_point() else v) for k, v in extractor.weights.state_dict.items()}
+def test_float64_is_cast_with_a_log_line(
+    extractor: FeatureExtractor, caplog: pytest.LogCaptureFixture, loaded_weights: LoadedWeights
+) -> None:
+    sd = {k: (v.double() if v.is_floating_point() else v) for k, v in loaded_weights.state_dict.items()}
     check_state_dict(build_uninitialised(), sd, Path("w64.torch"))
     with caplog.at_level(logging.INFO, logger="mhub_fmcib.model.weights"):
         cast = conform_dtypes(sd, Path("w64.torch"))
@@ -187,15 +211,15 @@ def test_float64_is_cast_with_a_log_line(extractor: FeatureExtractor, caplog: py
     np.testing.assert_array_equal(ext.extract(x), extractor.extract(x))
 
 
-def test_non_finite_weights_are_named(extractor: FeatureExtractor) -> None:
-    sd = dict(extractor.weights.state_dict)
+def test_non_finite_weights_are_named(loaded_weights: LoadedWeights) -> None:
+    sd = dict(loaded_weights.state_dict)
     bad = sd["layer3.0.bn1.running_var"].clone()
     bad[7] = float("nan")
     bad[8] = float("inf")
     sd["layer3.0.bn1.running_var"] = bad
     with pytest.raises(WeightsError, match=r"layer3\.0\.bn1\.running_var \(1 NaN, 1 inf of 512\)"):
         check_finite(sd, Path("w.torch"))
-    check_finite(extractor.weights.state_dict, Path("w.torch"))  # the good ones pass
+    check_finite(loaded_weights.state_dict, Path("w.torch"))  # the good ones pass
 
 
 def test_finite_check_by_sum_is_exact() -> None:
@@ -228,10 +252,10 @@ def test_nan_weights_file_exits_5_with_a_clear_message(
     assert not (out / "features.csv").exists()
 
 
-def test_non_finite_features_fail_the_lesion_with_a_reason(extractor: FeatureExtractor) -> None:
+def test_non_finite_features_fail_the_lesion_with_a_reason(loaded_weights: LoadedWeights) -> None:
     """Finite weights that overflow float32 (a huge batch-norm scale) give inf/NaN features:
     the lesion fails with a reason instead of being reported as measured."""
-    sd = dict(extractor.weights.state_dict)
+    sd = dict(loaded_weights.state_dict)
     sd["layer4.2.bn3.weight"] = torch.full_like(sd["layer4.2.bn3.weight"], 3e38)
     check_finite(sd, Path("huge.torch"))
     huge = FeatureExtractor(LoadedWeights(Path("huge.torch"), "0" * 64, sd), device="cpu", batch_size=2)
@@ -246,9 +270,9 @@ def test_non_finite_features_fail_the_lesion_with_a_reason(extractor: FeatureExt
 # --- precision ------------------------------------------------------------------------
 
 
-def test_fp16_on_cpu_is_a_usage_error(extractor: FeatureExtractor, tmp_path: Path) -> None:
+def test_fp16_on_cpu_is_a_usage_error(tmp_path: Path, loaded_weights: LoadedWeights) -> None:
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
-        FeatureExtractor(extractor.weights, device="cpu", precision=Precision.FP16)
+        FeatureExtractor(loaded_weights, device="cpu", precision=Precision.FP16)
     args = ["run", str(SAMPLE / "seeds.csv"), str(tmp_path / "out"), "--seeds", "--device", "cpu"]
     args += ["--precision", "fp16"]
     assert main(args, env={}) == 2
