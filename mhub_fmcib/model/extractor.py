@@ -14,7 +14,7 @@ therefore padded with a zero patch to a batch of two (``MIN_COMPUTE_BATCH``), so
 gets the same numbers whether its series has one lesion or sixty (tested).
 
 CPU encoder (``--cpu-encoder``, float32 on a CPU): ``fused`` (default) runs the network as
-folded, pre-packed oneDNN convolutions (:mod:`mhub_fmcib.model.fused`): ~1.3x eager's
+folded, pre-packed oneDNN convolutions (:mod:`mhub_fmcib.model.fused`): 1.4-1.5x eager's
 throughput for ~0.5 s of set-up, and the folded weights are the only copy kept (the mapped
 file is released). ``eager`` runs the PyTorch network itself, with the mapped weights
 assigned into it (the bit-exact MONAI-layout network; ``bf16`` on a CPU and every CUDA run
@@ -209,7 +209,6 @@ class FeatureExtractor:
         self.bytes_per_patch: float | None = None  # measured on CUDA for batch_size=None
         self.model: nn.Module | None = model
         self.batch_size = self._batch_size(batch_size, model)
-        self.encoder = "eager"
         self.setup_s = 0.0
         self._forward: Callable[[torch.Tensor], torch.Tensor] = model
         self.weights = weights
@@ -217,13 +216,17 @@ class FeatureExtractor:
             t0 = time.perf_counter()
             self._forward = FusedEncoder(model, max(self.batch_size, MIN_COMPUTE_BATCH), PATCH_SIZE)
             self.setup_s = time.perf_counter() - t0
-            self.encoder = "fused"
             # keep only the packed copy: the network and the mapped file are released
             self.model = None
             self.weights = replace(weights, state_dict={})
             log.info("fused CPU encoder packed for batch %d in %.2f s", self.batch_size, self.setup_s)
         self._buffers: list[torch.Tensor] = []  # pinned host buffers (CUDA), made on first use
         self._copied: list[torch.cuda.Event | None] = [None, None]
+
+    @property
+    def encoder(self) -> str:
+        """``"fused"`` or ``"eager"``: the path the features come from."""
+        return "eager" if self.model is not None else "fused"
 
     def _use_fused(self, cpu_encoder: CpuEncoder) -> bool:
         """Whether the fused encoder runs: asked for, on a CPU, in float32, and available."""
