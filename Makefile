@@ -14,14 +14,23 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The CPU image's lock as pip constraints: the suite runs with exactly the versions the image
+# ships (tests/test_dockerfiles.py checks it), whatever the index released since. Its index
+# line and torch's pin are left out: torch is installed first, as $(TORCH), from any index.
+LOCK        := requirements/lock-cpu.txt
+CONSTRAINTS := $(VENV)/constraints.txt
+
+$(CONSTRAINTS): $(LOCK) $(BIN)/python
+	grep -Ev '^[[:space:]]*(#|--|$$|torch==)' $(LOCK) > $@
+
 # torch first, pinned: anything unpinned would pull a multi-GB CUDA build
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e .
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) $(TORCH)
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e ".[test]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -456,6 +456,7 @@ def cmd_container(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     seeds = wf.input_kind is InputKind.SEEDS_CSV
     if inp is None:
         base = RunConfig.from_args(args, input=args.output, seeds=seeds)
+        del weights  # read for the banner's checksum; the studies' run loads its own
         return run_dicomweb_studies(replace(base, weights=loc.path), args, env)
     config = replace(RunConfig.from_args(args, input=inp, seeds=seeds), weights=loc.path)
     extractor = extractor_for(config, weights)

@@ -17,6 +17,8 @@ import importlib.metadata
 import json
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -638,3 +640,29 @@ def test_container_test_keeps_everything_on_loopback() -> None:
     server = next(ln for ln in lines if "http.server" in ln)
     assert server.startswith('nsenter --net="/proc/$DOCKERD_PID/ns/net" -- python3 -m http.server --bind 127.0.0.1')
     assert "trap on_exit EXIT" in lines
+
+
+def test_make_installs_the_tested_environment_under_the_cpu_lock(
+    tmp_path: Path, cpu_lock: dict[str, Version]
+) -> None:
+    """`make test` installs every package under the CPU lock's pins (as pip constraints).
+
+    Without them a fresh machine would test whatever the index released since the lock
+    was written, and the image would ship versions the suite never ran with. Runs the
+    Makefile's own recipe for the constraints file and reads the commands it would run.
+    """
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(Path(sys.executable))
+    make = ["make", "--no-print-directory", "-C", str(ROOT), f"VENV={venv}"]
+    subprocess.run([*make, f"{venv}/constraints.txt"], check=True, capture_output=True)
+    constraints = read_lock(venv / "constraints.txt")
+    assert constraints == {k: v for k, v in cpu_lock.items() if k != "torch"}
+    dry = subprocess.run(
+        [*make, "-n", "-W", "pyproject.toml", f"{venv}/.installed-test"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    installs = [ln for ln in dry.splitlines() if " install " in ln and "pip" in ln]
+    assert len(installs) == 3, dry  # torch, the package, the test extras
+    for line in installs:
+        assert f"-c {venv}/constraints.txt" in line, line

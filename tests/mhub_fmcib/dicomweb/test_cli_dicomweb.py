@@ -87,3 +87,21 @@ def test_wrong_password_is_clear_and_secret(
     for p in (tmp_path / "out").rglob("*"):
         if p.is_file():
             assert secret.encode() not in p.read_bytes()
+
+
+def test_container_entrypoint_pulls_and_stores(
+    fresh_orthanc: Any, sample_study: Any, tmp_path: Path, weights_file: Path
+) -> None:
+    """The image's entrypoint with --dicomweb: the banner names the weights' checksum, the
+    study is measured into OUTPUT/<StudyInstanceUID>, SR + SEG land on the server."""
+    env = {"DICOMWEB_USERNAME": fresh_orthanc.username, "DICOMWEB_PASSWORD": fresh_orthanc.password}
+    n0 = fresh_orthanc.count_instances(sample_study.study_uid)
+    out = tmp_path / "output_data"
+    out.mkdir()
+    args = ["container", "--dicomweb", fresh_orthanc.url, "--study", sample_study.study_uid]
+    args += ["--output", str(out), "--weights", str(weights_file), "--store", "--progress", "none"]
+    assert main(args, env=env) == 0
+    meta, feats = read_features_csv(out / sample_study.study_uid / "features.csv")
+    assert [m["seg_sop_instance_uid"] for m in meta] == [sample_study.seg_uid]
+    assert feats.shape == (1, 4096) and np.all(np.isfinite(feats))
+    assert fresh_orthanc.count_instances(sample_study.study_uid) == n0 + 2
