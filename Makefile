@@ -78,6 +78,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/startup.py --reps 1
 	$(BIN)/python benchmarks/encoder_proto.py --paths eager,fused,traced,cl3d --batch 16 --rounds 2
 	$(BIN)/python benchmarks/fused_onednn.py --batch 16 --rounds 2
+	$(BIN)/python benchmarks/encoder_layers.py --batch 16
 	$(BIN)/python benchmarks/prefetch.py --studies 6 --reps 3
 	$(BIN)/python benchmarks/vs_reference.py --reps 1 --variants "auto=;b8=--batch-size 8"
 	$(BIN)/python benchmarks/exports.py --lesions 5 60 --reps 1

@@ -1,0 +1,147 @@
+"""Issue 18, point 2: where the fused CPU encoder's time goes, layer by layer.
+
+Runs ``mhub_fmcib.model.fused.FusedEncoder`` (the default ``--cpu-encoder fused``) on real CT
+patches of the sample CT, then times each of its operations alone on the activations of
+that pass (best of ``--reps``): the stem, the max-pool and, per bottleneck, its three
+convolutions and the projection shortcut. For each: milliseconds per batch, GFLOP (padding
+taps counted, as in the 25.7 GFLOP per patch of the whole encoder), GFLOP/s, and share of
+the sum. Also: the whole pass, the float32 matmul rate measured alongside (the denominator
+of the issue's "fraction of the matmul rate"; some convolutions run faster than it), and
+the cost of writing fresh memory against reused memory (72 MB, the size of a stage-1
+activation at batch 16: large tensors come from fresh pages on every call).
+
+Run: ``.venv/bin/python benchmarks/encoder_layers.py --batch 16``
+(writes ``benchmarks/out/encoder_layers.json``; results in ``benchmarks/README.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from encoder_proto import GFLOP_PER_PATCH, matmul_gflops, real_patches  # noqa: E402
+from fused_onednn import random_encoder  # noqa: E402
+
+from mhub_fmcib.model.fused import FusedEncoder, GemmConv, PackedConv  # noqa: E402
+
+
+def best_ms(fn: Callable[[], object], reps: int) -> float:
+    """Best wall milliseconds of ``reps`` calls, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1000 * min(times)
+
+
+def conv_gflop(conv: PackedConv | GemmConv, in_channels: int) -> float:
+    """GFLOP of one call (2 per multiply-add, padding taps counted)."""
+    if isinstance(conv, GemmConv):
+        taps = conv.weight.shape[1]
+    else:  # a packed weight's shape is oneDNN's: every convolution here has kernel 2 * pad + 1
+        taps = in_channels * (2 * conv.padding[0] + 1) ** 3
+    return 2 * math.prod(conv.out_shape) * taps / 1e9
+
+
+@dataclass(frozen=True)
+class OpTime:
+    """One operation of a pass: best wall milliseconds per batch and its GFLOP."""
+
+    op: str
+    ms: float
+    gflop: float
+
+
+def layer_rows(enc: FusedEncoder, x: torch.Tensor, reps: int) -> list[OpTime]:
+    """One row per operation of ``enc`` on ``x`` (B, 1, 50, 50, 50), in order."""
+    rows: list[OpTime] = []
+
+    def add(name: str, gflop: float, fn: Callable[..., torch.Tensor], *args: object) -> torch.Tensor:
+        rows.append(OpTime(name, best_ms(lambda: fn(*args), reps), gflop))
+        return fn(*args)
+
+    xs = x.contiguous(memory_format=torch.channels_last_3d)
+    y = add(f"stem 7x7x7/2 1->{enc.stem.out_shape[1]}", conv_gflop(enc.stem, 1), enc.stem, xs, "relu")
+    y = add("max-pool 3/2", 0.0, torch.max_pool3d, y, *enc.pool)
+    for i, blk in enumerate(enc.blocks):
+        cin, grid = y.shape[1], "x".join(str(n) for n in blk.c2.out_shape[2:])
+        h1 = add(f"block {i} c1 1x1x1 {cin}->{blk.c1.out_shape[1]}", conv_gflop(blk.c1, cin), blk.c1, y, "relu")
+        kind = type(blk.c2).__name__
+        h2 = add(f"block {i} c2 3x3x3 @{grid} ({kind})", conv_gflop(blk.c2, h1.shape[1]), blk.c2, h1, "relu")
+        short = y
+        if blk.shortcut is not None:
+            sc = blk.shortcut
+            short = add(f"block {i} shortcut 1x1x1 {cin}->{sc.out_shape[1]}", conv_gflop(sc, cin), sc, y)
+        name = f"block {i} c3 1x1x1 ->{blk.c3.out_shape[1]} +add+relu"
+        y = add(name, conv_gflop(blk.c3, h2.shape[1]), blk.c3.add_relu, h2, short)
+    return rows
+
+
+def fresh_vs_reused_ms(megabytes: int = 72, reps: int = 5) -> dict[str, float]:
+    """Milliseconds to fill ``megabytes`` of float32: in a fresh tensor each time, and in one
+    tensor reused (the difference is the page faults of fresh memory)."""
+    n = megabytes * 1024 * 1024 // 4
+    fresh = best_ms(lambda: torch.empty(n).fill_(1.0), reps)
+    buf = torch.empty(n)
+    reused = best_ms(lambda: buf.fill_(1.0), reps)
+    return {"megabytes": megabytes, "fresh_ms": fresh, "reused_ms": reused}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "encoder_layers.json")
+    a = ap.parse_args()
+    net = random_encoder()
+    enc = FusedEncoder(net, a.batch)
+    del net
+    x = torch.from_numpy(real_patches(a.batch))
+    whole = [best_ms(lambda: enc(x), 1) for _ in range(a.reps)]
+    rows = layer_rows(enc, x, a.reps)
+    mm_wall, _ = matmul_gflops()
+    total_ms = sum(r.ms for r in rows)
+    gflop = a.batch * GFLOP_PER_PATCH
+    ops = [
+        asdict(r) | {"gflops": r.gflop / r.ms * 1000 if r.gflop else None, "share": r.ms / total_ms} for r in rows
+    ]
+    res = {
+        "batch": a.batch,
+        "threads": torch.get_num_threads(),
+        "whole_pass_ms": statistics.median(whole),
+        "sum_of_ops_ms": total_ms,
+        "gflop_per_batch": gflop,
+        "whole_gflops": gflop / statistics.median(whole) * 1000,
+        "matmul_gflops": mm_wall,
+        "fresh_vs_reused": fresh_vs_reused_ms(),
+        "ops": ops,
+    }
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(res, indent=1))
+    print(
+        f"batch {a.batch}: whole pass {res['whole_pass_ms']:.0f} ms = {res['whole_gflops']:.0f} GFLOP/s "
+        f"({res['whole_gflops'] / mm_wall:.0%} of the {mm_wall:.0f} GFLOP/s matmul); sum of ops {total_ms:.0f} ms"
+    )
+    print("fresh vs reused memory:", res["fresh_vs_reused"])
+    for r in rows:
+        rate = f"{r.gflop / r.ms * 1000:6.0f} GFLOP/s" if r.gflop else ""
+        print(f"  {r.op:44s} {r.ms:7.1f} ms {r.ms / total_ms:6.1%} {rate}")
+
+
+if __name__ == "__main__":
+    main()
