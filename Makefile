@@ -19,18 +19,19 @@ $(BIN)/python:
 # line and torch's pin are left out: torch is installed first, as $(TORCH), from any index.
 LOCK        := requirements/lock-cpu.txt
 CONSTRAINTS := $(VENV)/constraints.txt
+PIP_LOCKED  := $(BIN)/pip install --quiet -c $(CONSTRAINTS)
 
 $(CONSTRAINTS): $(LOCK) $(BIN)/python
 	grep -Ev '^[[:space:]]*(#|--|$$|torch==)' $(LOCK) > $@
 
 # torch first, pinned: anything unpinned would pull a multi-GB CUDA build
 $(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) $(TORCH)
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e .
+	$(PIP_LOCKED) $(TORCH)
+	$(PIP_LOCKED) -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e ".[test]"
+	$(PIP_LOCKED) -e ".[test]"
 	touch $@
 
 install: $(VENV)/.installed

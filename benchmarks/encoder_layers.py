@@ -21,10 +21,10 @@ import json
 import math
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -32,21 +32,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from encoder_proto import GFLOP_PER_PATCH, matmul_gflops, real_patches  # noqa: E402
+from encoder_proto import GFLOP_PER_PATCH, _timed, matmul_gflops, real_patches  # noqa: E402
 from fused_onednn import random_encoder  # noqa: E402
 
 from mhub_fmcib.model.fused import FusedEncoder, GemmConv, PackedConv  # noqa: E402
 
+T = TypeVar("T")
 
-def best_ms(fn: Callable[[], object], reps: int) -> float:
-    """Best wall milliseconds of ``reps`` calls, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1000 * min(times)
+
+def best_ms(fn: Callable[[], T], reps: int) -> tuple[float, T]:
+    """Best wall milliseconds of ``reps`` calls after one warm-up call, and the warm-up's result."""
+    result = fn()
+    return 1000 * min(_timed(fn)[0] for _ in range(reps)), result
 
 
 def conv_gflop(conv: PackedConv | GemmConv, in_channels: int) -> float:
@@ -72,8 +69,9 @@ def layer_rows(enc: FusedEncoder, x: torch.Tensor, reps: int) -> list[OpTime]:
     rows: list[OpTime] = []
 
     def add(name: str, gflop: float, fn: Callable[..., torch.Tensor], *args: object) -> torch.Tensor:
-        rows.append(OpTime(name, best_ms(lambda: fn(*args), reps), gflop))
-        return fn(*args)
+        ms, result = best_ms(lambda: fn(*args), reps)
+        rows.append(OpTime(name, ms, gflop))
+        return result
 
     xs = x.contiguous(memory_format=torch.channels_last_3d)
     y = add(f"stem 7x7x7/2 1->{enc.stem.out_shape[1]}", conv_gflop(enc.stem, 1), enc.stem, xs, "relu")
@@ -96,9 +94,9 @@ def fresh_vs_reused_ms(megabytes: int = 72, reps: int = 5) -> dict[str, float]:
     """Milliseconds to fill ``megabytes`` of float32: in a fresh tensor each time, and in one
     tensor reused (the difference is the page faults of fresh memory)."""
     n = megabytes * 1024 * 1024 // 4
-    fresh = best_ms(lambda: torch.empty(n).fill_(1.0), reps)
+    fresh, _ = best_ms(lambda: torch.empty(n).fill_(1.0), reps)
     buf = torch.empty(n)
-    reused = best_ms(lambda: buf.fill_(1.0), reps)
+    reused, _ = best_ms(lambda: buf.fill_(1.0), reps)
     return {"megabytes": megabytes, "fresh_ms": fresh, "reused_ms": reused}
 
 
@@ -112,7 +110,8 @@ def main() -> None:
     enc = FusedEncoder(net, a.batch)
     del net
     x = torch.from_numpy(real_patches(a.batch))
-    whole = [best_ms(lambda: enc(x), 1) for _ in range(a.reps)]
+    enc(x)  # warm-up
+    whole = [1000 * _timed(lambda: enc(x))[0] for _ in range(a.reps)]
     rows = layer_rows(enc, x, a.reps)
     mm_wall, _ = matmul_gflops()
     total_ms = sum(r.ms for r in rows)

@@ -447,7 +447,8 @@ def cmd_container(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         loc = resolve_weights(args.weights, env, allow_download=False)
         weights = read_weights(loc.path, hash_cache_dir=default_cache_dir(env))
     except WeightsError as e:
-        log.error("%s. Pass another weights file with -v FILE:/weights/w.torch:ro -e FMCIB_WEIGHTS=/weights/w.torch", e)
+        fix = "Pass another weights file with -v FILE:/weights/w.torch:ro -e FMCIB_WEIGHTS=/weights/w.torch"
+        log.error("%s. %s", str(e).rstrip("."), fix)
         return EXIT_WEIGHTS
     print(
         escape_control(f"workflow {wf.name}; device {args.device}; weights {loc.path} sha256 {weights.sha256}"),

@@ -92,8 +92,8 @@ def test_wrong_password_is_clear_and_secret(
 def test_container_entrypoint_pulls_and_stores(
     fresh_orthanc: Any, sample_study: Any, tmp_path: Path, weights_file: Path
 ) -> None:
-    """The image's entrypoint with --dicomweb: the banner names the weights' checksum, the
-    study is measured into OUTPUT/<StudyInstanceUID>, SR + SEG land on the server."""
+    """The image's entrypoint with --dicomweb (the weights read once for the banner, then
+    released): the study is measured into OUTPUT/<StudyInstanceUID>, SR + SEG land on the server."""
     env = {"DICOMWEB_USERNAME": fresh_orthanc.username, "DICOMWEB_PASSWORD": fresh_orthanc.password}
     n0 = fresh_orthanc.count_instances(sample_study.study_uid)
     out = tmp_path / "output_data"
