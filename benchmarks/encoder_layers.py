@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from encoder_proto import GFLOP_PER_PATCH, _timed, matmul_gflops, real_patches  # noqa: E402
 from fused_onednn import random_encoder  # noqa: E402
 
-from mhub_fmcib.model.fused import FusedEncoder, GemmConv, PackedConv  # noqa: E402
+from mhub_fmcib.model.fused import FusedEncoder, MatmulConv, PackedConv, TapConv  # noqa: E402
 
 T = TypeVar("T")
 
@@ -46,10 +46,13 @@ def best_ms(fn: Callable[[], T], reps: int) -> tuple[float, T]:
     return 1000 * min(_timed(fn)[0] for _ in range(reps)), result
 
 
-def conv_gflop(conv: PackedConv | GemmConv, in_channels: int) -> float:
-    """GFLOP of one call (2 per multiply-add, padding taps counted)."""
-    if isinstance(conv, GemmConv):
-        taps = conv.weight.shape[1]
+def conv_gflop(conv: PackedConv | TapConv | MatmulConv, in_channels: int) -> float:
+    """GFLOP of one call (2 per multiply-add, padding taps counted, also for a
+    :class:`TapConv`, which skips them)."""
+    if isinstance(conv, TapConv):
+        taps = conv.weight.shape[0] * in_channels
+    elif isinstance(conv, MatmulConv):
+        taps = in_channels
     else:  # a packed weight's shape is oneDNN's: every convolution here has kernel 2 * pad + 1
         taps = in_channels * (2 * conv.padding[0] + 1) ** 3
     return 2 * math.prod(conv.out_shape) * taps / 1e9
@@ -78,9 +81,10 @@ def layer_rows(enc: FusedEncoder, x: torch.Tensor, reps: int) -> list[OpTime]:
     y = add("max-pool 3/2", 0.0, torch.max_pool3d, y, *enc.pool)
     for i, blk in enumerate(enc.blocks):
         cin, grid = y.shape[1], "x".join(str(n) for n in blk.c2.out_shape[2:])
-        h1 = add(f"block {i} c1 1x1x1 {cin}->{blk.c1.out_shape[1]}", conv_gflop(blk.c1, cin), blk.c1, y, "relu")
-        kind = type(blk.c2).__name__
-        h2 = add(f"block {i} c2 3x3x3 @{grid} ({kind})", conv_gflop(blk.c2, h1.shape[1]), blk.c2, h1, "relu")
+        name = f"block {i} c1 1x1x1 {cin}->{blk.c1.out_shape[1]} ({type(blk.c1).__name__})"
+        h1 = add(name, conv_gflop(blk.c1, cin), blk.c1, y, "relu")
+        name = f"block {i} c2 3x3x3 @{grid} ({type(blk.c2).__name__})"
+        h2 = add(name, conv_gflop(blk.c2, h1.shape[1]), blk.c2, h1, "relu")
         short = y
         if blk.shortcut is not None:
             sc = blk.shortcut

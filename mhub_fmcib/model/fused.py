@@ -1,24 +1,29 @@
-"""The encoder on CPU as fused, pre-packed oneDNN convolutions (float32, inference only).
+"""The encoder on CPU as folded convolutions: pre-packed oneDNN, matrix products on small grids (float32).
 
 ``FusedEncoder(net, batch)(x)``: float32 (B, 1, 50, 50, 50) -> float32 (B, 4096), the same
 function as ``net(x)`` in eval mode up to float32 rounding (at most ~1.6e-6 of the feature
 scale from eager and from a float64 evaluation, measured; tested, and against MONAI's).
 
-What it does differently from the eager network (``benchmarks/fused_onednn.py``):
+What it does differently from the eager network (``benchmarks/fused_onednn.py``,
+``benchmarks/encoder_layers.py``):
 
 - each Conv3d + BatchNorm3d pair is folded into one convolution with bias (float32);
-- each folded weight is re-laid out **once**, for oneDNN and the batch's input shape
-  (``torch.ops.mkldnn._reorder_convolution_weight``); eager oneDNN re-lays out the 738 MB of
-  weights on every forward pass. Exceptions, measured: the 1x1x1 convolutions of the last
-  two stages stay plain (:data:`PLAIN_MAX_OUTPUT_VOXELS`), the last stage's 3x3x3
-  convolutions run as one matrix product each (:data:`GEMM_MAX_OUTPUT_VOXELS`);
-- activations stay channels-last-3d; ReLU is fused into the convolution, and each
-  bottleneck's last convolution also fuses the shortcut addition and its ReLU
-  (``_convolution_pointwise.binary`` with ``"add"`` + ``"relu"``).
+- the stem and the convolutions of stages 1-2 (and stage 3's first 1x1x1, on stage 2's
+  grid) run as oneDNN convolutions whose folded weight is re-laid out **once**, for oneDNN
+  and the batch's input shape (``torch.ops.mkldnn._reorder_convolution_weight``); eager
+  oneDNN re-lays out the 738 MB of weights on every forward pass. ReLU is fused into the
+  convolution, and each bottleneck's last convolution also fuses the shortcut addition and
+  its ReLU (``_convolution_pointwise.binary`` with ``"add"`` + ``"relu"``);
+- on the small grids of stages 3-4 (4^3 and 2^3 outputs) the 3x3x3 convolutions run as a
+  sum over taps of matrix products that skip the padding (:class:`TapConv`,
+  :data:`TAP_MAX_OUTPUT_VOXELS`) and the 1x1x1 convolutions as matrix products
+  (:class:`MatmulConv`, :data:`MATMUL_MAX_OUTPUT_VOXELS`);
+- activations stay channels-last-3d throughout.
 
-Set-up ~0.4-0.6 s on a 2-core machine (once per run); 1.3x eager's throughput at batch 16,
-about the traced and frozen graph's throughput without its ~8-13 s of set-up. The folded
-weights are the only copy the extractor keeps (~0.74 GB for FMCIB).
+Set-up ~0.4-0.6 s on a 2-core machine (once per run). The folded weights are the only copy
+the extractor keeps (~0.74 GB for FMCIB). Speed and accuracy, measured, in
+``benchmarks/README.md``; the features stay within float32 rounding of a float64
+evaluation of the network (tested, and against eager and MONAI's network).
 
 A lesion's features do not depend on the batch it shares or on the batch the weights were
 packed for: every batch of two or more gives each patch bit-identical features on the
@@ -71,7 +76,7 @@ def _single(value: object) -> int:
 class PackedConv:
     """One Conv3d with its BatchNorm3d folded in, for oneDNN.
 
-    ``weight``: the folded (O, I, k, k, k) weight, in oneDNN's layout for ``in_shape`` or plain;
+    ``weight``: the folded (O, I, k, k, k) weight, in oneDNN's layout for ``in_shape``;
     ``bias``: (O,) float32; ``out_shape``: (B, O, D, H, W) for ``in_shape``.
     """
 
@@ -83,28 +88,38 @@ class PackedConv:
     out_shape: _Shape
 
     @staticmethod
-    def folded(conv: nn.Conv3d, bn: nn.BatchNorm3d) -> tuple[torch.Tensor, torch.Tensor]:
-        """The weight (O, I, k, k, k) and bias (O,) of ``bn(conv(x))`` in eval mode."""
+    def folded_scale(bn: nn.BatchNorm3d) -> torch.Tensor:
+        """(O,): what batch norm (eval mode) multiplies each output channel by."""
         if bn.running_var is None or bn.running_mean is None:
             raise ValueError("batch norm without running statistics cannot be folded")
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        weight = (conv.weight * scale.reshape(-1, 1, 1, 1, 1)).detach().contiguous()
-        bias = bn.bias - bn.running_mean * scale
+        return (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+
+    @staticmethod
+    def folded_bias(bn: nn.BatchNorm3d, conv: nn.Conv3d) -> torch.Tensor:
+        """(O,): the bias of ``bn(conv(x))`` in eval mode."""
+        scale, mean = PackedConv.folded_scale(bn), bn.running_mean
+        if mean is None:
+            raise ValueError("batch norm without running statistics cannot be folded")
+        bias = bn.bias - mean * scale
         if conv.bias is not None:
             bias = bias + conv.bias * scale
-        return weight, bias.detach().contiguous()
+        return bias.detach().contiguous()
+
+    @staticmethod
+    def folded(conv: nn.Conv3d, bn: nn.BatchNorm3d) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weight (O, I, k, k, k) and bias (O,) of ``bn(conv(x))`` in eval mode."""
+        weight = (conv.weight * PackedConv.folded_scale(bn).reshape(-1, 1, 1, 1, 1)).detach().contiguous()
+        return weight, PackedConv.folded_bias(bn, conv)
 
     @classmethod
-    def fold(cls, conv: nn.Conv3d, bn: nn.BatchNorm3d, in_shape: _Shape, prepack: bool = True) -> PackedConv:
+    def fold(cls, conv: nn.Conv3d, bn: nn.BatchNorm3d, in_shape: _Shape) -> PackedConv:
         """``bn(conv(x))`` (eval mode) as one convolution for inputs of ``in_shape``, its
-        weight pre-packed for that shape (or left plain: oneDNN lays it out per call)."""
+        weight pre-packed for that shape."""
         weight, bias = cls.folded(conv, bn)
         padding, stride, dilation = _triple(conv.padding), _triple(conv.stride), _triple(conv.dilation)
-        packed = weight
-        if prepack:
-            packed = torch.ops.mkldnn._reorder_convolution_weight(
-                weight, list(padding), list(stride), list(dilation), 1, list(in_shape)
-            )
+        packed = torch.ops.mkldnn._reorder_convolution_weight(
+            weight, list(padding), list(stride), list(dilation), 1, list(in_shape)
+        )
         return cls(packed, bias, padding, stride, dilation, _out_shape(conv, in_shape))
 
     def __call__(self, x: torch.Tensor, unary: str = "none") -> torch.Tensor:
@@ -121,101 +136,238 @@ class PackedConv:
         )  # fmt: skip
 
 
-#: A 3x3x3 convolution whose output has at most this many voxels per patch runs as one
-#: matrix product (:class:`GemmConv`): on the last stage (2^3 outputs) oneDNN's direct
-#: convolution reached 45-60 GFLOP/s on a 2-core AMX machine, the product of the gathered
-#: taps with the weight 120-150 (on the 4^3 outputs of stage 3 the gather costs more than it
-#: saves; ``benchmarks/README.md``).
-GEMM_MAX_OUTPUT_VOXELS = 8
-#: A 1x1x1 convolution whose output has at most this many voxels per patch keeps its weight
-#: plain (oneDNN lays it out on each call, ~0.1 s per forward pass in all): for these oneDNN
-#: picks a weight layout that depends on the batch, so a packing for batch 16 was re-laid
-#: out on every call of another batch (~0.5 s per call of 5, measured).
-PLAIN_MAX_OUTPUT_VOXELS = 64
+#: A 3x3x3 convolution whose output has at most this many voxels per patch runs as a sum
+#: over its taps (:class:`TapConv`): on stage 3 (4^3 outputs, 58 % of the taps inside the
+#: volume) and stage 4 (2^3, 30 %) oneDNN's direct convolution multiplies the padding too.
+#: Measured at batch 16 (``benchmarks/README.md``): on a 2-core Intel AMX machine 61-73 ms
+#: per stage-3 call (oneDNN 97-120) and 36-49 ms on stage 4 (oneDNN 70-72); on a 2-core
+#: AMD Zen 4 machine 27-42 ms on stage 4 (the earlier gathered product 52-54) and 63-69 ms
+#: on stage 3 against oneDNN's 50-52 alone, the whole pass as fast as with oneDNN there.
+TAP_MAX_OUTPUT_VOXELS = 64
+#: A 1x1x1 convolution whose output has at most this many voxels per patch runs as a matrix
+#: product (:class:`MatmulConv`). For these oneDNN picks a weight layout that depends on the
+#: batch (a packing for batch 16 was re-laid out on every call of another batch, ~0.5 s per
+#: call of 5), and with a plain weight it re-lays it out on every call: on stage 4 the
+#: product took 8-17 ms per call at batch 16 against oneDNN's 13-41 (AMD Zen 4).
+MATMUL_MAX_OUTPUT_VOXELS = 64
+#: The inner dimension (input channels) of :class:`MatmulConv`'s product is summed in
+#: chunks of this many: in one product of K = 1024 or 2048 the BLAS splits K differently
+#: for different batch sizes (a patch's features then moved by up to 1e-4 with its batch,
+#: measured); in chunks of 512 every batch sums alike, at the same speed within noise.
+MATMUL_K_CHUNK = 512
+#: Every matrix product of :class:`MatmulConv` and :class:`TapConv` has at least this many
+#: rows (fewer are padded with zero rows): MKL computes a product of fewer than 12 rows,
+#: other than 4 or 8, with other kernels, so a patch's rows came out differently (by up to
+#: 7e-4) than in a larger product (2 threads, AVX-512 AMD machine, measured for every row
+#: count 1-129 and the stages' shapes); from 12 rows up each row came out alike.
+MIN_PRODUCT_ROWS = 16
+
+
+def _padded(rows: torch.Tensor) -> torch.Tensor:
+    """``rows`` (M, K) with zero rows appended up to :data:`MIN_PRODUCT_ROWS`."""
+    short = MIN_PRODUCT_ROWS - rows.shape[0]
+    return torch.nn.functional.pad(rows, (0, 0, 0, short)) if short > 0 else rows
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """Channels-last-3d (B, C, D, H, W) -> (B * D * H * W, C): a view where the memory
+    allows, else a copy."""
+    return x.permute(0, 2, 3, 4, 1).reshape(-1, x.shape[1])
+
+
+def _channels_last(y: torch.Tensor, out_shape: _Shape, batch: int) -> torch.Tensor:
+    """(B * D * H * W, O) row-major -> (B, O, D, H, W) channels-last-3d (a view)."""
+    o, d, h, w = out_shape[1:]
+    return y.view(batch, d, h, w, o).permute(0, 4, 1, 2, 3)
 
 
 @dataclass(frozen=True)
-class GemmConv:
-    """A Conv3d with its BatchNorm3d folded in, as taps gathered from the padded input and
-    one matrix product with the weight: ``relu?(taps @ weight + bias)``.
+class MatmulConv:
+    """A 1x1x1 Conv3d with its BatchNorm3d folded in, as one matrix product of the input's
+    channel rows with the weight: ``relu?(x @ weight + bias)``, the inner dimension summed in
+    chunks of :data:`MATMUL_K_CHUNK`.
 
-    ``weight``: (O, I * k^3), the folded weight's own layout (no copy); ``bias``: (O,);
-    ``kernel``, ``stride``, ``padding``: cubic (voxels); ``out_shape``: (B, O, D, H, W).
-    A patch's rows do not depend on the other patches of the batch (measured for the last
-    stage's shapes: the product's row blocks are summed alike for every batch; tested).
+    ``weight``: (O, I) float32, the folded weight's own layout (no copy); ``bias``: (O,);
+    ``stride``: cubic (voxels);
+    ``out_shape``: (B, O, D, H, W). With K chunked and at least :data:`MIN_PRODUCT_ROWS`
+    rows, a patch's rows do not depend on the other rows of the product (tested), so its
+    features do not depend on its batch.
     """
 
     weight: torch.Tensor
     bias: torch.Tensor
-    kernel: int
     stride: int
-    padding: int
     out_shape: _Shape
 
     @classmethod
-    def fold(cls, conv: nn.Conv3d, bn: nn.BatchNorm3d, in_shape: _Shape) -> GemmConv:
-        """``bn(conv(x))`` (eval mode) as a gathered matrix product for inputs of ``in_shape``."""
-        folded = PackedConv.folded(conv, bn)
-        k, st, p = (_single(_triple(v)) for v in (conv.kernel_size, conv.stride, conv.padding))
-        if _triple(conv.dilation) != (1, 1, 1) or conv.groups != 1:
-            raise ValueError("only undilated, ungrouped convolutions run as a matrix product")
-        weight = folded[0].reshape(conv.out_channels, -1)
-        return cls(weight, folded[1], k, st, p, _out_shape(conv, in_shape))
+    def fold(cls, conv: nn.Conv3d, bn: nn.BatchNorm3d, in_shape: _Shape) -> MatmulConv:
+        """``bn(conv(x))`` (eval mode), a 1x1x1 convolution, for inputs of ``in_shape``."""
+        weight, bias = PackedConv.folded(conv, bn)
+        if _single(_triple(conv.kernel_size)) != 1 or _single(_triple(conv.padding)) != 0 or conv.groups != 1:
+            raise ValueError("only ungrouped 1x1x1 convolutions without padding run as a matrix product")
+        stride = _single(_triple(conv.stride))
+        return cls(weight.reshape(conv.out_channels, -1), bias, stride, _out_shape(conv, in_shape))
 
-    def _taps(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, D, H, W) channels-last -> (B * oD * oH * oW, C * k^3), columns ordered as
-        the weight's (input channel, kd, kh, kw)."""
-        b, _, od, oh, ow = x.shape[0], *self.out_shape[1:]
-        st, k = self.stride, self.kernel
-        xp = torch.nn.functional.pad(x.permute(0, 2, 3, 4, 1), (0, 0, *(self.padding,) * 6))
-        taps = [
-            xp[:, i : i + st * od : st, j : j + st * oh : st, m : m + st * ow : st, :]
-            for i in range(k)
-            for j in range(k)
-            for m in range(k)
-        ]
-        return torch.stack(taps, dim=-1).reshape(b * od * oh * ow, -1)
+    def _product(self, x: torch.Tensor) -> torch.Tensor:
+        """(B * D * H * W, O): ``x @ weight + bias`` for channels-last-3d ``x``."""
+        s = self.stride
+        flat = _flat(x if s == 1 else x[:, :, ::s, ::s, ::s])
+        rows, k = _padded(flat), MATMUL_K_CHUNK
+        w = self.weight.t()
+        y = torch.addmm(self.bias, rows[:, :k], w[:k])
+        for lo in range(k, rows.shape[1], k):
+            y.addmm_(rows[:, lo : lo + k], w[lo : lo + k])
+        return y[: flat.shape[0]]
 
     def __call__(self, x: torch.Tensor, unary: str = "none") -> torch.Tensor:
-        """``unary(conv(x))``, ``unary`` ``"none"`` or ``"relu"``; ``x`` channels-last-3d;
-        the result is channels-last-3d."""
-        y = torch.addmm(self.bias, self._taps(x), self.weight.t())
+        """``unary(conv(x))``, ``unary`` ``"none"`` or ``"relu"``; ``x`` and the result
+        channels-last-3d."""
+        y = self._product(x)
         if unary == "relu":
             y.relu_()
-        return self._shaped(y, x.shape[0])
+        return _channels_last(y, self.out_shape, x.shape[0])
 
-    def _shaped(self, y: torch.Tensor, batch: int) -> torch.Tensor:
-        """(B * oD * oH * oW, O) -> (B, O, oD, oH, oW) channels-last-3d (a view)."""
+    def add_relu(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """``relu(conv(x) + other)``, ``other`` channels-last-3d of the output's shape."""
+        y = self._product(x)
+        y.add_(_flat(other)).relu_()
+        return _channels_last(y, self.out_shape, x.shape[0])
+
+
+def _tap_range(size: int, out: int, tap: int, stride: int, pad: int) -> tuple[int, int]:
+    """The outputs ``[lo, hi)`` along one axis whose input ``stride * o + tap - pad`` lies
+    inside ``[0, size)`` (``lo == hi``: none)."""
+    lo = max(0, -((tap - pad) // stride))
+    hi = min(out, (size - 1 - tap + pad) // stride + 1)
+    return lo, max(lo, hi)
+
+
+#: :func:`_per_tap` re-lays out the weight this many output channels at a time: the
+#: blocks' rows stay in cache, which halved the time for stage 4's 113 MB weights (0.12 s
+#: to 0.065 s, measured; blocks of 8 to 128 alike).
+_TAP_LAYOUT_ROWS = 32
+
+
+def _per_tap(conv: nn.Conv3d, bn: nn.BatchNorm3d) -> torch.Tensor:
+    """The folded weight of ``bn(conv(x))`` as (k^3, O, I) float32, contiguous, taps in
+    (kd, kh, kw) order, scaled straight into that layout in one pass over the weight (an
+    (k^3, I, O) layout took four times as long, measured)."""
+    o, i = conv.out_channels, conv.in_channels
+    out = torch.empty(math.prod(_triple(conv.kernel_size)), o, i, dtype=conv.weight.dtype)
+    src = conv.weight.detach().reshape(o, i, -1)
+    scale = PackedConv.folded_scale(bn).reshape(1, o, 1)
+    for lo in range(0, o, _TAP_LAYOUT_ROWS):
+        rows = slice(lo, lo + _TAP_LAYOUT_ROWS)
+        torch.mul(src[rows].permute(2, 0, 1), scale[:, rows], out=out[:, rows])
+    return out
+
+
+@dataclass(frozen=True)
+class Tap:
+    """One tap of a :class:`TapConv`: its index in (kd, kh, kw) order, the input voxels it
+    reads (D, H, W slices, strided) and the outputs they reach (D, H, W slices)."""
+
+    index: int
+    inputs: tuple[slice, slice, slice]
+    outputs: tuple[slice, slice, slice]
+    full: bool
+
+
+def tap_plan(kernel: int, stride: int, padding: int, in_size: _Shape, out_size: _Shape) -> tuple[Tap, ...]:
+    """The taps of a cubic convolution that reach any output, for spatial input size
+    ``in_size`` and output size ``out_size`` (D, H, W voxels); those that reach every
+    output first, then in (kd, kh, kw) order."""
+    taps = []
+    for t in range(kernel**3):
+        offsets = (t // (kernel * kernel), (t // kernel) % kernel, t % kernel)
+        spans = [_tap_range(n, o, tap, stride, padding) for n, o, tap in zip(in_size, out_size, offsets, strict=True)]
+        if any(hi == lo for lo, hi in spans):
+            continue
+        ins = [slice(stride * lo + tap - padding, stride * (hi - 1) + tap - padding + 1, stride)
+               for (lo, hi), tap in zip(spans, offsets, strict=True)]  # fmt: skip
+        outs = [slice(lo, hi) for lo, hi in spans]
+        full = all(hi - lo == o for (lo, hi), o in zip(spans, out_size, strict=True))
+        taps.append(Tap(t, (ins[0], ins[1], ins[2]), (outs[0], outs[1], outs[2]), full))
+    return tuple(sorted(taps, key=lambda tap: (not tap.full, tap.index)))
+
+
+@dataclass(frozen=True)
+class TapConv:
+    """A k x k x k Conv3d with its BatchNorm3d folded in, as a sum over its taps: for each
+    tap, the input voxels it reads inside the volume (rows of I channels) times the tap's
+    (I, O) weight, added into the outputs they reach. The padding is never multiplied.
+
+    ``weight``: (k^3, O, I) float32, contiguous, taps in (kd, kh, kw) order; ``bias``: (O,);
+    ``taps``: the plan (:func:`tap_plan`), its first tap reaching every output;
+    ``out_shape``: (B, O, D, H, W) for the input shape it was built for (any batch runs).
+    Each product's rows are one patch's voxels and the taps are summed in a fixed order, so
+    a patch's result does not depend on its batch (tested).
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    taps: tuple[Tap, ...]
+    out_shape: _Shape
+
+    @classmethod
+    def fold(cls, conv: nn.Conv3d, bn: nn.BatchNorm3d, in_shape: _Shape) -> TapConv:
+        """``bn(conv(x))`` (eval mode) as a sum over taps for inputs of ``in_shape``."""
+        k, st, p = (_single(_triple(v)) for v in (conv.kernel_size, conv.stride, conv.padding))
+        if _triple(conv.dilation) != (1, 1, 1) or conv.groups != 1:
+            raise ValueError("only undilated, ungrouped convolutions run as a sum over taps")
+        bias = PackedConv.folded_bias(bn, conv)
+        out_shape = _out_shape(conv, in_shape)
+        taps = tap_plan(k, st, p, in_shape[2:], out_shape[2:])
+        if not taps or not taps[0].full:
+            raise ValueError(f"no tap of a {k}-wide kernel with padding {p} reaches every output")
+        return cls(_per_tap(conv, bn), bias, taps, out_shape)
+
+    def __call__(self, x: torch.Tensor, unary: str = "none") -> torch.Tensor:
+        """``unary(conv(x))``, ``unary`` ``"none"`` or ``"relu"``; ``x`` and the result
+        channels-last-3d."""
+        b, cin = x.shape[0], x.shape[1]
         o, od, oh, ow = self.out_shape[1:]
-        return y.reshape(batch, od, oh, ow, o).permute(0, 4, 1, 2, 3)
+        xl = x.permute(0, 2, 3, 4, 1)  # (B, D, H, W, C)
+        first, *rest = self.taps
+        rows = xl[:, first.inputs[0], first.inputs[1], first.inputs[2]].reshape(-1, cin)
+        product = torch.addmm(self.bias, _padded(rows), self.weight[first.index].t())
+        out = product[: rows.shape[0]].view(b, od, oh, ow, o)
+        for tap in rest:
+            block = xl[:, tap.inputs[0], tap.inputs[1], tap.inputs[2]]
+            rows = block.reshape(-1, cin)
+            product = torch.mm(_padded(rows), self.weight[tap.index].t())[: rows.shape[0]]
+            out[:, tap.outputs[0], tap.outputs[1], tap.outputs[2]].add_(product.view(*block.shape[:4], o))
+        if unary == "relu":
+            out.relu_()
+        return out.permute(0, 4, 1, 2, 3)
 
 
 @dataclass(frozen=True)
 class PackedBlock:
     """One bottleneck: ``relu(c3(relu(c2(relu(c1(x))))) + shortcut(x))``."""
 
-    c1: PackedConv
-    c2: PackedConv | GemmConv
-    c3: PackedConv
-    shortcut: PackedConv | None
+    c1: PackedConv | MatmulConv
+    c2: PackedConv | TapConv
+    c3: PackedConv | MatmulConv
+    shortcut: PackedConv | MatmulConv | None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self.c2(self.c1(x, "relu"), "relu")
         return self.c3.add_relu(out, x if self.shortcut is None else self.shortcut(x))
 
 
-def _pack_pointwise(conv: nn.Conv3d, bn: nn.BatchNorm3d, in_shape: _Shape) -> PackedConv:
-    """A 1x1x1 ``bn(conv(x))``, pre-packed unless its output is small
-    (:data:`PLAIN_MAX_OUTPUT_VOXELS`)."""
-    small = math.prod(_out_shape(conv, in_shape)[2:]) <= PLAIN_MAX_OUTPUT_VOXELS
-    return PackedConv.fold(conv, bn, in_shape, prepack=not small)
+def _pack_pointwise(conv: nn.Conv3d, bn: nn.BatchNorm3d, in_shape: _Shape) -> PackedConv | MatmulConv:
+    """A 1x1x1 ``bn(conv(x))``: a matrix product when its output is small
+    (:data:`MATMUL_MAX_OUTPUT_VOXELS`), else pre-packed for oneDNN."""
+    small = math.prod(_out_shape(conv, in_shape)[2:]) <= MATMUL_MAX_OUTPUT_VOXELS
+    return (MatmulConv if small else PackedConv).fold(conv, bn, in_shape)
 
 
-def _pack_spatial(conv: nn.Conv3d, bn: nn.BatchNorm3d, in_shape: _Shape) -> PackedConv | GemmConv:
-    """A 3x3x3 ``bn(conv(x))``, as a matrix product when its output is small
-    (:data:`GEMM_MAX_OUTPUT_VOXELS`)."""
-    gemm = math.prod(_out_shape(conv, in_shape)[2:]) <= GEMM_MAX_OUTPUT_VOXELS
-    return (GemmConv if gemm else PackedConv).fold(conv, bn, in_shape)
+def _pack_spatial(conv: nn.Conv3d, bn: nn.BatchNorm3d, in_shape: _Shape) -> PackedConv | TapConv:
+    """A 3x3x3 ``bn(conv(x))``: a sum over taps when its output is small
+    (:data:`TAP_MAX_OUTPUT_VOXELS`), else pre-packed for oneDNN."""
+    small = math.prod(_out_shape(conv, in_shape)[2:]) <= TAP_MAX_OUTPUT_VOXELS
+    return (TapConv if small else PackedConv).fold(conv, bn, in_shape)
 
 
 def _pack_block(blk: Bottleneck, in_shape: _Shape) -> PackedBlock:

@@ -9,7 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from mhub_fmcib.model.fused import FusedEncoder, GemmConv, PackedConv, fused_available
+from mhub_fmcib.model.fused import (
+    FusedEncoder,
+    MatmulConv,
+    TapConv,
+    fused_available,
+    tap_plan,
+)
 from mhub_fmcib.model.network import FmcibResNet
 
 pytestmark = pytest.mark.skipif(not fused_available(), reason="torch without oneDNN")
@@ -36,12 +42,77 @@ def _patches(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_every_folding_path_runs() -> None:
-    """The narrow network uses all three kinds: packed, plain and matrix-product convolutions."""
+    """The narrow network uses all three kinds where the real one does: packed oneDNN
+    convolutions on stages 1-2, sums over taps and matrix products on stages 3-4 (with
+    and without stride)."""
     enc = FusedEncoder(_narrow_net(), batch=4)
-    convs = [c for b in enc.blocks for c in (b.c1, b.c2, b.c3, b.shortcut) if c is not None]
-    assert any(isinstance(c, GemmConv) for c in convs)
-    assert any(isinstance(c, PackedConv) and c.weight.layout == torch._mkldnn for c in convs)  # type: ignore[attr-defined]
-    assert any(isinstance(c, PackedConv) and c.weight.layout == torch.strided for c in convs)
+    kinds = [[type(c).__name__ for c in (b.c1, b.c2, b.c3, b.shortcut) if c is not None] for b in enc.blocks]
+    assert kinds[:7] == [["PackedConv"] * (4 if i in (0, 3) else 3) for i in range(7)]
+    assert kinds[7] == ["PackedConv", "TapConv", "MatmulConv", "MatmulConv"]  # c1 on stage 2's 8^3 grid
+    assert kinds[13] == ["MatmulConv", "TapConv", "MatmulConv", "MatmulConv"]
+    assert all(k == ["MatmulConv", "TapConv", "MatmulConv"] for k in kinds[8:13] + kinds[14:])
+    assert all(b.c1.weight.layout == torch._mkldnn for b in enc.blocks[:8])  # type: ignore[attr-defined,union-attr]
+
+
+def _conv_bn(cin: int, cout: int, kernel: int, stride: int, seed: int) -> tuple[nn.Conv3d, nn.BatchNorm3d]:
+    torch.manual_seed(seed)
+    conv = nn.Conv3d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False)
+    bn = nn.BatchNorm3d(cout).eval()
+    bn.running_mean.uniform_(-0.2, 0.2)  # type: ignore[union-attr]
+    bn.running_var.uniform_(0.5, 2.0)  # type: ignore[union-attr]
+    bn.bias.data.uniform_(-0.2, 0.2)
+    return conv, bn
+
+
+@pytest.mark.parametrize(("size", "stride"), [(4, 1), (8, 2), (2, 1), (4, 2), (5, 2), (3, 1)])
+def test_tap_conv_is_the_convolution(size: int, stride: int) -> None:
+    """A sum over taps equals PyTorch's convolution + batch norm evaluated in float64, with
+    and without ReLU, on the grids of stages 3-4 and on odd ones."""
+    conv, bn = _conv_bn(24, 40, 3, stride, seed=size)
+    x = torch.randn(3, 24, size, size, size).contiguous(memory_format=torch.channels_last_3d)
+    tap = TapConv.fold(conv, bn, tuple(x.shape))
+    with torch.no_grad():
+        truth = bn.double()(conv.double()(x.double()))
+        got, relu = tap(x), tap(x, "relu")
+    assert got.shape == truth.shape == tap.out_shape
+    assert got.is_contiguous(memory_format=torch.channels_last_3d)
+    np.testing.assert_allclose(got.double().numpy(), truth.numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(relu.double().numpy(), truth.clamp(min=0).numpy(), rtol=0, atol=1e-5)
+
+
+def test_tap_plan_skips_the_padding() -> None:
+    """On a 4^3 grid all 27 taps reach some output, only the centre reaches all of them and
+    the plan's products cover exactly the taps inside the volume (10 per axis of 12); with
+    stride 2 from 4^3 to 2^3, the 8 taps of offsets 0 and +1 reach every output."""
+    plan = tap_plan(3, 1, 1, (4, 4, 4), (4, 4, 4))
+    assert len(plan) == 27 and plan[0].index == 13 and [t.full for t in plan].count(True) == 1
+    valid = sum(
+        (t.outputs[0].stop - t.outputs[0].start) * (t.outputs[1].stop - t.outputs[1].start)
+        * (t.outputs[2].stop - t.outputs[2].start)
+        for t in plan
+    )  # fmt: skip
+    assert valid == 10**3  # (4 + 3 + 3) per axis: the products with voxels inside the volume
+    strided = tap_plan(3, 2, 1, (4, 4, 4), (2, 2, 2))
+    assert [t.full for t in strided].count(True) == 8 and len(strided) == 27
+
+
+@pytest.mark.parametrize(("cin", "cout", "stride"), [(1024, 2048, 2), (2048, 512, 1), (512, 2048, 1), (96, 64, 1)])
+def test_matmul_conv_is_the_convolution_and_batch_independent(cin: int, cout: int, stride: int) -> None:
+    """A 1x1x1 convolution as a product chunked along its inputs: equal to PyTorch's in
+    float64, and a patch's output is bit-identical in batches of 2, 5 and 16 (the shapes of
+    stage 4, where one unchunked product moved with the batch)."""
+    conv, bn = _conv_bn(cin, cout, 1, stride, seed=cin)
+    grid = 4 if stride == 2 else 2
+    x = torch.rand(16, cin, grid, grid, grid).contiguous(memory_format=torch.channels_last_3d)
+    mm = MatmulConv.fold(conv, bn, tuple(x.shape))
+    with torch.no_grad():
+        truth = bn.double()(conv.double()(x.double()))
+        full = mm(x, "relu")
+        added = mm.add_relu(x, -truth.float())
+    np.testing.assert_allclose(full.double().numpy(), truth.clamp(min=0).numpy(), rtol=0, atol=2e-5)
+    assert float(added.abs().max()) <= 2e-5  # conv(x) - conv(x), through the addition
+    for n in (2, 5):
+        np.testing.assert_array_equal(mm(x[-n:], "relu").numpy(), full[-n:].numpy())
 
 
 def test_equals_the_network_in_float64() -> None:

@@ -134,8 +134,8 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_fused_encoder_is_as_exact_as_eager(
     extractor: FeatureExtractor, eager_extractor: FeatureExtractor, loaded_weights: LoadedWeights
 ) -> None:
-    """The fused encoder (batch norm folded, packed oneDNN convolutions, the last stage as
-    matrix products) computes the network: against a float64 evaluation of the same network
+    """The fused encoder (batch norm folded, packed oneDNN convolutions, stages 3-4 as sums
+    of matrix products) computes the network: against a float64 evaluation of the same network
     it is within the bound, as eager float32 is, and within the bound of eager."""
     x = np.random.default_rng(2).normal(0.2, 0.3, size=(3, 50, 50, 50)).astype(np.float32)
     net = FmcibResNet()
