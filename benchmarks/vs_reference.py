@@ -36,7 +36,7 @@ from fmcib.run import get_features
 df = get_features(sys.argv[2], weights_path=sys.argv[3])
 df.to_csv(sys.argv[4], index=False)
 """
-OURS_DRIVER = "import sys; from mhub_fmcib.cli import main; sys.exit(main(sys.argv[1:]))"
+OURS_DRIVER = "from mhub_fmcib.cli import console; console()"  # what the console script runs
 
 
 def write_seeds(path: Path, image: Path, n: int, seed: int = 0) -> None:

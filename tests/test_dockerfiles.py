@@ -414,7 +414,7 @@ def test_entrypoint_exec_form_with_mhub_paths(instructions: list[Instruction]) -
         "--output": "/app/data/output_data",
     }
     # The console script the entrypoint names is the one pyproject installs.
-    assert pyproject()["project"]["scripts"]["mhub-fmcib"] == "mhub_fmcib.cli:main"
+    assert pyproject()["project"]["scripts"]["mhub-fmcib"] == "mhub_fmcib.cli:console"
 
 
 def test_labels(variant: str, instructions: list[Instruction]) -> None:

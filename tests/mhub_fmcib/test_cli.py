@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 
 from mhub_fmcib import __version__
-from mhub_fmcib.cli import main
+from mhub_fmcib.cli import _other_threads_running, main
 from mhub_fmcib.model.weights import sha256_file
 
 
@@ -43,6 +49,57 @@ def test_exit_codes(tmp_path: Path, weights_file: Path) -> None:
         == 5
     )
     assert main(["run", str(img), str(tmp_path / "out"), "--batch-size", "0", "--mask", str(img)], env={}) == 2
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _console(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m mhub_fmcib.cli ARGS`` (the console script's function) in a fresh process,
+    its standard streams pipes (so block-buffered: what is not flushed is lost)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | {"PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "mhub_fmcib.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_console_exits_quickly_with_everything_written(tmp_path: Path, weights_file: Path) -> None:
+    """The console script skips the interpreter's teardown (``os._exit``) only after every
+    output is on disk and the streams are flushed: a real one-lesion run, its exit code, its
+    complete tables, its last log line and a printed listing on a pipe."""
+    img = ROOT / "sample_data" / "nrrd" / "lung1_image.nrrd"
+    seeds = tmp_path / "seeds.csv"
+    seeds.write_text(f"image_path,coordX,coordY,coordZ\n{img},23.664,-219.540,-724.723\n")
+    out = tmp_path / "out"
+    done = _console("run", str(seeds), str(out), "--seeds", "--weights", str(weights_file), "--no-sr", "--no-seg",
+                    "--no-qc", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "1 lesion(s) measured, 0 failed" in done.stderr.splitlines()[-1]
+    with open(out / "features.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 1 and sum(k.startswith("feature_") for k in rows[0]) == 4096
+    assert json.loads((out / "run.json").read_text())["summary"]["exit_code"] == 0
+    listing = _console("workflows", cwd=tmp_path)
+    assert listing.returncode == 0
+    names = [line.split()[0] for line in listing.stdout.splitlines()]
+    assert names == ["default", "from_nifti_mask", "from_rtstruct", "from_seeds"]
+    missing = _console("run", str(tmp_path / "nope"), str(tmp_path / "o2"), cwd=tmp_path)
+    assert missing.returncode == 3
+    assert "nope" in missing.stderr
+
+
+def test_a_running_thread_keeps_the_normal_exit() -> None:
+    """With a thread of ours still running, the console script exits the normal way (the
+    interpreter waits for it) instead of ending the process under it."""
+    release = threading.Event()
+    worker = threading.Thread(target=release.wait)
+    worker.start()
+    try:
+        assert _other_threads_running()
+    finally:
+        release.set()
+        worker.join()
+    assert not _other_threads_running()
 
 
 def test_dash_dash_version(capsys: pytest.CaptureFixture[str]) -> None:
