@@ -1,8 +1,8 @@
 """The encoder on CPU as folded convolutions: pre-packed oneDNN, matrix products on small grids (float32).
 
 ``FusedEncoder(net, batch)(x)``: float32 (B, 1, 50, 50, 50) -> float32 (B, 4096), the same
-function as ``net(x)`` in eval mode up to float32 rounding (at most ~1.6e-6 of the feature
-scale from eager and from a float64 evaluation, measured; tested, and against MONAI's).
+function as ``net(x)`` in eval mode up to float32 rounding (about 1e-6 of the feature scale
+from eager and from a float64 evaluation, measured; tested, and against MONAI's).
 
 What it does differently from the eager network (``benchmarks/fused_onednn.py``,
 ``benchmarks/encoder_layers.py``):
