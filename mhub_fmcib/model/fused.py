@@ -20,7 +20,7 @@ What it does differently from the eager network (``benchmarks/fused_onednn.py``,
   (:class:`MatmulConv`, :data:`MATMUL_MAX_OUTPUT_VOXELS`);
 - activations stay channels-last-3d throughout.
 
-Set-up ~0.4-0.6 s on a 2-core machine (once per run). The folded weights are the only copy
+Set-up ~0.3-0.4 s on a 2-core machine (once per run). The folded weights are the only copy
 the extractor keeps (~0.74 GB for FMCIB). Speed and accuracy, measured, in
 ``benchmarks/README.md``; the features stay within float32 rounding of a float64
 evaluation of the network (tested, and against eager and MONAI's network).
@@ -72,6 +72,18 @@ def _single(value: object) -> int:
     return values[0]
 
 
+def _batch_norm_affine(conv: nn.Conv3d, bn: nn.BatchNorm3d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(O,) scale and (O,) bias of ``bn(conv(x))`` in eval mode, as ``conv(x) * scale + bias``
+    with ``conv`` without its bias."""
+    if bn.running_var is None or bn.running_mean is None:
+        raise ValueError("batch norm without running statistics cannot be folded")
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return scale.detach(), bias.detach().contiguous()
+
+
 @dataclass(frozen=True)
 class PackedConv:
     """One Conv3d with its BatchNorm3d folded in, for oneDNN.
@@ -88,28 +100,10 @@ class PackedConv:
     out_shape: _Shape
 
     @staticmethod
-    def folded_scale(bn: nn.BatchNorm3d) -> torch.Tensor:
-        """(O,): what batch norm (eval mode) multiplies each output channel by."""
-        if bn.running_var is None or bn.running_mean is None:
-            raise ValueError("batch norm without running statistics cannot be folded")
-        return (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
-
-    @staticmethod
-    def folded_bias(bn: nn.BatchNorm3d, conv: nn.Conv3d) -> torch.Tensor:
-        """(O,): the bias of ``bn(conv(x))`` in eval mode."""
-        scale, mean = PackedConv.folded_scale(bn), bn.running_mean
-        if mean is None:
-            raise ValueError("batch norm without running statistics cannot be folded")
-        bias = bn.bias - mean * scale
-        if conv.bias is not None:
-            bias = bias + conv.bias * scale
-        return bias.detach().contiguous()
-
-    @staticmethod
     def folded(conv: nn.Conv3d, bn: nn.BatchNorm3d) -> tuple[torch.Tensor, torch.Tensor]:
         """The weight (O, I, k, k, k) and bias (O,) of ``bn(conv(x))`` in eval mode."""
-        weight = (conv.weight * PackedConv.folded_scale(bn).reshape(-1, 1, 1, 1, 1)).detach().contiguous()
-        return weight, PackedConv.folded_bias(bn, conv)
+        scale, bias = _batch_norm_affine(conv, bn)
+        return (conv.weight.detach() * scale.reshape(-1, 1, 1, 1, 1)).contiguous(), bias
 
     @classmethod
     def fold(cls, conv: nn.Conv3d, bn: nn.BatchNorm3d, in_shape: _Shape) -> PackedConv:
@@ -141,8 +135,8 @@ class PackedConv:
 #: volume) and stage 4 (2^3, 30 %) oneDNN's direct convolution multiplies the padding too.
 #: Measured at batch 16 (``benchmarks/README.md``): on a 2-core Intel AMX machine 61-73 ms
 #: per stage-3 call (oneDNN 97-120) and 36-49 ms on stage 4 (oneDNN 70-72); on a 2-core
-#: AMD Zen 4 machine 27-42 ms on stage 4 (the earlier gathered product 52-54) and 63-69 ms
-#: on stage 3 against oneDNN's 50-52 alone, the whole pass as fast as with oneDNN there.
+#: AMD Zen 4 machine 24-40 ms on stage 4 (the earlier gathered product 52-54) and 51-67 ms
+#: on stage 3 (oneDNN 50-52).
 TAP_MAX_OUTPUT_VOXELS = 64
 #: A 1x1x1 convolution whose output has at most this many voxels per patch runs as a matrix
 #: product (:class:`MatmulConv`). For these oneDNN picks a weight layout that depends on the
@@ -163,10 +157,21 @@ MATMUL_K_CHUNK = 512
 MIN_PRODUCT_ROWS = 16
 
 
-def _padded(rows: torch.Tensor) -> torch.Tensor:
-    """``rows`` (M, K) with zero rows appended up to :data:`MIN_PRODUCT_ROWS`."""
-    short = MIN_PRODUCT_ROWS - rows.shape[0]
-    return torch.nn.functional.pad(rows, (0, 0, 0, short)) if short > 0 else rows
+def _matmul(
+    rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, k_chunk: int | None = None
+) -> torch.Tensor:
+    """``rows @ weight.t() (+ bias)``: (M, K) x (N, K) -> (M, N), as a product of at least
+    :data:`MIN_PRODUCT_ROWS` rows (zero rows appended, then dropped) with K summed in chunks
+    of ``k_chunk`` (all at once without), so that each row's result does not depend on the
+    other rows."""
+    m, k = rows.shape
+    if m < MIN_PRODUCT_ROWS:
+        rows = torch.nn.functional.pad(rows, (0, 0, 0, MIN_PRODUCT_ROWS - m))
+    step, w = k_chunk or k, weight.t()
+    y = torch.mm(rows[:, :step], w[:step]) if bias is None else torch.addmm(bias, rows[:, :step], w[:step])
+    for lo in range(step, k, step):
+        y.addmm_(rows[:, lo : lo + step], w[lo : lo + step])
+    return y[:m]
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -188,8 +193,7 @@ class MatmulConv:
     chunks of :data:`MATMUL_K_CHUNK`.
 
     ``weight``: (O, I) float32, the folded weight's own layout (no copy); ``bias``: (O,);
-    ``stride``: cubic (voxels);
-    ``out_shape``: (B, O, D, H, W). With K chunked and at least :data:`MIN_PRODUCT_ROWS`
+    ``stride``: cubic (voxels); ``out_shape``: (B, O, D, H, W). With K chunked and at least :data:`MIN_PRODUCT_ROWS`
     rows, a patch's rows do not depend on the other rows of the product (tested), so its
     features do not depend on its batch.
     """
@@ -211,13 +215,7 @@ class MatmulConv:
     def _product(self, x: torch.Tensor) -> torch.Tensor:
         """(B * D * H * W, O): ``x @ weight + bias`` for channels-last-3d ``x``."""
         s = self.stride
-        flat = _flat(x if s == 1 else x[:, :, ::s, ::s, ::s])
-        rows, k = _padded(flat), MATMUL_K_CHUNK
-        w = self.weight.t()
-        y = torch.addmm(self.bias, rows[:, :k], w[:k])
-        for lo in range(k, rows.shape[1], k):
-            y.addmm_(rows[:, lo : lo + k], w[lo : lo + k])
-        return y[: flat.shape[0]]
+        return _matmul(_flat(x if s == 1 else x[:, :, ::s, ::s, ::s]), self.weight, self.bias, MATMUL_K_CHUNK)
 
     def __call__(self, x: torch.Tensor, unary: str = "none") -> torch.Tensor:
         """``unary(conv(x))``, ``unary`` ``"none"`` or ``"relu"``; ``x`` and the result
@@ -248,14 +246,14 @@ def _tap_range(size: int, out: int, tap: int, stride: int, pad: int) -> tuple[in
 _TAP_LAYOUT_ROWS = 32
 
 
-def _per_tap(conv: nn.Conv3d, bn: nn.BatchNorm3d) -> torch.Tensor:
-    """The folded weight of ``bn(conv(x))`` as (k^3, O, I) float32, contiguous, taps in
-    (kd, kh, kw) order, scaled straight into that layout in one pass over the weight (an
-    (k^3, I, O) layout took four times as long, measured)."""
+def _per_tap(conv: nn.Conv3d, scale: torch.Tensor) -> torch.Tensor:
+    """``conv``'s weight times the (O,) batch-norm ``scale`` as (k^3, O, I) float32,
+    contiguous, taps in (kd, kh, kw) order, scaled straight into that layout in one pass over
+    the weight (an (k^3, I, O) layout took four times as long, measured)."""
     o, i = conv.out_channels, conv.in_channels
     out = torch.empty(math.prod(_triple(conv.kernel_size)), o, i, dtype=conv.weight.dtype)
     src = conv.weight.detach().reshape(o, i, -1)
-    scale = PackedConv.folded_scale(bn).reshape(1, o, 1)
+    scale = scale.reshape(1, o, 1)
     for lo in range(0, o, _TAP_LAYOUT_ROWS):
         rows = slice(lo, lo + _TAP_LAYOUT_ROWS)
         torch.mul(src[rows].permute(2, 0, 1), scale[:, rows], out=out[:, rows])
@@ -295,7 +293,7 @@ def tap_plan(kernel: int, stride: int, padding: int, in_size: _Shape, out_size: 
 class TapConv:
     """A k x k x k Conv3d with its BatchNorm3d folded in, as a sum over its taps: for each
     tap, the input voxels it reads inside the volume (rows of I channels) times the tap's
-    (I, O) weight, added into the outputs they reach. The padding is never multiplied.
+    (O, I) weight, transposed, added into the outputs they reach. The padding is never multiplied.
 
     ``weight``: (k^3, O, I) float32, contiguous, taps in (kd, kh, kw) order; ``bias``: (O,);
     ``taps``: the plan (:func:`tap_plan`), its first tap reaching every output;
@@ -315,28 +313,28 @@ class TapConv:
         k, st, p = (_single(_triple(v)) for v in (conv.kernel_size, conv.stride, conv.padding))
         if _triple(conv.dilation) != (1, 1, 1) or conv.groups != 1:
             raise ValueError("only undilated, ungrouped convolutions run as a sum over taps")
-        bias = PackedConv.folded_bias(bn, conv)
+        scale, bias = _batch_norm_affine(conv, bn)
         out_shape = _out_shape(conv, in_shape)
         taps = tap_plan(k, st, p, in_shape[2:], out_shape[2:])
         if not taps or not taps[0].full:
             raise ValueError(f"no tap of a {k}-wide kernel with padding {p} reaches every output")
-        return cls(_per_tap(conv, bn), bias, taps, out_shape)
+        return cls(_per_tap(conv, scale), bias, taps, out_shape)
+
+    def _product(self, xl: torch.Tensor, tap: Tap, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, d, h, w, O): the voxels of ``xl`` (B, D, H, W, I) that ``tap`` reads, times its
+        weight (+ ``bias``), for the outputs it reaches."""
+        block = xl[:, tap.inputs[0], tap.inputs[1], tap.inputs[2]]
+        y = _matmul(block.reshape(-1, block.shape[-1]), self.weight[tap.index], bias)
+        return y.view(*block.shape[:4], y.shape[1])
 
     def __call__(self, x: torch.Tensor, unary: str = "none") -> torch.Tensor:
         """``unary(conv(x))``, ``unary`` ``"none"`` or ``"relu"``; ``x`` and the result
         channels-last-3d."""
-        b, cin = x.shape[0], x.shape[1]
-        o, od, oh, ow = self.out_shape[1:]
         xl = x.permute(0, 2, 3, 4, 1)  # (B, D, H, W, C)
         first, *rest = self.taps
-        rows = xl[:, first.inputs[0], first.inputs[1], first.inputs[2]].reshape(-1, cin)
-        product = torch.addmm(self.bias, _padded(rows), self.weight[first.index].t())
-        out = product[: rows.shape[0]].view(b, od, oh, ow, o)
+        out = self._product(xl, first, self.bias)  # the first tap reaches every output
         for tap in rest:
-            block = xl[:, tap.inputs[0], tap.inputs[1], tap.inputs[2]]
-            rows = block.reshape(-1, cin)
-            product = torch.mm(_padded(rows), self.weight[tap.index].t())[: rows.shape[0]]
-            out[:, tap.outputs[0], tap.outputs[1], tap.outputs[2]].add_(product.view(*block.shape[:4], o))
+            out[:, tap.outputs[0], tap.outputs[1], tap.outputs[2]].add_(self._product(xl, tap))
         if unary == "relu":
             out.relu_()
         return out.permute(0, 4, 1, 2, 3)
