@@ -89,8 +89,8 @@ def test_console_exits_quickly_with_everything_written(tmp_path: Path, weights_f
 
 
 def test_a_running_thread_keeps_the_normal_exit() -> None:
-    """With a thread of ours still running, the console script exits the normal way (the
-    interpreter waits for it) instead of ending the process under it."""
+    """The check the console script makes before ``os._exit``: it sees a running thread that
+    is not a daemon (then the normal exit waits for it), and none once that thread ended."""
     release = threading.Event()
     worker = threading.Thread(target=release.wait)
     worker.start()
