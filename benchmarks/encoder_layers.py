@@ -2,13 +2,14 @@
 
 Runs ``mhub_fmcib.model.fused.FusedEncoder`` (the default ``--cpu-encoder fused``) on real CT
 patches of the sample CT, then times each of its operations alone on the activations of
-that pass (best of ``--reps``): the stem, the max-pool and, per bottleneck, its three
-convolutions and the projection shortcut. For each: milliseconds per batch, GFLOP (padding
-taps counted, as in the 25.7 GFLOP per patch of the whole encoder), GFLOP/s, and share of
-the sum. Also: the whole pass, the float32 matmul rate measured alongside (the denominator
-of the issue's "fraction of the matmul rate"; some convolutions run faster than it), and
-the cost of writing fresh memory against reused memory (72 MB, the size of a stage-1
-activation at batch 16: large tensors come from fresh pages on every call).
+that pass (best of ``--reps``): the stem with its max-pool (in pairs of patches, as the
+encoder runs them) and, per bottleneck, its three convolutions and the projection
+shortcut. For each: milliseconds per batch, GFLOP (padding taps counted, as in the 25.7
+GFLOP per patch of the whole encoder), GFLOP/s, and share of the sum. Also: the whole
+pass, the float32 matmul rate measured alongside (the denominator of the issue's
+"fraction of the matmul rate"; some convolutions run faster than it), and the cost of
+writing fresh memory against reused memory (72 MB, the size of a stage-1 activation at
+batch 16: large tensors come from fresh pages on every call).
 
 Run: ``.venv/bin/python benchmarks/encoder_layers.py --batch 16``
 (writes ``benchmarks/out/encoder_layers.json``; results in ``benchmarks/README.md``).
@@ -76,9 +77,8 @@ def layer_rows(enc: FusedEncoder, x: torch.Tensor, reps: int) -> list[OpTime]:
         rows.append(OpTime(name, ms, gflop))
         return result
 
-    xs = x.contiguous(memory_format=torch.channels_last_3d)
-    y = add(f"stem 7x7x7/2 1->{enc.stem.out_shape[1]}", conv_gflop(enc.stem, 1), enc.stem, xs, "relu")
-    y = add("max-pool 3/2", 0.0, torch.max_pool3d, y, *enc.pool)
+    stem_gflop = conv_gflop(enc.stem, 1) * x.shape[0] / enc.stem.out_shape[0]
+    y = add(f"stem 7x7x7/2 1->{enc.stem.out_shape[1]} + max-pool 3/2", stem_gflop, enc.stem_and_pool, x)
     for i, blk in enumerate(enc.blocks):
         cin, grid = y.shape[1], "x".join(str(n) for n in blk.c2.out_shape[2:])
         name = f"block {i} c1 1x1x1 {cin}->{blk.c1.out_shape[1]} ({type(blk.c1).__name__})"
@@ -90,7 +90,9 @@ def layer_rows(enc: FusedEncoder, x: torch.Tensor, reps: int) -> list[OpTime]:
             sc = blk.shortcut
             short = add(f"block {i} shortcut 1x1x1 {cin}->{sc.out_shape[1]}", conv_gflop(sc, cin), sc, y)
         name = f"block {i} c3 1x1x1 ->{blk.c3.out_shape[1]} +add+relu"
-        y = add(name, conv_gflop(blk.c3, h2.shape[1]), blk.c3.add_relu, h2, short)
+        # in place into the shortcut, as in the pass: timed on a copy, then run on the original
+        add(name, conv_gflop(blk.c3, h2.shape[1]), blk.c3.add_relu_, h2, short.clone())
+        y = blk.c3.add_relu_(h2, short)
     return rows
 
 

@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from mhub_fmcib.model.fused import (
+    STEM_BATCH,
     FusedEncoder,
     MatmulConv,
+    PackedConv,
     TapConv,
     fused_available,
     tap_plan,
@@ -96,6 +98,38 @@ def test_tap_plan_skips_the_padding() -> None:
     assert [t.full for t in strided].count(True) == 8 and len(strided) == 27
 
 
+def test_add_relu_writes_into_the_other_operand() -> None:
+    """The last convolution of a block adds its shortcut in place: the result is the
+    shortcut's tensor, holding ``relu(conv(x) + shortcut)`` (float64 truth), for the packed
+    oneDNN and the matrix-product kinds."""
+    for grid, kind in ((8, PackedConv), (2, MatmulConv)):
+        conv, bn = _conv_bn(16, 32, 1, 1, seed=grid)
+        x = torch.rand(3, 16, grid, grid, grid).contiguous(memory_format=torch.channels_last_3d)
+        other = torch.randn(3, 32, grid, grid, grid).contiguous(memory_format=torch.channels_last_3d)
+        folded = kind.fold(conv, bn, tuple(x.shape))
+        with torch.no_grad():
+            truth = (bn.double()(conv.double()(x.double())) + other.double()).clamp(min=0)
+        got = folded.add_relu_(x, other)
+        assert got.data_ptr() == other.data_ptr()
+        np.testing.assert_allclose(got.double().numpy(), truth.numpy(), rtol=0, atol=1e-5)
+
+
+def test_stem_runs_in_small_batches_alike() -> None:
+    """The stem runs :data:`STEM_BATCH` patches at a time (an odd one alone); the pooled
+    result is bit-identical to the stem on the whole batch at once."""
+    enc = FusedEncoder(_narrow_net(), batch=5)
+    x = _patches(5)
+    whole = PackedConv.fold(*_stem_of(_narrow_net()), tuple(x.shape))
+    with torch.no_grad():
+        truth = torch.max_pool3d(whole(x.contiguous(memory_format=torch.channels_last_3d), "relu"), *enc.pool)
+    assert STEM_BATCH < 5
+    np.testing.assert_array_equal(enc.stem_and_pool(x).numpy(), truth.numpy())
+
+
+def _stem_of(net: FmcibResNet) -> tuple[nn.Conv3d, nn.BatchNorm3d]:
+    return net.conv1, net.bn1
+
+
 @pytest.mark.parametrize(("cin", "cout", "stride"), [(1024, 2048, 2), (2048, 512, 1), (512, 2048, 1), (96, 64, 1)])
 def test_matmul_conv_is_the_convolution_and_batch_independent(cin: int, cout: int, stride: int) -> None:
     """A 1x1x1 convolution as a product chunked along its inputs: equal to PyTorch's in
@@ -108,7 +142,7 @@ def test_matmul_conv_is_the_convolution_and_batch_independent(cin: int, cout: in
     with torch.no_grad():
         truth = bn.double()(conv.double()(x.double()))
         full = mm(x, "relu")
-        added = mm.add_relu(x, -truth.float())
+        added = mm.add_relu_(x, (-truth.float()).contiguous(memory_format=torch.channels_last_3d))
     np.testing.assert_allclose(full.double().numpy(), truth.clamp(min=0).numpy(), rtol=0, atol=2e-5)
     assert float(added.abs().max()) <= 2e-5  # conv(x) - conv(x), through the addition
     for n in (2, 5):
