@@ -214,7 +214,8 @@ class FeatureExtractor:
         self.weights = weights
         if fused:
             t0 = time.perf_counter()
-            self._forward = FusedEncoder(model, max(self.batch_size, MIN_COMPUTE_BATCH), PATCH_SIZE)
+            batch = max(self.batch_size, MIN_COMPUTE_BATCH)
+            self._forward = FusedEncoder(model, batch, PATCH_SIZE, release=weights.mapped.release)
             self.setup_s = time.perf_counter() - t0
             # keep only the packed copy: the network and the mapped file are released
             self.model = None

@@ -37,6 +37,7 @@ machines measured (tested; a batch of one is padded by the extractor, see
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -404,17 +405,32 @@ class FusedEncoder:
         batch: the batch size the weights are packed for (any batch of two or more runs,
             with the same primitives).
         patch_size: edge of the cubic input patch (voxels).
+        release: called with the stem's and then each block's tensors once they are folded
+            (the extractor gives back their pages of the memory-mapped weights file, so that
+            the file and the folded copy are not both resident: ``mapped.py``).
 
     ``__call__``: float32 (B, 1, S, S, S) -> float32 (B, C) with C = ``net``'s feature count.
     """
 
-    def __init__(self, net: FmcibResNet, batch: int, patch_size: int = 50) -> None:
+    def __init__(
+        self,
+        net: FmcibResNet,
+        batch: int,
+        patch_size: int = 50,
+        release: Callable[[Iterable[torch.Tensor]], object] | None = None,
+    ) -> None:
         if not fused_available():
             raise RuntimeError("this torch build has no oneDNN fused convolutions")
+
+        def folded(*modules: nn.Module) -> None:
+            if release is not None:
+                release(t for m in modules for t in (*m.parameters(), *m.buffers()))
+
         with torch.no_grad():
             size = (1, patch_size, patch_size, patch_size)
             self.stem = PackedConv.fold(net.conv1, net.bn1, (STEM_BATCH, *size))
             self.stem_one = PackedConv.fold(net.conv1, net.bn1, (1, *size))
+            folded(net.conv1, net.bn1)
             pool = net.maxpool
             self.pool = (_single(pool.kernel_size), _single(pool.stride), _single(pool.padding))
             k, s, p = self.pool
@@ -426,6 +442,7 @@ class FusedEncoder:
                     if not isinstance(blk, Bottleneck):
                         raise TypeError(f"unexpected block {type(blk).__name__}")
                     self.blocks.append(_pack_block(blk, shape))
+                    folded(blk)
                     shape = self.blocks[-1].c3.out_shape
 
     def stem_and_pool(self, x: torch.Tensor) -> torch.Tensor:

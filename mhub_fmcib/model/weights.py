@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ..errors import WeightsError
 from ..export.atomic import atomic_write, atomic_write_json
+from .mapped import MappedFile
 from .network import FmcibResNet, build_uninitialised
 
 log = logging.getLogger(__name__)
@@ -362,12 +363,14 @@ class LoadedWeights:
     ``state_dict``: the checked tensors (float32), memory-mapped from the file where it could
     be mapped; the extractor assigns them into its network, so they are held once.
     ``demonstration``: the file is marked as random-initialised weights (every output of a
-    run with them says so)."""
+    run with them says so). ``mapped``: where the file is mapped, to give back the pages of
+    tensors once read (:meth:`MappedFile.release`; the check leaves none resident)."""
 
     path: Path
     sha256: str
     state_dict: Mapping[str, torch.Tensor]
     demonstration: bool = False
+    mapped: MappedFile = field(default_factory=MappedFile)
 
 
 def read_weights(path: Path, hash_cache_dir: Path | None = None) -> LoadedWeights:
@@ -387,8 +390,10 @@ def read_weights(path: Path, hash_cache_dir: Path | None = None) -> LoadedWeight
     check_state_dict(build_uninitialised(), sd, path)
     sd = conform_dtypes(sd, path)
     check_finite(sd, path)
+    mapped = MappedFile.of(path)
+    mapped.release(sd.values())  # read by the check; read again when used
     sha = cached_sha256(path, hash_cache_dir)
-    return LoadedWeights(path=path, sha256=sha, state_dict=sd, demonstration=demonstration)
+    return LoadedWeights(path=path, sha256=sha, state_dict=sd, demonstration=demonstration, mapped=mapped)
 
 
 def write_random_weights(path: Path, seed: int = 0, layout: str = "trunk") -> Path:
