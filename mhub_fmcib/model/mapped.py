@@ -54,23 +54,25 @@ class MappedFile:
         except OSError:
             return cls()
         real = os.path.realpath(path)
+        device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}"  # as the kernel prints it
         ranges = []
         for line in _maps_lines():
             fields = line.split(maxsplit=5)
             if len(fields) < 6:
                 continue
             span, _, _, dev, inode, name = fields
-            major, _, minor = dev.partition(":")
-            same_inode = inode.isdigit() and int(inode) == st.st_ino
-            same_dev = (int(major, 16), int(minor, 16)) == (os.major(st.st_dev), os.minor(st.st_dev))
-            if name.strip() == real or (same_inode and same_dev):
+            if name.strip() == real or (inode == str(st.st_ino) and dev == device):
                 lo, _, hi = span.partition("-")
                 ranges.append((int(lo, 16), int(hi, 16)))
         return cls(tuple(ranges))
 
     def release(self, tensors: Iterable[torch.Tensor]) -> int:
         """Drop this process's resident pages of each tensor that lies in the mapping
-        (whole pages inside the tensor only); returns the bytes advised."""
+        (whole pages inside the tensor only); returns the bytes advised.
+
+        Only for tensors this process has never written: the mapping is copy-on-write, and
+        a written page would be dropped with what was written (the weights are only read:
+        checked, folded, or used as the eager network's parameters in eval mode)."""
         if not self.ranges:
             return 0
         libc = ctypes.CDLL(None, use_errno=True)

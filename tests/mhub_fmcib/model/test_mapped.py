@@ -3,6 +3,7 @@ measured in this process's ``/proc/self/smaps``, values checked against copies."
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -61,6 +62,16 @@ def test_release_gives_back_the_pages_and_keeps_the_values(tmp_path: Path) -> No
     assert resident_kib(mapped) <= before - 60 * 1024
     for k, v in sd.items():  # read again from the page cache: the file's values
         assert torch.equal(v, copies[k])
+
+
+def test_the_mapping_is_found_by_device_and_inode(tmp_path: Path) -> None:
+    """A hard link names the same file (same device and inode in ``/proc/self/maps``)
+    under a path the maps never show."""
+    sd, _, path = _mapped_file(tmp_path, mib=4)
+    link = tmp_path / "other_name.torch"
+    os.link(path, link)
+    assert MappedFile.of(link).ranges == MappedFile.of(path).ranges != ()
+    assert sd["big"].numel() == 4 * 2**18
 
 
 def test_tensors_outside_the_mapping_are_never_touched(tmp_path: Path) -> None:
