@@ -117,17 +117,14 @@ def test_add_relu_writes_into_the_other_operand() -> None:
 def test_stem_runs_in_small_batches_alike() -> None:
     """The stem runs :data:`STEM_BATCH` patches at a time (an odd one alone); the pooled
     result is bit-identical to the stem on the whole batch at once."""
-    enc = FusedEncoder(_narrow_net(), batch=5)
+    net = _narrow_net()
+    enc = FusedEncoder(net, batch=5)
     x = _patches(5)
-    whole = PackedConv.fold(*_stem_of(_narrow_net()), tuple(x.shape))
+    whole = PackedConv.fold(net.conv1, net.bn1, tuple(x.shape))
     with torch.no_grad():
         truth = torch.max_pool3d(whole(x.contiguous(memory_format=torch.channels_last_3d), "relu"), *enc.pool)
     assert STEM_BATCH < 5
     np.testing.assert_array_equal(enc.stem_and_pool(x).numpy(), truth.numpy())
-
-
-def _stem_of(net: FmcibResNet) -> tuple[nn.Conv3d, nn.BatchNorm3d]:
-    return net.conv1, net.bn1
 
 
 @pytest.mark.parametrize(("cin", "cout", "stride"), [(1024, 2048, 2), (2048, 512, 1), (512, 2048, 1), (96, 64, 1)])
