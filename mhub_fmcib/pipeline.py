@@ -184,7 +184,7 @@ def encode(
     ``lesions`` in order (``failed``: those that had no patch)."""
     results = dict(failed)
     if todo:
-        feats = extractor.extract(np.stack([p.array for _, p in todo]))
+        feats = extractor.extract([p.array for _, p in todo])
         preds = predictions(heads, feats)
         for (i, patch), f, pr in zip(todo, feats, preds, strict=True):
             reason = nonfinite_reason(f)

@@ -27,9 +27,12 @@ _WHERE = {
     "write_qc_index": "qc",
     "build_feature_sr": "sr",
     "build_feature_srs": "sr",
+    "iter_feature_srs": "sr",
+    "SrPart": "sr",
     "sr_file_name": "layout",
     "write_sr": "sr",
     "write_srs": "sr",
+    "write_feature_srs": "sr",
 }
 
 __all__ = sorted(_WHERE)

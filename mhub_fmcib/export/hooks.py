@@ -99,11 +99,12 @@ def export_sr(
     precision: Precision = Precision.FP32,
 ) -> Sequence[Path]:
     """The TID 1500 SR(s) of the case's CT series (when it has an OK lesion): one, or one
-    per ``max_lesions`` lesions (:func:`.sr.build_feature_srs`); ``precision`` is recorded
-    in their algorithm parameters."""
+    per ``max_lesions`` lesions (:func:`.sr.iter_feature_srs`), each written as soon as it
+    is built (:func:`.sr.write_feature_srs`); ``precision`` is recorded in their algorithm
+    parameters."""
     if not _ok(outcome) or outcome.ct is None:
         return []
-    from .sr import build_feature_srs, write_srs
+    from .sr import iter_feature_srs, write_feature_srs
 
     _check_frame_of_reference("SR", outcome.ct, "--no-sr")
     segs: dict[str, pydicom.Dataset] = {}
@@ -111,7 +112,7 @@ def export_sr(
         for rec in case.segs:
             segs[rec.sop_instance_uid] = read_dataset(rec.path, stop_before_pixels=True)
     try:
-        srs = build_feature_srs(
+        parts = iter_feature_srs(
             outcome.ct.datasets,
             outcome.results,
             provenance,
@@ -120,7 +121,7 @@ def export_sr(
             demonstration=provenance.demonstration,
             precision=precision,
         )
-        return write_srs(srs, output)
+        return write_feature_srs(parts, output)
     except _HEADER_ERRORS as e:
         raise _header_error("SR", outcome.ct.series_instance_uid, e, "--no-sr") from e
 

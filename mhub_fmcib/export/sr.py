@@ -38,7 +38,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +48,7 @@ import pydicom
 from pydicom.charset import default_encoding
 from pydicom.sr.codedict import codes
 from pydicom.tag import Tag
-from pydicom.uid import SegmentationStorage
+from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 
 from ..config import Precision
 from ..provenance import Provenance
@@ -432,7 +432,22 @@ class _SrSettings:
     reference_encoding: bool
 
 
-def build_feature_srs(
+@dataclass(frozen=True, eq=False)
+class SrPart:
+    """SR ``number`` (1-based) of the ``parts`` SRs of one CT series
+    (:func:`iter_feature_srs`)."""
+
+    sr: hd.sr.Comprehensive3DSR
+    number: int
+    parts: int
+
+    @property
+    def file_name(self) -> str:
+        """:func:`~.layout.sr_file_name` of this part."""
+        return sr_file_name(self.number, self.parts)
+
+
+def iter_feature_srs(
     ct_datasets: Sequence[pydicom.Dataset],
     results: Sequence[LesionResult],
     provenance: Provenance,
@@ -441,15 +456,18 @@ def build_feature_srs(
     reference_encoding: bool = False,
     demonstration: bool = False,
     precision: Precision = Precision.FP32,
-) -> tuple[hd.sr.Comprehensive3DSR, ...]:
-    """The TID 1500 Measurement Report(s) of one CT series: every OK lesion in exactly one.
+) -> Iterator[SrPart]:
+    """The TID 1500 Measurement Report(s) of one CT series, built one at a time: every OK
+    lesion in exactly one.
 
     Up to ``max_lesions`` OK lesions give one SR (:func:`build_feature_sr`). More are split,
     in their order, into SRs of ``max_lesions`` each and one with the rest (60 lesions, limit
     50: 50 + 10). The parts form one SR series (same Series Instance UID, InstanceNumber 1,
     2, ...), each with its own lesions' measurement groups and evidence (the CT series and
     the SEGs its lesions came from); each lists the other parts in its Pertinent Other
-    Evidence Sequence (docs/outputs.md says why that attribute).
+    Evidence Sequence (docs/outputs.md says why that attribute). Every part's UID is known
+    before any is built, so a part is complete when it is yielded: a caller that writes
+    each part and drops it holds one part in memory (50 lesions are about 50 MB), not all.
 
     Args:
         ct_datasets, results, provenance, seg_datasets, reference_encoding, demonstration:
@@ -459,7 +477,8 @@ def build_feature_srs(
             ``precision=<fp32|bf16|fp16>`` of every measurement group.
 
     Raises:
-        ExportError: as :func:`build_feature_sr`, or ``max_lesions`` below 1.
+        ExportError: as :func:`build_feature_sr`, or ``max_lesions`` below 1 (before the
+            first part is yielded).
     """
     if max_lesions < 1:
         raise ExportError(f"the SR lesion limit must be at least 1, got {max_lesions}; pass --sr-max-lesions 1 or more")
@@ -478,14 +497,31 @@ def build_feature_srs(
         sr_part_uid(checked.series_uid, checked.ok, provenance, n, len(chunks), precision)
         for n in range(1, len(chunks) + 1)
     ]
-    srs = tuple(
-        _build_part(ct_datasets, checked, chunk, uid, number, settings)
-        for number, (chunk, uid) in enumerate(zip(chunks, uids, strict=True), start=1)
+    for number, (chunk, uid) in enumerate(zip(chunks, uids, strict=True), start=1):
+        sr = _build_part(ct_datasets, checked, chunk, uid, number, settings)
+        if len(chunks) > 1:
+            others = [u for u in uids if u != uid]
+            sr.PertinentOtherEvidenceSequence = [_references_to(checked.study_uid, settings.sr_series_uid, others)]
+        yield SrPart(sr, number, len(chunks))
+        del sr  # not held while the next part is built
+
+
+def build_feature_srs(
+    ct_datasets: Sequence[pydicom.Dataset],
+    results: Sequence[LesionResult],
+    provenance: Provenance,
+    seg_datasets: Mapping[str, pydicom.Dataset] | None = None,
+    max_lesions: int = MAX_SR_LESIONS,
+    reference_encoding: bool = False,
+    demonstration: bool = False,
+    precision: Precision = Precision.FP32,
+) -> tuple[hd.sr.Comprehensive3DSR, ...]:
+    """Every SR of :func:`iter_feature_srs` (same arguments), all in memory; the exporter
+    writes them one at a time instead (:func:`write_feature_srs`)."""
+    parts = iter_feature_srs(
+        ct_datasets, results, provenance, seg_datasets, max_lesions, reference_encoding, demonstration, precision
     )
-    if len(srs) > 1:
-        for sr in srs:
-            sr.PertinentOtherEvidenceSequence = [_references_to(checked.study_uid, [o for o in srs if o is not sr])]
-    return srs
+    return tuple(part.sr for part in parts)
 
 
 def build_feature_sr(
@@ -563,16 +599,16 @@ def _build_part(
     return sr
 
 
-def _references_to(study_uid: str, srs: Sequence[pydicom.Dataset]) -> pydicom.Dataset:
-    """A Hierarchical SOP Instance Reference (PS3.3 C.17.2.1) item: ``srs``, one series of
-    study ``study_uid``."""
+def _references_to(study_uid: str, series_uid: str, sop_uids: Sequence[str]) -> pydicom.Dataset:
+    """A Hierarchical SOP Instance Reference (PS3.3 C.17.2.1) item: the Comprehensive 3D SRs
+    ``sop_uids`` of series ``series_uid`` of study ``study_uid``."""
     series = pydicom.Dataset()
-    series.SeriesInstanceUID = srs[0].SeriesInstanceUID
+    series.SeriesInstanceUID = series_uid
     refs = []
-    for sr in srs:
+    for uid in sop_uids:
         ref = pydicom.Dataset()
-        ref.ReferencedSOPClassUID = sr.SOPClassUID
-        ref.ReferencedSOPInstanceUID = sr.SOPInstanceUID
+        ref.ReferencedSOPClassUID = Comprehensive3DSRStorage
+        ref.ReferencedSOPInstanceUID = uid
         refs.append(ref)
     series.ReferencedSOPSequence = refs
     item = pydicom.Dataset()
@@ -752,6 +788,25 @@ def write_srs(srs: Sequence[pydicom.Dataset], output_root: Path) -> list[Path]:
     :func:`~.layout.sr_file_name`: ``fmcib_features_SR.dcm`` for one,
     ``fmcib_features_SR_part<i>of<n>.dcm`` for several; returns their paths in order."""
     return [write_sr(sr, output_root, sr_file_name(n, len(srs))) for n, sr in enumerate(srs, start=1)]
+
+
+def write_feature_srs(parts: Iterable[SrPart], output_root: Path) -> list[Path]:
+    """Write each part of :func:`iter_feature_srs` as soon as it is built (named as by
+    :func:`write_srs`) and drop it before the next is built; returns their paths in order.
+    If building or writing a part fails, the parts already written are removed (a series
+    never keeps SRs that reference a part that does not exist) and the error is raised."""
+    written: list[Path] = []
+    complete = False
+    try:
+        for part in parts:
+            written.append(write_sr(part.sr, output_root, part.file_name))
+            del part  # not held while the next part is built
+        complete = True
+    finally:
+        if not complete:
+            for path in written:
+                path.unlink(missing_ok=True)
+    return written
 
 
 def _referenced_ct_series(sr: pydicom.Dataset) -> str:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -286,18 +286,16 @@ class FeatureExtractor:
         return max(n, MIN_COMPUTE_BATCH)
 
     @torch.inference_mode()
-    def extract(self, patches: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Features of ``patches``, in chunks of ``batch_size`` (see the class docstring).
-        Non-finite features are returned as they are; the caller fails those lesions
-        (:func:`nonfinite_reason`)."""
-        x = np.asarray(patches, dtype=np.float32)
-        if x.ndim == 4:
-            x = x[:, None]
-        if x.ndim != 5 or x.shape[1:] != (1, PATCH_SIZE, PATCH_SIZE, PATCH_SIZE):
-            raise ValueError(f"patches must be (B, 1, 50, 50, 50), got {x.shape}")
+    def extract(self, patches: npt.NDArray[np.float32] | Sequence[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
+        """Features (B, 4096) of ``patches``, in chunks of ``batch_size`` (see the class
+        docstring): an array (B, 50, 50, 50) or (B, 1, 50, 50, 50), or a sequence of B
+        (50, 50, 50) patches, stacked one chunk at a time (a run's patches are never copied
+        into one array: 500 patches are 250 MB). Non-finite features are returned as they
+        are; the caller fails those lesions (:func:`nonfinite_reason`)."""
+        n_patches = patches.shape[0] if isinstance(patches, np.ndarray) else len(patches)
         outs: list[torch.Tensor] = []  # on the device until the end (no sync per chunk on CUDA)
-        for k, s in enumerate(range(0, x.shape[0], self.batch_size)):
-            chunk = x[s : s + self.batch_size]
+        for k, s in enumerate(range(0, n_patches, self.batch_size)):
+            chunk = _patch_chunk(patches[s : s + self.batch_size])
             n = chunk.shape[0]
             m = self.compute_batch(n)
             if m > n:
@@ -309,6 +307,21 @@ class FeatureExtractor:
         if not outs:
             return np.empty((0, N_FEATURES), dtype=np.float32)
         return torch.cat(outs).cpu().numpy()
+
+
+def _patch_chunk(patches: npt.NDArray[np.float32] | Sequence[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
+    """``patches`` as one float32 array (m, 1, 50, 50, 50); raises ValueError for any other shape."""
+    if not isinstance(patches, np.ndarray):
+        shapes = {np.shape(p) for p in patches}
+        if shapes != {(PATCH_SIZE,) * 3}:
+            raise ValueError(f"patches must be (50, 50, 50) each, got shapes {sorted(shapes)}")
+        patches = np.stack(patches)
+    x = np.asarray(patches, dtype=np.float32)
+    if x.ndim == 4:
+        x = x[:, None]
+    if x.ndim != 5 or x.shape[1:] != (1, PATCH_SIZE, PATCH_SIZE, PATCH_SIZE):
+        raise ValueError(f"patches must be (B, 1, 50, 50, 50), got {x.shape}")
+    return x
 
 
 def extractor_for(config: RunConfig, weights: LoadedWeights) -> FeatureExtractor:

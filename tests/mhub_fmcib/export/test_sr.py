@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import highdicom as hd
@@ -18,8 +20,17 @@ from pydicom.sr.codedict import codes
 
 from mhub_fmcib.config import Precision
 from mhub_fmcib.export import ExportError, build_feature_sr, build_feature_srs, write_sr, write_srs
+from mhub_fmcib.export import sr as sr_module
 from mhub_fmcib.export.patch_seg import build_patch_region_seg, write_seg
-from mhub_fmcib.export.sr import ALGORITHM_NAME, FMCIB_SCHEME, lesion_tracking_uid, prediction_concept
+from mhub_fmcib.export.sr import (
+    ALGORITHM_NAME,
+    FMCIB_SCHEME,
+    SrPart,
+    iter_feature_srs,
+    lesion_tracking_uid,
+    prediction_concept,
+    write_feature_srs,
+)
 from mhub_fmcib.provenance import Provenance
 from mhub_fmcib.records import LesionResult, LesionStatus, SeedPoint
 
@@ -378,6 +389,64 @@ def test_60_lesions_give_two_cross_referenced_srs(  # type: ignore[no-untyped-de
     assert write_srs([single], tmp_path / "one")[0].name == "fmcib_features_SR.dcm"
     with pytest.raises(ExportError, match="at least 1"):
         build_feature_srs(cts, res, provenance, max_lesions=0)
+
+
+def _timeless(path: Path) -> pydicom.Dataset:
+    """The SR at ``path`` without the times it was built at (instance creation, content and
+    contribution date-times)."""
+    ds = pydicom.dcmread(path)
+    for keyword in ("InstanceCreationDate", "InstanceCreationTime", "ContentDate", "ContentTime"):
+        delattr(ds, keyword)
+    for item in ds.ContributingEquipmentSequence:
+        item.pop("ContributionDateTime", None)
+    return ds
+
+
+def test_split_srs_are_built_and_written_one_at_a_time(  # type: ignore[no-untyped-def]
+    tmp_path: Path, provenance: Provenance, ct_factory, result_factory, monkeypatch
+) -> None:
+    """The exporter never holds two parts of a split SR (issue 18: 500 lesions are ten parts
+    of ~50 MB): when a part is being built, every part before it has been written and is
+    gone from memory; the parts written as they come are those of :func:`write_srs` (but for
+    their creation times; cross-references included); a failure after the first part
+    removes the part already written."""
+    cts, res = _lesions(ct_factory, result_factory, 3, 12)
+    built: list[weakref.ref[pydicom.Dataset]] = []
+    alive_at_build: list[int] = []
+    build_part = sr_module._build_part
+
+    def tracked(*args, **kwargs):  # type: ignore[no-untyped-def]
+        gc.collect()
+        alive_at_build.append(sum(ref() is not None for ref in built))
+        sr = build_part(*args, **kwargs)
+        built.append(weakref.ref(sr))
+        return sr
+
+    monkeypatch.setattr(sr_module, "_build_part", tracked)
+    parts = iter_feature_srs(cts, res, provenance, max_lesions=1)
+    first = next(parts)
+    assert (first.number, first.parts, first.file_name) == (1, 3, "fmcib_features_SR_part1of3.dcm")
+    del first, parts
+    built.clear()
+    alive_at_build.clear()
+    streamed = write_feature_srs(iter_feature_srs(cts, res, provenance, max_lesions=1), tmp_path / "streamed")
+    assert alive_at_build == [0, 0, 0]
+    monkeypatch.undo()
+    at_once = write_srs(build_feature_srs(cts, res, provenance, max_lesions=1), tmp_path / "at_once")
+    assert (
+        [p.name for p in streamed]
+        == [p.name for p in at_once]
+        == [f"fmcib_features_SR_part{i}of3.dcm" for i in (1, 2, 3)]
+    )
+    assert [_timeless(p) for p in streamed] == [_timeless(p) for p in at_once]
+
+    def broken() -> Iterator[SrPart]:
+        yield next(iter_feature_srs(cts, res, provenance, max_lesions=1))
+        raise ExportError("part 2 could not be built")
+
+    with pytest.raises(ExportError, match="part 2"):
+        write_feature_srs(broken(), tmp_path / "broken")
+    assert not list((tmp_path / "broken").rglob("*.dcm"))
 
 
 def test_every_part_of_a_split_sr_is_valid(  # type: ignore[no-untyped-def]

@@ -84,6 +84,18 @@ def test_batching_does_not_change_features(extractor: FeatureExtractor) -> None:
     np.testing.assert_allclose(extractor.extract(x), one, rtol=1e-4, atol=1e-4)
 
 
+def test_a_sequence_of_patches_is_stacked_chunk_by_chunk(extractor: FeatureExtractor) -> None:
+    """The pipeline passes its patches as a list (never one stacked copy of all of them): the
+    same features, bit for bit, as the stacked array, across chunk boundaries (5 patches,
+    batch 4); a patch of the wrong shape is refused."""
+    x = np.random.default_rng(2).normal(0.2, 0.3, size=(5, 50, 50, 50)).astype(np.float32)
+    assert extractor.batch_size == 4
+    np.testing.assert_array_equal(extractor.extract(list(x)), extractor.extract(x))
+    assert extractor.extract([]).shape == (0, 4096)
+    with pytest.raises(ValueError, match="must be"):
+        extractor.extract([x[0], x[1, :49]])
+
+
 def test_lightning_layout_loads_and_sha_is_recorded(tmp_path: Path, weights_file: Path) -> None:
     p = write_random_weights(tmp_path / "ckpt.ckpt", seed=0, layout="lightning")
     lw = read_weights(p)
