@@ -21,6 +21,7 @@ _WHERE = {
     "PatchRegionSeg": "patch_seg",
     "build_patch_region_seg": "patch_seg",
     "build_patch_region_segs": "patch_seg",
+    "iter_patch_region_segs": "patch_seg",
     "cube_mask": "patch_seg",
     "write_seg": "patch_seg",
     "render_patch_image": "qc",

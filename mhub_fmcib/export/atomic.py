@@ -20,10 +20,10 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 FILE_MODE = 0o666
 DIR_MODE = 0o777
@@ -122,6 +122,31 @@ def write_file(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
         fh.flush()
         os.fsync(fh.fileno())
     return path
+
+
+_Item = TypeVar("_Item")
+
+
+def write_each(items: Iterable[_Item], write: Callable[[_Item], Path | None]) -> list[Path]:
+    """``write(item)`` for each of ``items`` as it comes (an iterator that builds the parts of
+    one output, e.g. the SRs of a series), dropping each before the next is built, so one
+    item at a time is in memory; returns the paths written (``None``: nothing to write). All
+    or none: if building or writing an item fails, the files already written for the
+    earlier items are removed and the error is raised."""
+    written: list[Path] = []
+    complete = False
+    try:
+        for item in items:
+            path = write(item)
+            del item  # not held while the next item is built
+            if path is not None:
+                written.append(path)
+        complete = True
+    finally:
+        if not complete:
+            for path in written:
+                path.unlink(missing_ok=True)
+    return written
 
 
 def is_temporary(name: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pydicom
 
@@ -18,7 +19,11 @@ from ..dicom.read import read_dataset
 from ..plan import Case, DicomSegCase
 from ..provenance import Provenance
 from ..records import CaseFailure, LesionMask, LesionResult, LesionStatus, Volume
+from .atomic import write_each
 from .layout import ExportError
+
+if TYPE_CHECKING:
+    from .patch_seg import PatchRegionSeg
 
 # The SR and SEG builders (highdicom, ~1 s to import) and the QC pictures (scipy.ndimage,
 # ~0.4 s) are imported by the hooks that use them, so a run without them never loads them.
@@ -127,25 +132,29 @@ def export_sr(
 
 
 def export_patch_seg(outcome: CaseOutcome, output: Path, provenance: Provenance) -> Sequence[Path]:
-    """The "what the model saw" SEG: one 50 mm cube per OK lesion on the CT grid."""
+    """The "what the model saw" SEG: one 50 mm cube per OK lesion on the CT grid; several
+    SEGs where the cubes overlap too much for one (:func:`.patch_seg.iter_patch_region_segs`),
+    each written as soon as it is built (all or none: :func:`.atomic.write_each`)."""
     if not _ok(outcome) or outcome.ct is None:
         return []
-    from .layout import seg_file_name
-    from .patch_seg import build_patch_region_segs, write_seg
+    from .patch_seg import iter_patch_region_segs
 
     _check_frame_of_reference("patch-region SEG", outcome.ct, "--no-seg")
+    series_uid = outcome.ct.series_instance_uid
     try:
-        parts = build_patch_region_segs(
+        parts = iter_patch_region_segs(
             outcome.ct.datasets, outcome.ct.volume, outcome.results, provenance, demonstration=provenance.demonstration
         )
-        series_uid = outcome.ct.series_instance_uid
-        return [
-            write_seg(part.dataset, output, series_uid, seg_file_name(n, len(parts)))
-            for n, part in enumerate(parts, start=1)
-            if part.dataset is not None
-        ]
+        return write_each(parts, lambda part: _write_seg_part(part, output, series_uid))
     except _HEADER_ERRORS as e:
         raise _header_error("patch-region SEG", outcome.ct.series_instance_uid, e, "--no-seg") from e
+
+
+def _write_seg_part(part: PatchRegionSeg, output: Path, series_uid: str) -> Path | None:
+    """Write one patch-region SEG (none when no lesion had a cube on the CT grid)."""
+    from .patch_seg import write_seg
+
+    return None if part.dataset is None else write_seg(part.dataset, output, series_uid, part.file_name)
 
 
 def export_qc(outcome: CaseOutcome, output: Path, demonstration: bool = False) -> Sequence[Path]:

@@ -14,7 +14,7 @@ a Tracking UID derived from the lesion id, and its own Recommended Display CIELa
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from pydicom.sr.codedict import codes
 from ..provenance import Provenance
 from ..records import LesionResult, LesionStatus, Volume
 from .labels import LesionLabel, lesion_labels
-from .layout import SEG_FILE_NAME, ExportError, atomic_write_dataset, derive_uid, dicom_output_dir
+from .layout import SEG_FILE_NAME, ExportError, atomic_write_dataset, derive_uid, dicom_output_dir, seg_file_name
 from .sr import ALGORITHM_NAME, DEMO_PARAMETER, MANUFACTURER, MODEL_NAME, header_copy, series_identity
 
 SEG_SERIES_NUMBER = 9502
@@ -51,17 +51,26 @@ class StackTooLargeError(ExportError):
 
 @dataclass(frozen=True, eq=False)
 class PatchRegionSeg:
-    """Result of :func:`build_patch_region_seg`.
+    """Result of :func:`build_patch_region_seg`, or one part of :func:`iter_patch_region_segs`.
 
     Attributes:
         dataset: the SEG, or ``None`` when no lesion had a cube on the CT grid.
         segments: (lesion_id, segment number) of each lesion in the SEG.
         skipped: (lesion_id, reason) of each OK lesion without a segment.
+        number: this SEG's part number (1-based) among the series' ``parts`` SEGs.
+        parts: how many patch-region SEGs the series has.
     """
 
     dataset: hd.seg.Segmentation | None
     segments: tuple[tuple[str, int], ...]
     skipped: tuple[tuple[str, str], ...]
+    number: int = 1
+    parts: int = 1
+
+    @property
+    def file_name(self) -> str:
+        """:func:`~.layout.seg_file_name` of this part."""
+        return seg_file_name(self.number, self.parts)
 
 
 @dataclass(frozen=True, eq=False)
@@ -189,6 +198,52 @@ def build_patch_region_seg(
     return PatchRegionSeg(seg, p.segments, p.skipped)
 
 
+def iter_patch_region_segs(
+    ct_datasets: Sequence[pydicom.Dataset],
+    ct_volume: Volume,
+    results: Sequence[LesionResult],
+    provenance: Provenance,
+    demonstration: bool = False,
+    max_stack_bytes: int = MAX_STACK_BYTES,
+) -> Iterator[PatchRegionSeg]:
+    """The patch-region SEG(s) of one CT series, built one at a time: every OK lesion with a
+    cube in exactly one.
+
+    One SEG (:func:`build_patch_region_seg`) unless its lesions' cubes overlap so much that
+    highdicom's frame stack would exceed ``max_stack_bytes``; then the lesions are split, in
+    their order, into as many SEGs as needed, each within the bound. The parts form one SEG
+    series (same Series Instance UID, InstanceNumber 1, 2, ...), each with its own lesions
+    as segments 1..n (Tracking UIDs as in a single SEG); a single SEG keeps its UIDs. A
+    caller that writes each part and drops it holds one part in memory (each holds its
+    encoded frames: ~30 MB for 80 segments of 512 x 512 frames), not all.
+
+    Raises:
+        ExportError: as :func:`build_patch_region_seg`, or one lesion alone exceeds the bound.
+    """
+    p = _Planned.of(ct_datasets, ct_volume, results, provenance)
+    if not p.boxes:
+        yield PatchRegionSeg(None, (), p.skipped)
+        return
+    try:
+        whole = (p.key, 1, 1)
+        seg = _build_part(
+            p.series, p.boxes, p.segments, p.labels, whole, provenance, False, demonstration, max_stack_bytes
+        )
+    except StackTooLargeError:
+        chunks = _chunks(p.boxes, p.series, max_stack_bytes)
+    else:
+        yield PatchRegionSeg(seg, p.segments, p.skipped)
+        return
+    for n, chunk in enumerate(chunks, start=1):
+        part_segments = tuple((p.segments[i][0], number) for number, i in enumerate(chunk, start=1))
+        seg = _build_part(
+            p.series, [p.boxes[i] for i in chunk], part_segments, p.labels, (p.key, n, len(chunks)),
+            provenance, True, demonstration, max_stack_bytes,
+        )  # fmt: skip
+        yield PatchRegionSeg(seg, part_segments, p.skipped if n == 1 else (), n, len(chunks))
+        del seg  # not held while the next part is built
+
+
 def build_patch_region_segs(
     ct_datasets: Sequence[pydicom.Dataset],
     ct_volume: Volume,
@@ -197,37 +252,9 @@ def build_patch_region_segs(
     demonstration: bool = False,
     max_stack_bytes: int = MAX_STACK_BYTES,
 ) -> tuple[PatchRegionSeg, ...]:
-    """The patch-region SEG(s) of one CT series: every OK lesion with a cube in exactly one.
-
-    One SEG (:func:`build_patch_region_seg`) unless its lesions' cubes overlap so much that
-    highdicom's frame stack would exceed ``max_stack_bytes``; then the lesions are split, in
-    their order, into as many SEGs as needed, each within the bound. The parts form one SEG
-    series (same Series Instance UID, InstanceNumber 1, 2, ...), each with its own lesions
-    as segments 1..n (Tracking UIDs as in a single SEG); a single SEG keeps its UIDs.
-
-    Raises:
-        ExportError: as :func:`build_patch_region_seg`, or one lesion alone exceeds the bound.
-    """
-    p = _Planned.of(ct_datasets, ct_volume, results, provenance)
-    if not p.boxes:
-        return (PatchRegionSeg(None, (), p.skipped),)
-    try:
-        whole = (p.key, 1, 1)
-        seg = _build_part(
-            p.series, p.boxes, p.segments, p.labels, whole, provenance, False, demonstration, max_stack_bytes
-        )
-        return (PatchRegionSeg(seg, p.segments, p.skipped),)
-    except StackTooLargeError:
-        chunks = _chunks(p.boxes, p.series, max_stack_bytes)
-    parts = []
-    for n, chunk in enumerate(chunks, start=1):
-        part_segments = tuple((p.segments[i][0], number) for number, i in enumerate(chunk, start=1))
-        seg = _build_part(
-            p.series, [p.boxes[i] for i in chunk], part_segments, p.labels, (p.key, n, len(chunks)),
-            provenance, True, demonstration, max_stack_bytes,
-        )  # fmt: skip
-        parts.append(PatchRegionSeg(seg, part_segments, p.skipped if n == 1 else ()))
-    return tuple(parts)
+    """Every SEG of :func:`iter_patch_region_segs` (same arguments), all in memory; the
+    exporter writes them one at a time instead."""
+    return tuple(iter_patch_region_segs(ct_datasets, ct_volume, results, provenance, demonstration, max_stack_bytes))
 
 
 @dataclass(frozen=True, eq=False)

@@ -53,6 +53,7 @@ from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 from ..config import Precision
 from ..provenance import Provenance
 from ..records import N_FEATURES, CodeTuple, Lesion, LesionResult, LesionStatus, SeedSource
+from .atomic import write_each
 from .labels import lesion_labels
 from .layout import (
     SR_FILE_NAME,
@@ -794,19 +795,9 @@ def write_feature_srs(parts: Iterable[SrPart], output_root: Path) -> list[Path]:
     """Write each part of :func:`iter_feature_srs` as soon as it is built (named as by
     :func:`write_srs`) and drop it before the next is built; returns their paths in order.
     If building or writing a part fails, the parts already written are removed (a series
-    never keeps SRs that reference a part that does not exist) and the error is raised."""
-    written: list[Path] = []
-    complete = False
-    try:
-        for part in parts:
-            written.append(write_sr(part.sr, output_root, part.file_name))
-            del part  # not held while the next part is built
-        complete = True
-    finally:
-        if not complete:
-            for path in written:
-                path.unlink(missing_ok=True)
-    return written
+    never keeps SRs that reference a part that does not exist) and the error is raised
+    (:func:`~.atomic.write_each`)."""
+    return write_each(parts, lambda part: write_sr(part.sr, output_root, part.file_name))
 
 
 def _referenced_ct_series(sr: pydicom.Dataset) -> str:

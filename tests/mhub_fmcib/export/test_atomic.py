@@ -10,7 +10,14 @@ from typing import IO
 
 import pytest
 
-from mhub_fmcib.export.atomic import atomic_directory, atomic_write, atomic_write_json, is_temporary, write_file
+from mhub_fmcib.export.atomic import (
+    atomic_directory,
+    atomic_write,
+    atomic_write_json,
+    is_temporary,
+    write_each,
+    write_file,
+)
 
 
 @pytest.fixture(params=[0o022, 0o027, 0o002])
@@ -76,3 +83,41 @@ def test_temporary_names_are_recognised() -> None:
     assert is_temporary(".tmp-abc-0a1b2c") and is_temporary("0123456789abcdef0123456789abcdef.old")
     assert not is_temporary("abc.old") and not is_temporary(".part")
     assert not is_temporary("features.csv") and not is_temporary(".hidden")
+
+
+def test_write_each_writes_as_items_come_and_is_all_or_none(tmp_path: Path) -> None:
+    """Items are written in order as the iterator yields them (``None``: nothing written);
+    when the iterator or a write fails, the files already written are removed and the
+    error is raised; files written before the call are left alone."""
+    (tmp_path / "older.txt").write_text("kept")
+    seen: list[str] = []
+
+    def write(name: str) -> Path | None:
+        seen.append(name)
+        return None if name == "skip" else atomic_write_json(tmp_path / f"{name}.json", {"n": name})
+
+    def items(fail_after: int | None) -> Iterator[str]:
+        for k, name in enumerate(("a", "skip", "b")):
+            if k == fail_after:
+                raise ValueError(f"item {k} could not be built")
+            assert seen == ["a", "skip", "b"][:k]  # the earlier items are written before the next is built
+            yield name
+
+    assert write_each(items(None), write) == [tmp_path / "a.json", tmp_path / "b.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json", "older.txt"]
+    for p in (tmp_path / "a.json", tmp_path / "b.json"):
+        p.unlink()
+    seen.clear()
+    with pytest.raises(ValueError, match="item 2"):
+        write_each(items(2), write)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["older.txt"]
+
+    def failing(name: str) -> Path | None:
+        if name == "b":
+            raise OSError("disk full")
+        return write(name)
+
+    seen.clear()
+    with pytest.raises(OSError, match="disk full"):
+        write_each(items(None), failing)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["older.txt"]

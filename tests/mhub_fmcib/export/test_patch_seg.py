@@ -219,6 +219,8 @@ def test_overlapping_cubes_in_shuffled_slices_read_back_exactly(  # type: ignore
     assert problems == []
     for number, res in enumerate(results, start=1):
         np.testing.assert_array_equal(read_frames(path, sample_ct, number), expected_frames(sample_ct, res.patch))
+
+
 def test_overlapping_cubes_stack_is_bounded() -> None:
     """Issue 15.12: cubes are kept as blocks; overlapping cubes need highdicom's dense
     (frames, rows, columns, segments) stack, built only up to MAX_STACK_BYTES; beyond,
@@ -282,3 +284,45 @@ def test_overlapping_cubes_above_the_bound_are_split_over_several_segs(  # type:
     assert len({p.dataset.SOPInstanceUID for p in parts if p.dataset is not None}) == len(parts)
     with pytest.raises(ExportError, match="one lesion's cube alone"):
         build_patch_region_segs(sample_ct, sample_volume, results, provenance, max_stack_bytes=frame)
+
+
+def test_split_segs_are_built_and_written_one_at_a_time(  # type: ignore[no-untyped-def]
+    tmp_path: Path, sample_ct, sample_volume, provenance, result_factory, monkeypatch
+) -> None:
+    """The exporter never holds two parts of a split SEG (issue 18: 500 lesions were six
+    parts of ~30 MB held until all were written): when a part is being built, every part
+    before it has been written and is gone from memory; the parts are those of
+    :func:`build_patch_region_segs`, named ``..._part<n>of<N>.dcm``."""
+    import gc
+    import weakref
+
+    from mhub_fmcib.export import patch_seg
+    from mhub_fmcib.export.atomic import write_each
+
+    rng = np.random.default_rng(7)
+    seeds = [SeedPoint(NODULE.x + dx, NODULE.y + dy, NODULE.z + dz) for dx, dy, dz in rng.uniform(-15, 15, (5, 3))]
+    results = [result_factory(sample_volume, sample_ct[0], f"l{n}", s, rng) for n, s in enumerate(seeds)]
+    bound = 2 * 12 * sample_ct[0].Rows * sample_ct[0].Columns
+    at_once = patch_seg.build_patch_region_segs(sample_ct, sample_volume, results, provenance, max_stack_bytes=bound)
+    built: list[weakref.ref[object]] = []
+    alive_at_build: list[int] = []
+    build_part = patch_seg._build_part
+
+    def tracked(*args, **kwargs):  # type: ignore[no-untyped-def]
+        gc.collect()
+        alive_at_build.append(sum(ref() is not None for ref in built))
+        seg = build_part(*args, **kwargs)
+        built.append(weakref.ref(seg))
+        return seg
+
+    monkeypatch.setattr(patch_seg, "_build_part", tracked)
+    parts = patch_seg.iter_patch_region_segs(sample_ct, sample_volume, results, provenance, max_stack_bytes=bound)
+    series_uid = str(sample_ct[0].SeriesInstanceUID)
+    paths = write_each(parts, lambda part: write_seg(part.dataset, tmp_path, series_uid, part.file_name))
+    n = len(at_once)
+    assert n >= 3 and alive_at_build == [0] * (n + 1)  # the unsplit attempt, then n parts
+    assert [p.name for p in paths] == [f"fmcib_patch_region_SEG_part{i}of{n}.dcm" for i in range(1, n + 1)]
+    for path, part in zip(paths, at_once, strict=True):
+        back = pydicom.dcmread(path)
+        assert part.dataset is not None and back.SOPInstanceUID == part.dataset.SOPInstanceUID
+        assert back.PixelData == part.dataset.PixelData
