@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from encoder_proto import GFLOP_PER_PATCH, _timed, matmul_gflops, real_patches  # noqa: E402
 from fused_onednn import random_encoder  # noqa: E402
 
-from mhub_fmcib.model.fused import FusedEncoder, MatmulConv, PackedConv, TapConv  # noqa: E402
+from mhub_fmcib.model.fused import FusedEncoder, MatmulConv, PackedConv, TapConv, WinogradConv  # noqa: E402
 
 T = TypeVar("T")
 
@@ -47,11 +47,14 @@ def best_ms(fn: Callable[[], T], reps: int) -> tuple[float, T]:
     return 1000 * min(_timed(fn)[0] for _ in range(reps)), result
 
 
-def conv_gflop(conv: PackedConv | TapConv | MatmulConv, in_channels: int) -> float:
+def conv_gflop(conv: PackedConv | TapConv | WinogradConv | MatmulConv, in_channels: int) -> float:
     """GFLOP of one call (2 per multiply-add, padding taps counted, also for a
-    :class:`TapConv`, which skips them)."""
+    :class:`TapConv`, which skips them, and as a direct 3x3x3 convolution for a
+    :class:`WinogradConv`, which multiplies less)."""
     if isinstance(conv, TapConv):
         taps = conv.weight.shape[0] * in_channels
+    elif isinstance(conv, WinogradConv):
+        taps = 27 * in_channels
     elif isinstance(conv, MatmulConv):
         taps = in_channels
     else:  # a packed weight's shape is oneDNN's: every convolution here has kernel 2 * pad + 1

@@ -14,17 +14,19 @@ What it does differently from the eager network (``benchmarks/fused_onednn.py``,
   oneDNN re-lays out the 738 MB of weights on every forward pass. ReLU is fused into the
   convolution, and each bottleneck's last convolution also fuses the shortcut addition and
   its ReLU (``_convolution_pointwise.binary`` with ``"add"`` + ``"relu"``);
-- on the small grids of stages 3-4 (4^3 and 2^3 outputs) the 3x3x3 convolutions run as a
-  sum over taps of matrix products that skip the padding (:class:`TapConv`,
-  :data:`TAP_MAX_OUTPUT_VOXELS`) and the 1x1x1 convolutions as matrix products
-  (:class:`MatmulConv`, :data:`MATMUL_MAX_OUTPUT_VOXELS`);
+- on the small grids of stages 3-4 (4^3 and 2^3 outputs) the 3x3x3 convolutions run as
+  matrix products that skip the padding: stage 3's stride-1 ones by Winograd's minimal
+  filtering F(2x2x2, 3x3x3) (:class:`WinogradConv`, half the multiplications there), the
+  others as a sum over taps (:class:`TapConv`, :data:`TAP_MAX_OUTPUT_VOXELS`); the 1x1x1
+  convolutions as matrix products (:class:`MatmulConv`, :data:`MATMUL_MAX_OUTPUT_VOXELS`);
 - each bottleneck's last convolution writes into its shortcut's tensor instead of fresh
   memory, and the stem runs :data:`STEM_BATCH` patches at a time (fresh pages of large
   activations cost as much as some convolutions, measured);
 - activations stay channels-last-3d throughout.
 
-Set-up ~0.3-0.4 s on a 2-core machine (once per run). The folded weights are the only copy
-the extractor keeps (~0.74 GB for FMCIB). Speed and accuracy, measured, in
+Set-up ~0.35-0.45 s on a 2-core machine (once per run). The folded weights are the only copy
+the extractor keeps (~0.93 GB for FMCIB: 0.74 GB of taps, stage 3's stride-1 convolutions
+held as Winograd's 64 positions instead of 27). Speed and accuracy, measured, in
 ``benchmarks/README.md``; the features stay within float32 rounding of a float64
 evaluation of the network (tested, and against eager and MONAI's network).
 
@@ -167,15 +169,24 @@ MIN_PRODUCT_ROWS = 16
 def _matmul(
     rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, k_chunk: int | None = None
 ) -> torch.Tensor:
-    """``rows @ weight.t() (+ bias)``: (M, K) x (N, K) -> (M, N), as a product of at least
+    """``rows @ weight.t() (+ bias)``: (M, K) x (N, K) -> (M, N), or without bias a batch of
+    products (P, M, K) x (P, N, K) -> (P, M, N); each product of at least
     :data:`MIN_PRODUCT_ROWS` rows (zero rows appended, then dropped) with K summed in chunks
     of ``k_chunk`` (all at once without), so that each row's result does not depend on the
     other rows."""
-    m, k = rows.shape
+    m, k = rows.shape[-2:]
     if m < MIN_PRODUCT_ROWS:
         rows = torch.nn.functional.pad(rows, (0, 0, 0, MIN_PRODUCT_ROWS - m))
-    step, w = k_chunk or k, weight.t()
-    y = torch.mm(rows[:, :step], w[:step]) if bias is None else torch.addmm(bias, rows[:, :step], w[:step])
+    step, w = k_chunk or k, weight.transpose(-1, -2)
+    first = rows[..., :step], w[..., :step, :]
+    if rows.dim() == 3:  # a batch of products, (P, M, K) x (P, N, K) -> (P, M, N)
+        if bias is not None:
+            raise ValueError("a batch of products takes no bias")
+        y = torch.bmm(*first)
+        for lo in range(step, k, step):
+            y.baddbmm_(rows[..., lo : lo + step], w[..., lo : lo + step, :])
+        return y[:, :m]
+    y = torch.mm(*first) if bias is None else torch.addmm(bias, *first)
     for lo in range(step, k, step):
         y.addmm_(rows[:, lo : lo + step], w[lo : lo + step])
     return y[:m]
@@ -348,13 +359,139 @@ class TapConv:
         return out.permute(0, 4, 1, 2, 3)
 
 
+#: Winograd's F(2, 3) (Lavin & Gray 2016), per axis: a 2-output tile of a 3-tap filter
+#: from a 4-input window, ``A^T [(G g) * (B^T d)]``, 4 multiplications for 6. In 3D the
+#: axes compose: 64 products per 2x2x2 output tile instead of 8 x 27. Entries 0, +-1 and
+#: +-1/2 only, so the transforms add no rounding beyond a few float32 additions.
+_WINOGRAD_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+#: A 3x3x3 stride-1 convolution on a small grid (:data:`TAP_MAX_OUTPUT_VOXELS`) runs as
+#: :class:`WinogradConv` when it multiplies at most this share of what :class:`TapConv`
+#: would (Winograd 64 per 2x2x2 tile, the taps one per tap inside the volume and output).
+#: Measured at batch 16 on a 2-core AMD Zen 4 machine: stage 3 (4^3 outputs, 512 against
+#: 1000 per channel pair) 30-32 ms per call against the taps' 46-51; stage 4 (2^3, 64
+#: against 64) 29 ms against 21-26, so it stays a sum over taps.
+WINOGRAD_MAX_PRODUCT_SHARE = 0.75
+
+
+def _winograd_input(x: torch.Tensor, dim: int, tiles: int) -> torch.Tensor:
+    """``B^T d`` along ``dim`` of ``x`` (length ``2 * tiles + 2``, windows of 4 at stride
+    2): the result has that axis as ``tiles`` and a new leading axis of the 4 transformed
+    positions."""
+
+    def window(k: int) -> torch.Tensor:  # element k of every tile's window
+        return x[(slice(None),) * dim + (slice(k, k + 2 * tiles - 1, 2),)]
+
+    d0, d1, d2, d3 = (window(k) for k in range(4))
+    out = x.new_empty((4, *d0.shape))
+    torch.sub(d0, d2, out=out[0])
+    torch.add(d1, d2, out=out[1])
+    torch.sub(d2, d1, out=out[2])
+    torch.sub(d1, d3, out=out[3])
+    return out
+
+
+def _winograd_weight(conv: nn.Conv3d, scale: torch.Tensor) -> torch.Tensor:
+    """``G g G^T`` for each (o, i) of ``conv``'s 3x3x3 weight, times the (O,) batch-norm
+    ``scale``: (64, O, I) float32, positions in (d, h, w) order. One product of the (64, 27)
+    transform (products of :data:`_WINOGRAD_G`'s entries, exact in float32) with the
+    weight's taps, read in the weight's own layout; then the scale."""
+    g = torch.tensor(_WINOGRAD_G, dtype=conv.weight.dtype)
+    o, i = conv.out_channels, conv.in_channels
+    u = torch.mm(torch.kron(g, torch.kron(g, g)), conv.weight.detach().reshape(o * i, 27).t())
+    return u.view(64, o, i).mul_(scale.reshape(1, o, 1))
+
+
+def _winograd_output(m: torch.Tensor, dim: int) -> torch.Tensor:
+    """``A^T m`` along ``dim`` of ``m`` (the 4 transformed positions): that axis goes, and a
+    new leading axis holds the tile's 2 outputs."""
+    m0, m1, m2, m3 = m.unbind(dim)
+    out = m.new_empty((2, *m0.shape))
+    torch.add(m0, m1, out=out[0]).add_(m2)
+    torch.sub(m1, m2, out=out[1]).sub_(m3)
+    return out
+
+
+def winograd_products(out_size: _Shape) -> int:
+    """How many (I, O) channel products :class:`WinogradConv` computes per patch for an
+    output grid of ``out_size`` (D, H, W voxels): 64 per 2x2x2 tile."""
+    return 64 * math.prod((n + 1) // 2 for n in out_size)
+
+
+def tap_products(plan: tuple[Tap, ...]) -> int:
+    """How many (I, O) channel products :class:`TapConv` computes per patch for ``plan``:
+    one per tap and output it reaches."""
+    return sum(math.prod(s.stop - s.start for s in tap.outputs) for tap in plan)
+
+
+@dataclass(frozen=True)
+class WinogradConv:
+    """A 3x3x3 stride-1 Conv3d (padding 1) with its BatchNorm3d folded in, by Winograd's
+    minimal filtering F(2x2x2, 3x3x3): the output in 2x2x2 tiles, each from a 4x4x4 input
+    window; the window and the weight transformed (``B^T d B``, ``G g G^T`` per axis), 64
+    matrix products of (tiles, I) rows with the (I, O) transformed weights, and the tile
+    transformed back (``A^T m A``). On stage 3's 4^3 grid that is 512 products per channel
+    pair where the sum over taps needs 1000 (:data:`WINOGRAD_MAX_PRODUCT_SHARE`).
+
+    ``weight``: (64, O, I) float32, the transformed folded weight
+    (:func:`_winograd_weight`), positions in (d, h, w) order; ``bias``: (O,);
+    ``out_shape``: (B, O, D, H, W) for the input shape it was built for (any batch runs).
+    Each product's rows are the tiles of the batch's patches, at least
+    :data:`MIN_PRODUCT_ROWS`, K chunked as in :func:`_matmul`, so a patch's result does not
+    depend on its batch (tested). Against a float64 evaluation it is as close as the
+    direct convolutions: on the full network 6.6e-5 at feature scale 67 (taps 6.5e-5).
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    out_shape: _Shape
+
+    @classmethod
+    def fold(cls, conv: nn.Conv3d, bn: nn.BatchNorm3d, in_shape: _Shape) -> WinogradConv:
+        """``bn(conv(x))`` (eval mode), a 3x3x3 stride-1 convolution with padding 1, for
+        inputs of ``in_shape``."""
+        k, st, p = (_single(_triple(v)) for v in (conv.kernel_size, conv.stride, conv.padding))
+        if (k, st, p) != (3, 1, 1) or _triple(conv.dilation) != (1, 1, 1) or conv.groups != 1:
+            raise ValueError("only ungrouped 3x3x3 convolutions of stride 1 and padding 1 run as Winograd's F(2, 3)")
+        scale, bias = _batch_norm_affine(conv, bn)
+        return cls(_winograd_weight(conv, scale), bias, _out_shape(conv, in_shape))
+
+    def _tiles(self, x: torch.Tensor) -> torch.Tensor:
+        """(64, B * T^3, I): the transformed 4x4x4 windows of channels-last-3d ``x``, T
+        tiles per axis, positions in (d, h, w) order, tiles in (B, D, H, W) order."""
+        c, *size = x.shape[1:]
+        t = [(n + 1) // 2 for n in size]
+        pads = [(1, 2 * ti + 1 - n) for ti, n in zip(t, size, strict=True)]
+        v = torch.nn.functional.pad(x.permute(0, 2, 3, 4, 1), (0, 0, *pads[2], *pads[1], *pads[0]))
+        for axis in (2, 1, 0):  # W, then H, then D: each comes out as the leading axis
+            v = _winograd_input(v, 3, t[axis])  # (B, D, H, W, I) -> ... -> (4d, 4h, 4w, B, Td, Th, Tw, I)
+        return v.view(64, -1, c)
+
+    def __call__(self, x: torch.Tensor, unary: str = "none") -> torch.Tensor:
+        """``unary(conv(x))``, ``unary`` ``"none"`` or ``"relu"``; ``x`` and the result
+        channels-last-3d."""
+        b, o, *size = x.shape[0], *self.out_shape[1:]
+        t = [(n + 1) // 2 for n in size]
+        m = _matmul(self._tiles(x), self.weight, k_chunk=MATMUL_K_CHUNK)  # (64, B * T^3, O)
+        z = m.view(4, 4, 4, b, *t, o)
+        for _ in range(3):  # w, then h, then d: each comes out as the leading axis
+            z = _winograd_output(z, 2)  # ... -> (2d, 2h, 2w, B, Td, Th, Tw, O)
+        y = torch.empty(b, t[0], 2, t[1], 2, t[2], 2, o, dtype=x.dtype)
+        torch.add(z.permute(3, 4, 0, 5, 1, 6, 2, 7), self.bias, out=y)
+        if unary == "relu":
+            y.relu_()
+        y5 = y.view(b, 2 * t[0], 2 * t[1], 2 * t[2], o)
+        if [2 * n for n in t] != size:  # odd grids: the last tile's second output is past the edge
+            y5 = y5[:, : size[0], : size[1], : size[2]].contiguous()
+        return y5.permute(0, 4, 1, 2, 3)
+
+
 @dataclass(frozen=True)
 class PackedBlock:
     """One bottleneck: ``relu(c3(relu(c2(relu(c1(x))))) + shortcut(x))``, written into
     ``x`` where the shortcut is the identity (the block's input is not used after it)."""
 
     c1: PackedConv | MatmulConv
-    c2: PackedConv | TapConv
+    c2: PackedConv | TapConv | WinogradConv
     c3: PackedConv | MatmulConv
     shortcut: PackedConv | MatmulConv | None
 
@@ -370,11 +507,24 @@ def _pack_pointwise(conv: nn.Conv3d, bn: nn.BatchNorm3d, in_shape: _Shape) -> Pa
     return (MatmulConv if small else PackedConv).fold(conv, bn, in_shape)
 
 
-def _pack_spatial(conv: nn.Conv3d, bn: nn.BatchNorm3d, in_shape: _Shape) -> PackedConv | TapConv:
-    """A 3x3x3 ``bn(conv(x))``: a sum over taps when its output is small
-    (:data:`TAP_MAX_OUTPUT_VOXELS`), else pre-packed for oneDNN."""
-    small = math.prod(_out_shape(conv, in_shape)[2:]) <= TAP_MAX_OUTPUT_VOXELS
-    return (TapConv if small else PackedConv).fold(conv, bn, in_shape)
+def _winograd_pays(conv: nn.Conv3d, in_shape: _Shape) -> bool:
+    """Whether Winograd's F(2, 3) multiplies at most :data:`WINOGRAD_MAX_PRODUCT_SHARE` of
+    what the sum over taps would for ``conv`` on inputs of ``in_shape``."""
+    k, st, p = (_single(_triple(v)) for v in (conv.kernel_size, conv.stride, conv.padding))
+    if (k, st, p) != (3, 1, 1) or _triple(conv.dilation) != (1, 1, 1) or conv.groups != 1:
+        return False
+    out = _out_shape(conv, in_shape)[2:]
+    plan = tap_plan(k, st, p, in_shape[2:], out)
+    return winograd_products(out) <= WINOGRAD_MAX_PRODUCT_SHARE * tap_products(plan)
+
+
+def _pack_spatial(conv: nn.Conv3d, bn: nn.BatchNorm3d, in_shape: _Shape) -> PackedConv | TapConv | WinogradConv:
+    """A 3x3x3 ``bn(conv(x))``: on a small output (:data:`TAP_MAX_OUTPUT_VOXELS`),
+    Winograd's F(2, 3) where it pays (:func:`_winograd_pays`) and else a sum over taps;
+    on larger ones pre-packed for oneDNN."""
+    if math.prod(_out_shape(conv, in_shape)[2:]) > TAP_MAX_OUTPUT_VOXELS:
+        return PackedConv.fold(conv, bn, in_shape)
+    return (WinogradConv if _winograd_pays(conv, in_shape) else TapConv).fold(conv, bn, in_shape)
 
 
 def _pack_block(blk: Bottleneck, in_shape: _Shape) -> PackedBlock:

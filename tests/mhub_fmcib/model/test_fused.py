@@ -10,13 +10,19 @@ import torch
 from torch import nn
 
 from mhub_fmcib.model.fused import (
+    _WINOGRAD_G,
     STEM_BATCH,
     FusedEncoder,
     MatmulConv,
     PackedConv,
     TapConv,
+    WinogradConv,
+    _winograd_pays,
+    _winograd_weight,
     fused_available,
     tap_plan,
+    tap_products,
+    winograd_products,
 )
 from mhub_fmcib.model.network import FmcibResNet
 
@@ -44,15 +50,17 @@ def _patches(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_every_folding_path_runs() -> None:
-    """The narrow network uses all three kinds where the real one does: packed oneDNN
-    convolutions on stages 1-2, sums over taps and matrix products on stages 3-4 (with
-    and without stride)."""
+    """The narrow network uses every kind where the real one does: packed oneDNN
+    convolutions on stages 1-2, Winograd's F(2, 3) for stage 3's stride-1 3x3x3
+    convolutions, sums over taps for stage 3's strided one and on stage 4, matrix
+    products for the 1x1x1 convolutions of stages 3-4 (with and without stride)."""
     enc = FusedEncoder(_narrow_net(), batch=4)
     kinds = [[type(c).__name__ for c in (b.c1, b.c2, b.c3, b.shortcut) if c is not None] for b in enc.blocks]
     assert kinds[:7] == [["PackedConv"] * (4 if i in (0, 3) else 3) for i in range(7)]
     assert kinds[7] == ["PackedConv", "TapConv", "MatmulConv", "MatmulConv"]  # c1 on stage 2's 8^3 grid
+    assert all(k == ["MatmulConv", "WinogradConv", "MatmulConv"] for k in kinds[8:13])
     assert kinds[13] == ["MatmulConv", "TapConv", "MatmulConv", "MatmulConv"]
-    assert all(k == ["MatmulConv", "TapConv", "MatmulConv"] for k in kinds[8:13] + kinds[14:])
+    assert all(k == ["MatmulConv", "TapConv", "MatmulConv"] for k in kinds[14:])
     assert all(b.c1.weight.layout == torch._mkldnn for b in enc.blocks[:8])  # type: ignore[attr-defined,union-attr]
 
 
@@ -96,6 +104,50 @@ def test_tap_plan_skips_the_padding() -> None:
     assert valid == 10**3  # (4 + 3 + 3) per axis: the products with voxels inside the volume
     strided = tap_plan(3, 2, 1, (4, 4, 4), (2, 2, 2))
     assert [t.full for t in strided].count(True) == 8 and len(strided) == 27
+
+
+@pytest.mark.parametrize("size", [4, 3, 5, 2, 1])
+def test_winograd_conv_is_the_convolution(size: int) -> None:
+    """Winograd's F(2x2x2, 3x3x3) equals PyTorch's convolution + batch norm evaluated in
+    float64, with and without ReLU, on stage 3's grid and on odd ones (the last tile
+    half outside)."""
+    conv, bn = _conv_bn(24, 40, 3, 1, seed=10 + size)
+    x = torch.randn(3, 24, size, size, size).contiguous(memory_format=torch.channels_last_3d)
+    win = WinogradConv.fold(conv, bn, tuple(x.shape))
+    with torch.no_grad():
+        truth = bn.double()(conv.double()(x.double()))
+        got, relu = win(x), win(x, "relu")
+    assert got.shape == truth.shape == win.out_shape
+    assert got.is_contiguous(memory_format=torch.channels_last_3d)
+    np.testing.assert_allclose(got.double().numpy(), truth.numpy(), rtol=0, atol=2e-6)
+    np.testing.assert_allclose(relu.double().numpy(), truth.clamp(min=0).numpy(), rtol=0, atol=2e-6)
+
+
+def test_winograd_weight_is_g_g_gt() -> None:
+    """The transformed weight equals ``G g G^T`` per axis, evaluated in float64 axis by
+    axis (an independent route from the (64, 27) product), times the batch-norm scale."""
+    conv, _ = _conv_bn(8, 6, 3, 1, seed=3)
+    scale = torch.rand(6) + 0.5
+    g = torch.tensor(_WINOGRAD_G, dtype=torch.float64)
+    w = conv.weight.detach().double() * scale.double().reshape(-1, 1, 1, 1, 1)
+    truth = torch.einsum("ap,bq,cr,oipqr->abcoi", g, g, g, w).reshape(64, 6, 8)
+    np.testing.assert_allclose(_winograd_weight(conv, scale).double().numpy(), truth.numpy(), rtol=0, atol=1e-6)
+
+
+def test_winograd_runs_where_it_multiplies_less() -> None:
+    """On a 4^3 grid Winograd multiplies 8 tiles x 64 = 512 channel pairs against the taps'
+    1000, so it runs there; on 2^3 (64 against 64) and 3^3 (512 against 343) the taps stay,
+    as they do for strided and 1x1x1 convolutions."""
+    assert winograd_products((4, 4, 4)) == 512 and tap_products(tap_plan(3, 1, 1, (4,) * 3, (4,) * 3)) == 1000
+    assert winograd_products((2, 2, 2)) == 64 == tap_products(tap_plan(3, 1, 1, (2,) * 3, (2,) * 3))
+    assert winograd_products((3, 3, 3)) == 512 > tap_products(tap_plan(3, 1, 1, (3,) * 3, (3,) * 3)) == 343
+    conv3, _ = _conv_bn(8, 8, 3, 1, seed=1)
+    strided, _ = _conv_bn(8, 8, 3, 2, seed=1)
+    assert _winograd_pays(conv3, (2, 8, 4, 4, 4))
+    assert not _winograd_pays(conv3, (2, 8, 2, 2, 2)) and not _winograd_pays(conv3, (2, 8, 3, 3, 3))
+    assert not _winograd_pays(strided, (2, 8, 8, 8, 8))
+    with pytest.raises(ValueError, match="stride 1 and padding 1"):
+        WinogradConv.fold(strided, nn.BatchNorm3d(8).eval(), (2, 8, 8, 8, 8))
 
 
 def test_add_relu_writes_into_the_other_operand() -> None:
