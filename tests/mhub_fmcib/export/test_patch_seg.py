@@ -293,8 +293,7 @@ def test_split_segs_are_built_and_written_one_at_a_time(  # type: ignore[no-unty
     parts of ~30 MB held until all were written): when a part is being built, every part
     before it has been written and is gone from memory; the parts are those of
     :func:`build_patch_region_segs`, named ``..._part<n>of<N>.dcm``."""
-    import gc
-    import weakref
+    from fmcib_testlib.alive import BuildTracker
 
     from mhub_fmcib.export import patch_seg
     from mhub_fmcib.export.atomic import write_each
@@ -304,23 +303,12 @@ def test_split_segs_are_built_and_written_one_at_a_time(  # type: ignore[no-unty
     results = [result_factory(sample_volume, sample_ct[0], f"l{n}", s, rng) for n, s in enumerate(seeds)]
     bound = 2 * 12 * sample_ct[0].Rows * sample_ct[0].Columns
     at_once = patch_seg.build_patch_region_segs(sample_ct, sample_volume, results, provenance, max_stack_bytes=bound)
-    built: list[weakref.ref[object]] = []
-    alive_at_build: list[int] = []
-    build_part = patch_seg._build_part
-
-    def tracked(*args, **kwargs):  # type: ignore[no-untyped-def]
-        gc.collect()
-        alive_at_build.append(sum(ref() is not None for ref in built))
-        seg = build_part(*args, **kwargs)
-        built.append(weakref.ref(seg))
-        return seg
-
-    monkeypatch.setattr(patch_seg, "_build_part", tracked)
+    tracker = BuildTracker(monkeypatch, patch_seg, "_build_part")
     parts = patch_seg.iter_patch_region_segs(sample_ct, sample_volume, results, provenance, max_stack_bytes=bound)
     series_uid = str(sample_ct[0].SeriesInstanceUID)
     paths = write_each(parts, lambda part: write_seg(part.dataset, tmp_path, series_uid, part.file_name))
     n = len(at_once)
-    assert n >= 3 and alive_at_build == [0] * (n + 1)  # the unsplit attempt, then n parts
+    assert n >= 3 and tracker.alive_at_build == [0] * (n + 1)  # the unsplit attempt, then n parts
     assert [p.name for p in paths] == [f"fmcib_patch_region_SEG_part{i}of{n}.dcm" for i in range(1, n + 1)]
     for path, part in zip(paths, at_once, strict=True):
         back = pydicom.dcmread(path)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import shutil
 import subprocess
 import sys
 import time
-import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from fmcib_testlib.alive import BuildTracker
 from pydicom.sr.codedict import codes
 
 from mhub_fmcib.config import Precision
@@ -411,26 +410,14 @@ def test_split_srs_are_built_and_written_one_at_a_time(  # type: ignore[no-untyp
     their creation times; cross-references included); a failure after the first part
     removes the part already written."""
     cts, res = _lesions(ct_factory, result_factory, 3, 12)
-    built: list[weakref.ref[pydicom.Dataset]] = []
-    alive_at_build: list[int] = []
-    build_part = sr_module._build_part
-
-    def tracked(*args, **kwargs):  # type: ignore[no-untyped-def]
-        gc.collect()
-        alive_at_build.append(sum(ref() is not None for ref in built))
-        sr = build_part(*args, **kwargs)
-        built.append(weakref.ref(sr))
-        return sr
-
-    monkeypatch.setattr(sr_module, "_build_part", tracked)
+    tracker = BuildTracker(monkeypatch, sr_module, "_build_part")
     parts = iter_feature_srs(cts, res, provenance, max_lesions=1)
     first = next(parts)
     assert (first.number, first.parts, first.file_name) == (1, 3, "fmcib_features_SR_part1of3.dcm")
     del first, parts
-    built.clear()
-    alive_at_build.clear()
+    tracker.clear()
     streamed = write_feature_srs(iter_feature_srs(cts, res, provenance, max_lesions=1), tmp_path / "streamed")
-    assert alive_at_build == [0, 0, 0]
+    assert tracker.alive_at_build == [0, 0, 0]
     monkeypatch.undo()
     at_once = write_srs(build_feature_srs(cts, res, provenance, max_lesions=1), tmp_path / "at_once")
     assert (

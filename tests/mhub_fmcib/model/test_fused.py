@@ -74,20 +74,29 @@ def _conv_bn(cin: int, cout: int, kernel: int, stride: int, seed: int) -> tuple[
     return conv, bn
 
 
+def _check_small_grid_conv(
+    cls: type[TapConv] | type[WinogradConv], conv_bn: tuple[nn.Conv3d, nn.BatchNorm3d], size: int, atol: float
+) -> None:
+    """``cls`` folded from ``conv_bn`` equals PyTorch's convolution + batch norm evaluated
+    in float64 within ``atol``, with and without ReLU, on a batch of 3 ``size``^3 inputs;
+    its output is channels-last-3d of its recorded shape."""
+    conv, bn = conv_bn
+    x = torch.randn(3, conv.in_channels, size, size, size).contiguous(memory_format=torch.channels_last_3d)
+    packed = cls.fold(conv, bn, tuple(x.shape))
+    with torch.no_grad():
+        truth = bn.double()(conv.double()(x.double()))
+        got, relu = packed(x), packed(x, "relu")
+    assert got.shape == truth.shape == packed.out_shape
+    assert got.is_contiguous(memory_format=torch.channels_last_3d)
+    np.testing.assert_allclose(got.double().numpy(), truth.numpy(), rtol=0, atol=atol)
+    np.testing.assert_allclose(relu.double().numpy(), truth.clamp(min=0).numpy(), rtol=0, atol=atol)
+
+
 @pytest.mark.parametrize(("size", "stride"), [(4, 1), (8, 2), (2, 1), (4, 2), (5, 2), (3, 1)])
 def test_tap_conv_is_the_convolution(size: int, stride: int) -> None:
     """A sum over taps equals PyTorch's convolution + batch norm evaluated in float64, with
     and without ReLU, on the grids of stages 3-4 and on odd ones."""
-    conv, bn = _conv_bn(24, 40, 3, stride, seed=size)
-    x = torch.randn(3, 24, size, size, size).contiguous(memory_format=torch.channels_last_3d)
-    tap = TapConv.fold(conv, bn, tuple(x.shape))
-    with torch.no_grad():
-        truth = bn.double()(conv.double()(x.double()))
-        got, relu = tap(x), tap(x, "relu")
-    assert got.shape == truth.shape == tap.out_shape
-    assert got.is_contiguous(memory_format=torch.channels_last_3d)
-    np.testing.assert_allclose(got.double().numpy(), truth.numpy(), rtol=0, atol=1e-5)
-    np.testing.assert_allclose(relu.double().numpy(), truth.clamp(min=0).numpy(), rtol=0, atol=1e-5)
+    _check_small_grid_conv(TapConv, _conv_bn(24, 40, 3, stride, seed=size), size, atol=1e-5)
 
 
 def test_tap_plan_skips_the_padding() -> None:
@@ -111,16 +120,7 @@ def test_winograd_conv_is_the_convolution(size: int) -> None:
     """Winograd's F(2x2x2, 3x3x3) equals PyTorch's convolution + batch norm evaluated in
     float64, with and without ReLU, on stage 3's grid and on odd ones (the last tile
     half outside)."""
-    conv, bn = _conv_bn(24, 40, 3, 1, seed=10 + size)
-    x = torch.randn(3, 24, size, size, size).contiguous(memory_format=torch.channels_last_3d)
-    win = WinogradConv.fold(conv, bn, tuple(x.shape))
-    with torch.no_grad():
-        truth = bn.double()(conv.double()(x.double()))
-        got, relu = win(x), win(x, "relu")
-    assert got.shape == truth.shape == win.out_shape
-    assert got.is_contiguous(memory_format=torch.channels_last_3d)
-    np.testing.assert_allclose(got.double().numpy(), truth.numpy(), rtol=0, atol=2e-6)
-    np.testing.assert_allclose(relu.double().numpy(), truth.clamp(min=0).numpy(), rtol=0, atol=2e-6)
+    _check_small_grid_conv(WinogradConv, _conv_bn(24, 40, 3, 1, seed=10 + size), size, atol=2e-6)
 
 
 def test_winograd_weight_is_g_g_gt() -> None:
