@@ -35,6 +35,19 @@ def format_float32(v: float) -> str:
     return f"{float(v):.9g}"
 
 
+_FEATURES_FORMAT = ",".join(["%.9g"] * N_FEATURES)
+
+
+def format_features(features: np.ndarray) -> str:
+    """A (4096,) feature vector as the comma-separated text of ``features.csv``: each value
+    exactly as :func:`format_float32` writes it, in one C-level formatting call (~25x faster
+    than 4096 calls). Raises ValueError for any other length."""
+    values = np.asarray(features, dtype=np.float32).reshape(-1).tolist()
+    if len(values) != N_FEATURES:
+        raise ValueError(f"a feature vector has {N_FEATURES} values, got {len(values)}")
+    return _FEATURES_FORMAT % tuple(values)
+
+
 def _opt(v: object) -> str:
     if v is None:
         return ""
@@ -63,9 +76,10 @@ def feature_rows(
     version: str,
     precision: Precision = Precision.FP32,
     demonstration: bool = False,
-) -> Iterable[list[str]]:
-    """One text row per OK result, in ``columns`` order (``precision``: the encoder
-    arithmetic the features were computed with)."""
+) -> Iterable[tuple[list[str], str]]:
+    """One row per OK result: the text of the columns before the features, in ``columns``
+    order, and the features' comma-separated text (:func:`format_features`; ``precision``:
+    the encoder arithmetic the features were computed with)."""
     for r in results:
         if r.status is not LesionStatus.OK or r.features is None:
             continue
@@ -87,7 +101,7 @@ def feature_rows(
         values.update(dict(les.passthrough))
         values.update({f"prediction_{k}": format_float32(v) for k, v in r.predictions})
         head = [values.get(c, "") for c in columns[: len(columns) - N_FEATURES]]
-        yield head + [format_float32(v) for v in np.asarray(r.features, dtype=np.float32)]
+        yield head, format_features(r.features)
 
 
 def write_features_csv(
@@ -102,11 +116,13 @@ def write_features_csv(
     fills the ``demonstration`` column (random-initialised weights)."""
     cols = feature_table_columns(results)
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
+    csv.writer(buf, lineterminator="\n").writerow(cols)
+    head_writer = csv.writer(buf, lineterminator=",")  # the features follow (never quoted)
     n = 0
-    for row in feature_rows(results, cols, weights_sha256, version, precision, demonstration):
-        w.writerow(row)
+    for head, features in feature_rows(results, cols, weights_sha256, version, precision, demonstration):
+        head_writer.writerow(head)
+        buf.write(features)
+        buf.write("\n")
         n += 1
     atomic_write_text(path, buf.getvalue())
     return n
