@@ -54,8 +54,10 @@ def write_seeds(path: Path, image: Path, n: int, seed: int = 0) -> None:
             w.writerow([str(image), f"{x:.3f}", f"{y:.3f}", f"{z:.3f}"])
 
 
-def timed_run(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
-    """Wall seconds and the child's CPU seconds (user + system)."""
+def timed_run(cmd: list[str], env: dict[str, str], settle_s: float = 0.0) -> dict[str, float]:
+    """Wall seconds and the child's CPU seconds (user + system), after ``settle_s`` seconds
+    idle (so that no run starts while the previous one's processes are still exiting)."""
+    time.sleep(settle_s)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -116,6 +118,13 @@ def main() -> None:
         default="ours=",
         help="our runs, NAME=ARGS;NAME=ARGS (e.g. 'eager=--encoder eager;traced=--encoder traced'), each timed",
     )
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=10.0,
+        help="idle seconds before every timed run (0: back to back; ours right after a 150 s reference "
+        "run measured up to 4 s slower than alone on a 2-core Zen 3 machine)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "vs_reference.json")
     a = ap.parse_args()
     if a.ref_python is None or not Path(a.ref_python).exists():
@@ -130,7 +139,11 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "")}
     env = {k: v for k, v in env.items() if v}
     variants = [tuple(v.split("=", 1)) for v in a.variants.split(";") if v.strip()]
-    res: dict[str, object] = {"load_average_start": os.getloadavg(), "variants": dict(variants)}
+    res: dict[str, object] = {
+        "load_average_start": os.getloadavg(),
+        "variants": dict(variants),
+        "settle_s": a.settle,
+    }
     runs: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
@@ -155,6 +168,7 @@ def main() -> None:
                         str(ref_out),
                     ],
                     env,
+                    a.settle,
                 )
                 r["load_1min"] = os.getloadavg()[0]
                 runs.setdefault(f"reference_{n}", []).append(r)
@@ -166,7 +180,7 @@ def main() -> None:
                     out = tmp / f"{name}_{n}_{rep}"
                     cmd = [sys.executable, "-c", OURS_DRIVER, "run", str(seeds), str(out), "--seeds"]
                     cmd += ["--weights", str(w), "--no-sr", "--no-seg", "--no-qc", *a.ours_args.split(), *extra.split()]
-                    o = timed_run(cmd, env)
+                    o = timed_run(cmd, env, a.settle)
                     o["load_1min"] = os.getloadavg()[0]
                     runs.setdefault(f"{name}_{n}", []).append(o)
                     line += f", {name} {o['wall_s']:.1f} s ({o['cpu_s']:.1f} cpu s)"
