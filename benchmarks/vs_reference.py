@@ -56,7 +56,7 @@ def write_seeds(path: Path, image: Path, n: int, seed: int = 0) -> None:
 
 def timed_run(cmd: list[str], env: dict[str, str], settle_s: float = 0.0) -> dict[str, float]:
     """Wall seconds and the child's CPU seconds (user + system), after ``settle_s`` seconds
-    idle (so that no run starts while the previous one's processes are still exiting)."""
+    idle (no run starts while the previous one's processes may still be exiting)."""
     time.sleep(settle_s)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
@@ -122,8 +122,7 @@ def main() -> None:
         "--settle",
         type=float,
         default=10.0,
-        help="idle seconds before every timed run (0: back to back; ours right after a 150 s reference "
-        "run measured up to 4 s slower than alone on a 2-core Zen 3 machine)",
+        help="idle seconds before every timed run (0: back to back)",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "vs_reference.json")
     a = ap.parse_args()

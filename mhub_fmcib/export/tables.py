@@ -40,8 +40,8 @@ _FEATURES_FORMAT = ",".join(["%.9g"] * N_FEATURES)
 
 def format_features(features: np.ndarray) -> str:
     """A (4096,) feature vector as the comma-separated text of ``features.csv``: each value
-    exactly as :func:`format_float32` writes it, in one C-level formatting call (~25x faster
-    than 4096 calls). Raises ValueError for any other length."""
+    exactly as :func:`format_float32` writes it, in one formatting call (1.6 ms per vector
+    against 3.3 ms for 4096 calls, one Zen 3 core). Raises ValueError for any other length."""
     values = np.asarray(features, dtype=np.float32).reshape(-1).tolist()
     if len(values) != N_FEATURES:
         raise ValueError(f"a feature vector has {N_FEATURES} values, got {len(values)}")
