@@ -30,12 +30,14 @@ SEED_COLUMNS = ("seed_x_lps_mm", "seed_y_lps_mm", "seed_z_lps_mm", "seed_source"
 PROVENANCE_COLUMNS = ("weights_sha256", "software_version", "precision", "demonstration")
 
 
+#: A float32 as text that reads back to the identical float32 (9 significant digits).
+_FLOAT32_FORMAT = "%.9g"
+_FEATURES_FORMAT = ",".join([_FLOAT32_FORMAT] * N_FEATURES)
+
+
 def format_float32(v: float) -> str:
     """A float32 as text that reads back to the identical float32 (9 significant digits)."""
-    return f"{float(v):.9g}"
-
-
-_FEATURES_FORMAT = ",".join(["%.9g"] * N_FEATURES)
+    return _FLOAT32_FORMAT % float(v)
 
 
 def format_features(features: np.ndarray) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from mhub_fmcib.export.tables import (
+    feature_rows,
     feature_table_columns,
     format_features,
     format_float32,
@@ -66,14 +67,12 @@ def test_features_csv_is_what_the_csv_module_writes(tmp_path: Path) -> None:
     assert n == 3
 
     cols = feature_table_columns([*results, failed])
+    rows = list(feature_rows([*results, failed], cols, "ab" * 32, "9.9.9", demonstration=True))
     expected = io.StringIO()
     w = csv.writer(expected, lineterminator="\n")
     w.writerow(cols)
-    for r in results:
+    for (head, _), r in zip(rows, results, strict=True):
         assert r.features is not None
-        reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
-        row = next(x for x in reader if x["lesion_id"] == r.lesion.lesion_id)
-        head = [row[c] for c in cols[: len(cols) - N_FEATURES]]
         w.writerow(head + [format_float32(v) for v in r.features])
     assert path.read_text(encoding="utf-8") == expected.getvalue()
 
