@@ -22,10 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pydicom
-
 from ..errors import CalibrationError
-from .read import NOT_PARSED, read_dataset
+from .read import not_parsed, read_dataset
 from .uids import ENHANCED_CT_IMAGE_STORAGE, LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE
 
 #: ImageType values (3 and later) of derived images that are not attenuation in HU.
@@ -37,6 +35,8 @@ NON_HU_TERMS = frozenset(
 _ENHANCED = frozenset({ENHANCED_CT_IMAGE_STORAGE, LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE})
 
 if TYPE_CHECKING:
+    import pydicom
+
     from .ct import CtSeries
 
 
@@ -67,7 +67,7 @@ def calibration_warning(path: Path, series_uid: str) -> str | None:
     docstring); ``None`` otherwise, or when the header cannot be read (import reports that)."""
     try:
         ds = read_dataset(path, stop_before_pixels=True)
-    except NOT_PARSED:
+    except not_parsed():
         return None
     image_type = _values(ds.get("ImageType"))
     rescale = _rescale_types(ds)

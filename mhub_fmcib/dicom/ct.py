@@ -11,18 +11,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import pydicom
-from pydicom.pixels import get_decoder
-from pydicom.uid import JPEGLSLossless, JPEGLSNearLossless
 
 from ..errors import DicomImportError, GeometryError
 from ..records import Volume
 from .index import InstanceRecord, with_record_uids
 from .read import read_dataset
-from .uids import DECODE_ERRORS, READ_ERRORS, plausible_uid
+from .uids import DECODE_ERRORS, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, READ_ERRORS, plausible_uid
+
+if TYPE_CHECKING:
+    import pydicom
 
 #: Relative tolerance on slice spacing uniformity (fraction of the median spacing).
 SPACING_RTOL = 0.01
@@ -112,9 +113,11 @@ def _check_native_length(ds: pydicom.Dataset, series: str, path: str) -> None:
     """Refuse uncompressed pixel data whose length disagrees with Rows x Columns x
     BitsAllocated x SamplesPerPixel x NumberOfFrames (pydicom would silently drop or pad the
     difference, giving an image of the wrong shape)."""
+    from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+
     meta = getattr(ds, "file_meta", None)
-    syntax = pydicom.uid.UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else None
-    if not syntax or syntax.is_encapsulated or syntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
+    syntax = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else None
+    if not syntax or syntax.is_encapsulated or syntax == DeflatedExplicitVRLittleEndian:
         return
     length = _pixel_data_length(ds)
     if length is None:
@@ -150,12 +153,14 @@ def _pixel_data_length(ds: pydicom.Dataset) -> int | None:
 #: Decoder plugin to use where several are installed, by transfer syntax: measured on the
 #: sample CT (512 x 512 JPEG-LS), pyjpegls decodes in 5.8 ms per slice, pylibjpeg (pydicom's
 #: default pick) in 19 ms, with identical output (see benchmarks/README.md).
-PREFERRED_DECODER: dict[str, str] = {JPEGLSLossless: "pyjpegls", JPEGLSNearLossless: "pyjpegls"}
+PREFERRED_DECODER: dict[str, str] = {JPEG_LS_LOSSLESS: "pyjpegls", JPEG_LS_NEAR_LOSSLESS: "pyjpegls"}
 
 
 def decode_pixels(ds: pydicom.Dataset) -> npt.NDArray[np.generic]:
     """``ds.pixel_array``, decoded by the fastest installed plugin of its transfer syntax
     (:data:`PREFERRED_DECODER`; pydicom's default choice otherwise)."""
+    from pydicom.pixels import get_decoder
+
     meta = getattr(ds, "file_meta", None)
     tsyntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     plugin = PREFERRED_DECODER.get(tsyntax)

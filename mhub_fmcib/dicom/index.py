@@ -10,18 +10,14 @@ import hashlib
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pydicom
-from pydicom.errors import InvalidDicomError
-from pydicom.multival import MultiValue
-from pydicom.tag import BaseTag, Tag
-
-from .read import NOT_PARSED, read_dataset
+from .read import invalid_dicom_error, not_parsed, read_dataset
 from .uids import (
     CT_SOP_CLASSES,
     MEDIA_STORAGE_DIRECTORY,
@@ -30,6 +26,9 @@ from .uids import (
     RT_STRUCTURE_SET_STORAGE,
     SEGMENTATION_STORAGE,
 )
+
+if TYPE_CHECKING:
+    import pydicom
 
 log = logging.getLogger(__name__)
 
@@ -146,27 +145,29 @@ def iter_files(root: Path) -> Iterator[Path]:
         yield f.path
 
 
-_MEDIA_STORAGE_SOP_CLASS_UID = Tag(0x0002, 0x0002)
-_MEDIA_STORAGE_SOP_INSTANCE_UID = Tag(0x0002, 0x0003)
-_IMAGE_ORIENTATION = Tag(0x0020, 0x0037)
-_IMAGE_POSITION = Tag(0x0020, 0x0032)
-_PER_FRAME_GROUPS = Tag(0x5200, 0x9230)
-_ROWS = Tag(0x0028, 0x0010)
-_COLUMNS = Tag(0x0028, 0x0011)
-_PIXEL_SPACING = Tag(0x0028, 0x0030)
-_IMAGE_TYPE = Tag(0x0008, 0x0008)
-_SOP_CLASS_UID = Tag(0x0008, 0x0016)
-_SOP_INSTANCE_UID = Tag(0x0008, 0x0018)
-_MODALITY = Tag(0x0008, 0x0060)
-_MANUFACTURER_MODEL_NAME = Tag(0x0008, 0x1090)
-_STUDY_INSTANCE_UID = Tag(0x0020, 0x000D)
-_SERIES_INSTANCE_UID = Tag(0x0020, 0x000E)
-_FRAME_OF_REFERENCE_UID = Tag(0x0020, 0x0052)
-_NUMBER_OF_FRAMES = Tag(0x0028, 0x0008)
-_DIRECTORY_RECORD_SEQUENCE = Tag(0x0004, 0x1220)
+#: Data element tags (group << 16 | element) of what the index reads; pydicom takes a plain
+#: int wherever it takes a tag.
+_MEDIA_STORAGE_SOP_CLASS_UID = 0x00020002
+_MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
+_IMAGE_ORIENTATION = 0x00200037
+_IMAGE_POSITION = 0x00200032
+_PER_FRAME_GROUPS = 0x52009230
+_ROWS = 0x00280010
+_COLUMNS = 0x00280011
+_PIXEL_SPACING = 0x00280030
+_IMAGE_TYPE = 0x00080008
+_SOP_CLASS_UID = 0x00080016
+_SOP_INSTANCE_UID = 0x00080018
+_MODALITY = 0x00080060
+_MANUFACTURER_MODEL_NAME = 0x00081090
+_STUDY_INSTANCE_UID = 0x0020000D
+_SERIES_INSTANCE_UID = 0x0020000E
+_FRAME_OF_REFERENCE_UID = 0x00200052
+_NUMBER_OF_FRAMES = 0x00280008
+_DIRECTORY_RECORD_SEQUENCE = 0x00041220
 
 
-def _text(ds: pydicom.Dataset, tag: BaseTag) -> str:
+def _text(ds: pydicom.Dataset, tag: int) -> str:
     """The value of a text element (UI, CS, LO, IS) of ``ds``, or ``""``.
 
     Read from the element's bytes as stored (Latin-1, leading/trailing spaces and NULs
@@ -184,7 +185,7 @@ def _text(ds: pydicom.Dataset, tag: BaseTag) -> str:
         return value.decode("latin-1").strip(" \x00")
     if isinstance(value, str):
         return value.strip(" \x00")
-    if isinstance(value, list | tuple | MultiValue):
+    if isinstance(value, Sequence):  # list, tuple, pydicom's MultiValue (str and bytes were above)
         return "\\".join(str(v) for v in value)
     return str(value)
 
@@ -258,7 +259,7 @@ def uids_were_derived(path: Path) -> bool:
     index derived it, :func:`derived_uid`)."""
     try:
         ds = read_dataset(path, stop_before_pixels=True)
-    except NOT_PARSED:
+    except not_parsed():
         return False
     return not (_text(ds, _STUDY_INSTANCE_UID) and _text(ds, _SERIES_INSTANCE_UID) and _text(ds, _SOP_INSTANCE_UID))
 
@@ -282,7 +283,7 @@ def read_record(path: Path, known: FileStat | None = None) -> InstanceRecord | S
     try:
         size, mtime_ns = (known.size, known.mtime_ns) if known is not None else _stat(path)
         ds = read_dataset(path, stop_before_pixels=True)
-    except InvalidDicomError:
+    except invalid_dicom_error():
         return SkippedFile(path, SkipReason.NOT_DICOM)
     except READ_ERRORS as e:
         # struct.error: an element header cut short; OverflowError: absurd lengths

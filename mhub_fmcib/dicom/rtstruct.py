@@ -31,17 +31,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import pydicom
-from pydicom.errors import InvalidDicomError
 
 from ..errors import SegmentationError
 from ..records import SeedPoint
 from .ct import CtSeries
-from .read import read_dataset
+from .read import invalid_dicom_error, read_dataset
 from .uids import RT_STRUCTURE_SET_STORAGE
+
+if TYPE_CHECKING:
+    import pydicom
 
 #: Largest spread (mm, along the CT slice normal) of a closed contour's points.
 PLANE_ATOL_MM = 0.05
@@ -172,7 +174,7 @@ def _open_rtstruct(path: Path) -> pydicom.Dataset:
     """The file read and checked to be an RT Structure Set with ROIs."""
     try:
         ds = read_dataset(Path(path))
-    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, AttributeError) as e:
+    except (invalid_dicom_error(), OSError, EOFError, ValueError, TypeError, KeyError, AttributeError) as e:
         raise SegmentationError(f"RTSTRUCT {path} cannot be read: {type(e).__name__}: {e}") from e
     sop_class = _text(ds.get("SOPClassUID"))
     if sop_class != RT_STRUCTURE_SET_STORAGE:

@@ -11,18 +11,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import pydicom
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
 
 from ..errors import SegmentationError
 from ..records import CodeTuple
 from .ct import MAX_VOXELS, CtSeries
-from .read import read_dataset
+from .read import invalid_dicom_error, read_dataset
 from .uids import plausible_uid
 
-if TYPE_CHECKING:  # highdicom (~1 s to import) is loaded only when a SEG is read
+if TYPE_CHECKING:  # highdicom (~1 s to import) and pydicom are loaded only when a SEG is read
     import highdicom as hd
+    import pydicom
 
 
 @dataclass(frozen=True)
@@ -82,7 +80,7 @@ def read_seg(path: Path) -> SegObject:
         AttributeError,
         IndexError,
         struct.error,
-        InvalidDicomError,
+        invalid_dicom_error(),
     )
     try:
         # the header is checked before highdicom builds its per-frame tables, whose size
@@ -216,6 +214,8 @@ def _check_pixel_data_size(seg: pydicom.Dataset, path: Path, file_size: int | No
     if data is None and file_size is None:
         raise SegmentationError(f"SEG {path} has no PixelData; re-export the segmentation.")
     held = file_size if file_size is not None else len(data)
+    from pydicom.uid import UID
+
     meta = getattr(seg, "file_meta", None)
     syntax = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else UID("")
     if syntax and not syntax.is_encapsulated:

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pydicom
-
 from ..config import Precision, RunConfig
 from ..dicom.ct import CtSeries
 from ..dicom.read import read_dataset
@@ -23,6 +21,8 @@ from .atomic import write_each
 from .layout import ExportError
 
 if TYPE_CHECKING:
+    import pydicom
+
     from .patch_seg import PatchRegionSeg
 
 # The SR and SEG builders (highdicom, ~1 s to import) and the QC pictures (scipy.ndimage,

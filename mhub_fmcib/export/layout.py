@@ -11,11 +11,13 @@ import hashlib
 import re
 import uuid
 from pathlib import Path
-
-import pydicom
+from typing import TYPE_CHECKING
 
 from ..errors import ExportError
 from .atomic import atomic_write
+
+if TYPE_CHECKING:
+    import pydicom
 
 #: DICOM UID grammar (PS3.5 9.1): dot-separated numeric components, no leading zeros
 #: (except a lone "0"), at most 64 characters.

@@ -24,10 +24,10 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import pydicom
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import SeedError
@@ -36,6 +36,9 @@ from ..records import CaseFailure, LesionMask, LesionResult, LesionStatus, Patch
 from .atomic import atomic_write, atomic_write_json, atomic_write_text
 from .labels import LesionLabel, lesion_labels
 from .layout import safe_file_stem
+
+if TYPE_CHECKING:
+    import pydicom
 
 #: Enlargement of each 50x50 patch plane.
 SCALE = 4
@@ -129,12 +132,15 @@ def case_from_ct(
     slabs: Sequence[Volume] = (),
 ) -> QcCase:
     """A :class:`QcCase` with the patient, study and series read from the CT headers."""
-    ds = ct_datasets[0] if ct_datasets else pydicom.Dataset()
+
+    def header(keyword: str) -> str:
+        return str(ct_datasets[0].get(keyword, "") or "") if ct_datasets else ""
+
     return QcCase(
         volume=volume,
-        patient_id=str(ds.get("PatientID", "") or ""),
-        study_date=_date(str(ds.get("StudyDate", "") or "")),
-        series_description=str(ds.get("SeriesDescription", "") or ""),
+        patient_id=header("PatientID"),
+        study_date=_date(header("StudyDate")),
+        series_description=header("SeriesDescription"),
         masks=masks,
         demonstration=demonstration,
         slabs=tuple(slabs),

@@ -88,6 +88,39 @@ def test_console_exits_quickly_with_everything_written(tmp_path: Path, weights_f
     assert "nope" in missing.stderr
 
 
+_DICOM_STACK_PROBE = """
+import json
+import sys
+from pathlib import Path
+
+from mhub_fmcib.cli import main
+rc = main(sys.argv[2:], env={})
+stack = ("pydicom", "highdicom")
+after_run = [m for m in stack if m in sys.modules]
+from mhub_fmcib.dicom.read import looks_like_dicom
+dicom = looks_like_dicom(Path(sys.argv[1]))
+after_read = [m for m in stack if m in sys.modules]
+print(json.dumps({"rc": rc, "after_run": after_run, "dicom": dicom, "after_read": after_read}))
+"""
+
+
+def test_a_run_on_nrrd_files_never_imports_the_dicom_stack(tmp_path: Path, weights_file: Path) -> None:
+    """Seeds on an NRRD image, QC pictures included, in a fresh process: pydicom (0.4 s of
+    start-up) and highdicom are never imported; the first DICOM file read imports pydicom."""
+    img = ROOT / "sample_data" / "nrrd" / "lung1_image.nrrd"
+    seeds = tmp_path / "seeds.csv"
+    seeds.write_text(f"image_path,coordX,coordY,coordZ\n{img},23.664,-219.540,-724.723\n")
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    args = [str(seeds), str(tmp_path / "out"), "--seeds", "--weights", str(weights_file)]
+    ct_file = next((ROOT / "sample_data" / "dicom" / "ct").rglob("*.dcm"))
+    probe = [sys.executable, "-c", _DICOM_STACK_PROBE, str(ct_file), "run", *args]
+    done = subprocess.run(probe, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen == {"rc": 0, "after_run": [], "dicom": True, "after_read": ["pydicom"]}
+    assert any((tmp_path / "out" / "qc").rglob("*.png"))  # the QC pictures were made without it
+
+
 def test_a_running_thread_keeps_the_normal_exit() -> None:
     """The check the console script makes before ``os._exit``: it sees a running thread that
     is not a daemon (then the normal exit waits for it), and none once that thread ended."""
