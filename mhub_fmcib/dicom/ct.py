@@ -19,7 +19,7 @@ import numpy.typing as npt
 from ..errors import DicomImportError, GeometryError
 from ..records import Volume
 from .index import InstanceRecord, with_record_uids
-from .read import read_dataset
+from .read import read_dataset, transfer_syntax
 from .uids import DECODE_ERRORS, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, READ_ERRORS, plausible_uid
 
 if TYPE_CHECKING:
@@ -113,10 +113,9 @@ def _check_native_length(ds: pydicom.Dataset, series: str, path: str) -> None:
     """Refuse uncompressed pixel data whose length disagrees with Rows x Columns x
     BitsAllocated x SamplesPerPixel x NumberOfFrames (pydicom would silently drop or pad the
     difference, giving an image of the wrong shape)."""
-    from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    meta = getattr(ds, "file_meta", None)
-    syntax = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else None
+    syntax = transfer_syntax(ds)
     if not syntax or syntax.is_encapsulated or syntax == DeflatedExplicitVRLittleEndian:
         return
     length = _pixel_data_length(ds)

@@ -62,6 +62,14 @@ def read_dataset(path: Path, stop_before_pixels: bool = False, defer_size: int |
     return ds
 
 
+def transfer_syntax(ds: pydicom.Dataset) -> pydicom.uid.UID:
+    """The Transfer Syntax UID of ``ds``'s file meta (``UID("")`` when it has none)."""
+    from pydicom.uid import UID
+
+    meta = getattr(ds, "file_meta", None)
+    return UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else UID("")
+
+
 def invalid_dicom_error() -> type[Exception]:
     """pydicom's ``InvalidDicomError`` (not a DICOM file), imported when first asked for: for
     ``except invalid_dicom_error():``, which Python evaluates only once something was raised."""

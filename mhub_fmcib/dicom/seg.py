@@ -15,7 +15,7 @@ import numpy.typing as npt
 from ..errors import SegmentationError
 from ..records import CodeTuple
 from .ct import MAX_VOXELS, CtSeries
-from .read import invalid_dicom_error, read_dataset
+from .read import invalid_dicom_error, read_dataset, transfer_syntax
 from .uids import plausible_uid
 
 if TYPE_CHECKING:  # highdicom (~1 s to import) and pydicom are loaded only when a SEG is read
@@ -214,10 +214,7 @@ def _check_pixel_data_size(seg: pydicom.Dataset, path: Path, file_size: int | No
     if data is None and file_size is None:
         raise SegmentationError(f"SEG {path} has no PixelData; re-export the segmentation.")
     held = file_size if file_size is not None else len(data)
-    from pydicom.uid import UID
-
-    meta = getattr(seg, "file_meta", None)
-    syntax = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else UID("")
+    syntax = transfer_syntax(seg)
     if syntax and not syntax.is_encapsulated:
         expected = (rows * cols * frames * bits + 7) // 8
         if held < expected:
