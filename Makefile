@@ -77,6 +77,7 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/core.py
 	$(BIN)/python benchmarks/startup.py --reps 1
+	$(BIN)/python benchmarks/cli_startup.py --reps 3
 	$(BIN)/python benchmarks/encoder_proto.py --paths eager,fused,traced,cl3d --batch 16 --rounds 2
 	$(BIN)/python benchmarks/fused_onednn.py --batch 16 --rounds 2
 	$(BIN)/python benchmarks/encoder_layers.py --batch 16

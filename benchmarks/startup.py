@@ -36,7 +36,8 @@ CHILD = textwrap.dedent(
     from torch import nn
     sys.path.insert(0, ROOT)
     from mhub_fmcib.model.network import FmcibResNet
-    from mhub_fmcib.model.weights import check_state_dict, sha256_file, read_weights
+    from mhub_fmcib.model.weights import check_state_dict, read_weights
+    from mhub_fmcib.model.weights_file import sha256_file
     from mhub_fmcib.model.extractor import FeatureExtractor
     from mhub_fmcib.config import CpuEncoder
     t_imp = time.perf_counter() - t0

@@ -1,6 +1,10 @@
 """Command line: ``mhub-fmcib run|version|workflows|index|container|merge``: argparse to a
 :class:`~mhub_fmcib.config.RunConfig` (:meth:`RunConfig.from_args`) and the exit code; nothing else.
 
+torch and the pipeline are imported by the commands that load the encoder (``run``,
+``container``) once their arguments and paths are checked: ``--help``, a usage error,
+``version``, ``workflows``, ``index`` and ``merge`` start without them.
+
 Exit codes: 0 every lesion succeeded; 1 some lesion or case failed (results for the others
 are written); 2 usage or configuration error; 3 input missing or empty; 4 output folder
 not writable; 5 weights missing or invalid.
@@ -20,12 +24,11 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 from .batch.diskfull import OutputFullError, disk_full_message, is_disk_full
 from .batch.lock import OutputLock
-from .batch.merge import merge_outputs
 from .batch.progress import make_progress
 from .config import InputKind, RunConfig, parse_precision
 from .dicom.index import InstanceKind, iter_files
@@ -33,13 +36,14 @@ from .dicom.index_db import index_folder_cached
 from .dicom.read import looks_like_dicom
 from .errors import ConfigError, FmcibError, NothingToMeasureError, WeightsError
 from .export.atomic import TMP_PREFIX, atomic_write_json
-from .model.device import check_precision, resolve_device
-from .model.extractor import FeatureExtractor, extractor_for
-from .model.weights import default_cache_dir, read_weights, resolve_weights, sha256_file
-from .pipeline import StopFlag, load_extractor, run
+from .model.weights_file import default_cache_dir, resolve_weights, sha256_file
 from .provenance import collect_provenance
 from .terminal import SafeFormatter, escape_control
 from .workflows import Workflow, list_workflows, load_workflow
+
+if TYPE_CHECKING:  # imported where they run: torch is not loaded for --help, index, merge
+    from .model.extractor import FeatureExtractor
+    from .pipeline import StopFlag
 
 log = logging.getLogger("mhub_fmcib")
 
@@ -258,6 +262,8 @@ def install_stop_handlers(stop: StopFlag) -> None:
 
 def _run_reported(config: RunConfig, env: Mapping[str, str], progress: str, extractor: FeatureExtractor | None) -> int:
     """Run with stop handlers and the chosen progress display; log the summary."""
+    from .pipeline import StopFlag, run
+
     stop = StopFlag()
     install_stop_handlers(stop)
     with OutputLock(config.output):  # one run per OUTPUT (a second one exits 2)
@@ -444,6 +450,10 @@ def cmd_container(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     code = check_mounts(inp, args.output, wf)
     if code:
         return code
+    from .model.device import check_precision, resolve_device
+    from .model.extractor import extractor_for
+    from .model.weights import read_weights
+
     check_precision(parse_precision(args.precision), resolve_device(args.device))
     try:
         loc = resolve_weights(args.weights, env, allow_download=False)
@@ -494,6 +504,8 @@ def cmd_index(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_merge(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
+    from .batch.merge import merge_outputs
+
     existed = args.output.exists()
     try:
         with OutputLock(args.output):
@@ -525,6 +537,8 @@ class StudyRunner:
         self.extractor: FeatureExtractor | None = None
 
     def __call__(self, folder: Path, out: Path) -> list[Path]:
+        from .pipeline import load_extractor, run
+
         config = replace(self.base, input=folder, output=out)
         if self.extractor is None:
             self.extractor = load_extractor(config, self.env)
@@ -565,6 +579,8 @@ def run_dicomweb_studies(base: RunConfig, args: argparse.Namespace, env: Mapping
         cache_limit_bytes=args.cache_limit_mb * 1_000_000,
         **({} if args.dicomweb_timeout is None else {"study_timeout_s": args.dicomweb_timeout}),
     )
+    from .pipeline import StopFlag
+
     output.mkdir(parents=True, exist_ok=True)
     stop = StopFlag()
     install_stop_handlers(stop)

@@ -4,7 +4,7 @@ The CLI (:meth:`RunConfig.from_args`), workflow files and tests build a :class:`
 the container and DICOMweb paths derive theirs with :func:`dataclasses.replace`. ``run.json``
 stores it (:meth:`RunConfig.to_dict`) and ``merge`` reads it back (:meth:`RunConfig.from_dict`).
 Nothing below reads environment variables except
-:func:`mhub_fmcib.model.weights.resolve_weights`, which is given the environment explicitly.
+:func:`mhub_fmcib.model.weights_file.resolve_weights`, which is given the environment explicitly.
 """
 
 from __future__ import annotations

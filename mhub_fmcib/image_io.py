@@ -1,19 +1,23 @@
 """Image files (NIfTI, NRRD, MHA, …) to and from :class:`~mhub_fmcib.records.Volume`.
 
 SimpleITK reads every format ITK knows, in ITK's LPS convention, which is what the
-reference (MONAI's ``ITKReader``) sees.
+reference (MONAI's ``ITKReader``) sees. SimpleITK is imported on the first read or
+conversion (a DICOM run and the CLI's other commands never load it).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import SimpleITK as sitk
 
 from .errors import SegmentationError
 from .records import Volume
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -26,6 +30,8 @@ def is_image_file(path: Path) -> bool:
 
 def sitk_to_volume(img: sitk.Image, what: str = "image") -> Volume:
     """A 3D scalar SimpleITK image as a Volume (array in (i, j, k) order)."""
+    import SimpleITK as sitk
+
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError(
             f"{what}: expected a 3D scalar image, got {img.GetDimension()}D with "
@@ -41,6 +47,8 @@ def sitk_to_volume(img: sitk.Image, what: str = "image") -> Volume:
 
 def volume_to_sitk(volume: Volume) -> sitk.Image:
     """The inverse of :func:`sitk_to_volume`."""
+    import SimpleITK as sitk
+
     img = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(volume.array).transpose(2, 1, 0)))
     img.SetSpacing(volume.spacing)
     img.SetOrigin(volume.origin)
@@ -55,6 +63,8 @@ def read_image(path: Path) -> Volume:
         FileNotFoundError: the file does not exist.
         ValueError: the file cannot be read or is not a 3D scalar image.
     """
+    import SimpleITK as sitk
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file {path} does not exist")

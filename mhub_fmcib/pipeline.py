@@ -37,7 +37,8 @@ from .export.tables import RunReport, write_run_outputs
 from .model.device import check_precision, resolve_device
 from .model.extractor import FeatureExtractor, extractor_for, nonfinite_reason
 from .model.heads import LinearHead, predictions
-from .model.weights import default_cache_dir, read_weights, resolve_weights, sha256_file
+from .model.weights import read_weights
+from .model.weights_file import default_cache_dir, resolve_weights, sha256_file
 from .patch import extract_patch, slices_read
 from .plan import Case, DicomSegCase, ImageMaskCase, SeedsCase, nothing_to_measure, plan
 from .provenance import collect_provenance

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from mhub_fmcib.cli import main as cli_main
 from mhub_fmcib.errors import WeightsError
-from mhub_fmcib.model.weights import resolve_weights, write_random_weights
+from mhub_fmcib.model.weights import write_random_weights
+from mhub_fmcib.model.weights_file import resolve_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 

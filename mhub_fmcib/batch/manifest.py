@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import RunConfig
-from ..model.weights import sha256_file
+from ..model.weights_file import sha256_file
 from ..records import CaseFailure
 
 MANIFEST_VERSION = 1

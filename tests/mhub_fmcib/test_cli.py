@@ -15,7 +15,7 @@ import pytest
 
 from mhub_fmcib import __version__
 from mhub_fmcib.cli import _other_threads_running, main
-from mhub_fmcib.model.weights import sha256_file
+from mhub_fmcib.model.weights_file import sha256_file
 
 
 def test_version_prints_provenance(weights_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -119,6 +119,57 @@ def test_a_run_on_nrrd_files_never_imports_the_dicom_stack(tmp_path: Path, weigh
     seen = json.loads(done.stdout.splitlines()[-1])
     assert seen == {"rc": 0, "after_run": [], "dicom": True, "after_read": ["pydicom"]}
     assert any((tmp_path / "out" / "qc").rglob("*.png"))  # the QC pictures were made without it
+
+
+_TORCH_PROBE = """
+import contextlib
+import io
+import json
+import sys
+
+from mhub_fmcib.cli import main
+
+heavy = ("torch", "SimpleITK")
+seen = []
+for argv in json.loads(sys.argv[1]):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            rc = main(argv, env={})
+        except SystemExit as e:  # --help and usage errors exit inside argparse
+            rc = e.code
+    seen.append({"argv": argv[0], "rc": rc, "loaded": [m for m in heavy if m in sys.modules]})
+import mhub_fmcib.pipeline  # what a run imports: the probe sees torch once it is there
+seen.append({"argv": "import pipeline", "rc": 0, "loaded": [m for m in heavy if m in sys.modules]})
+print(json.dumps(seen))
+"""
+
+
+def test_commands_that_do_not_run_the_encoder_never_import_torch(tmp_path: Path, weights_file: Path) -> None:
+    """In one fresh process: ``--help``, a usage error, ``workflows``, ``version``, ``index``,
+    a refused ``merge`` and a ``run`` on a missing input (exit 3) load neither torch (2-3 s
+    of start-up) nor SimpleITK; importing the pipeline then loads torch."""
+    dicom = ROOT / "sample_data" / "dicom"
+    commands = [
+        ["--help"],
+        ["run", "--no-such-flag"],
+        ["workflows"],
+        ["version", "--weights", str(weights_file)],
+        ["index", str(dicom), str(tmp_path / "idx")],
+        ["merge", str(tmp_path / "no-shard"), "--output", str(tmp_path / "merged")],
+        ["run", str(tmp_path / "nope"), str(tmp_path / "out")],
+    ]
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    probe = [sys.executable, "-c", _TORCH_PROBE, json.dumps(commands)]
+    done = subprocess.run(probe, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert [(s["argv"], s["rc"]) for s in seen] == [
+        ("--help", 0), ("run", 2), ("workflows", 0), ("version", 0), ("index", 0), ("merge", 2), ("run", 3),
+        ("import pipeline", 0),
+    ]  # fmt: skip
+    assert [s["loaded"] for s in seen[:-1]] == [[]] * len(commands)
+    assert "torch" in seen[-1]["loaded"]
+    assert (tmp_path / "idx" / "index.sqlite").is_file()
 
 
 def test_a_running_thread_keeps_the_normal_exit() -> None:

@@ -25,7 +25,7 @@ from sklearn.preprocessing import StandardScaler
 
 from mhub_fmcib.model.device import resolve_device
 from mhub_fmcib.model.heads import LinearHead
-from mhub_fmcib.model.weights import sha256_file
+from mhub_fmcib.model.weights_file import sha256_file
 
 from .config import ProbeConfig, to_toml
 from .data.cache import build_cache

@@ -1,7 +1,7 @@
 """Start-up path of the encoder (issue 18) and the weights' dtype/finite checks (issue 15):
 the network built with init skipped and the memory-mapped weights assigned gives exactly the
-features of a conventionally built and loaded network; no second copy of the weights; the
-cached sha256 is used only while path, size, mtime, ctime, inode and device are unchanged;
+features of a conventionally built and loaded network; no second copy of the weights;
+``read_weights`` remembers the sha256 (the cache itself: ``test_weights_file.py``);
 features do not depend on the batch a lesion shares; wrong dtypes and non-finite values are
 refused with the tensors named; non-finite features fail their lesion."""
 
@@ -10,8 +10,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import os
-import shutil
 import weakref
 from dataclasses import replace
 from pathlib import Path
@@ -27,15 +25,13 @@ from mhub_fmcib.export.tables import read_features_csv, write_features_csv
 from mhub_fmcib.model.extractor import FeatureExtractor
 from mhub_fmcib.model.network import FmcibResNet, build_uninitialised, uninitialised
 from mhub_fmcib.model.weights import (
-    HASH_CACHE_FILE,
     LoadedWeights,
-    cached_sha256,
     check_finite,
     check_state_dict,
     conform_dtypes,
     read_weights,
-    sha256_file,
 )
+from mhub_fmcib.model.weights_file import HASH_CACHE_FILE, sha256_file
 from mhub_fmcib.pipeline import case_settings, measure, run
 from mhub_fmcib.plan import plan_seeds_csv
 from mhub_fmcib.records import Lesion, LesionStatus, SeedPoint, SeedSource, Volume
@@ -113,68 +109,6 @@ def test_features_do_not_depend_on_batch_companions(name: str, request: pytest.F
 
 
 # --- sha256 cache ---------------------------------------------------------------------
-
-
-def _old_file(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    os.utime(path, ns=(1_600_000_000 * 10**9, 1_600_000_000 * 10**9))
-    return path
-
-
-def _poison_cache(cache: Path, path: Path) -> None:
-    """Replace the remembered hash by a marker, to see whether it is trusted."""
-    doc = json.loads((cache / HASH_CACHE_FILE).read_text())
-    doc["entries"][str(path.resolve())]["sha256"] = "remembered"
-    (cache / HASH_CACHE_FILE).write_text(json.dumps(doc))
-
-
-def test_cached_hash_is_used_while_the_file_is_unchanged(tmp_path: Path) -> None:
-    f = _old_file(tmp_path / "w.torch", b"weights")
-    cache = tmp_path / "cache"
-    assert cached_sha256(f, cache) == sha256_file(f)
-    _poison_cache(cache, f)
-    assert cached_sha256(f, cache) == "remembered"
-    assert cached_sha256(f, None) == sha256_file(f)  # no cache: always hashed
-
-
-@pytest.mark.parametrize("change", ["size", "mtime", "inode"])
-def test_cached_hash_is_invalidated(tmp_path: Path, change: str) -> None:
-    f = _old_file(tmp_path / "w.torch", b"weights-1")
-    cache = tmp_path / "cache"
-    cached_sha256(f, cache)
-    _poison_cache(cache, f)
-    if change == "size":
-        _old_file(f, b"weights-22")
-    elif change == "mtime":  # same size and inode, content changed in place
-        with open(f, "r+b") as fh:
-            fh.write(b"W")
-        os.utime(f, ns=(1_600_000_001 * 10**9, 1_600_000_001 * 10**9))
-    else:  # same bytes and mtime, another file (copied over, then renamed into place)
-        copy = tmp_path / "copy"
-        shutil.copy2(f, copy)
-        old_inode = f.stat().st_ino
-        copy.replace(f)
-        assert f.stat().st_ino != old_inode and f.stat().st_mtime_ns == 1_600_000_000 * 10**9
-    assert cached_sha256(f, cache) == sha256_file(f) != "remembered"
-
-
-def test_a_file_just_written_is_not_remembered(tmp_path: Path) -> None:
-    f = tmp_path / "w.torch"
-    f.write_bytes(b"fresh")  # mtime now: it may still be being written
-    cache = tmp_path / "cache"
-    assert cached_sha256(f, cache) == sha256_file(f)
-    assert not (cache / HASH_CACHE_FILE).exists()
-
-
-def test_unwritable_or_corrupt_cache_only_means_hashing(tmp_path: Path) -> None:
-    f = _old_file(tmp_path / "w.torch", b"weights")
-    blocker = tmp_path / "not-a-dir"
-    blocker.write_text("x")
-    assert cached_sha256(f, blocker) == sha256_file(f)
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / HASH_CACHE_FILE).write_text("{not json")
-    assert cached_sha256(f, cache) == sha256_file(f)
 
 
 def test_read_weights_uses_the_cache(weights_file: Path, tmp_path: Path) -> None:

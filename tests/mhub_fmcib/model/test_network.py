@@ -15,7 +15,8 @@ from mhub_fmcib.config import CpuEncoder, Precision, RunConfig
 from mhub_fmcib.errors import WeightsError
 from mhub_fmcib.model.extractor import FeatureExtractor, extractor_for
 from mhub_fmcib.model.network import N_PARAMETERS, N_STATE_TENSORS, FmcibResNet
-from mhub_fmcib.model.weights import LoadedWeights, read_weights, sha256_file, write_random_weights
+from mhub_fmcib.model.weights import LoadedWeights, read_weights, write_random_weights
+from mhub_fmcib.model.weights_file import sha256_file
 
 #: Issue 18's bound for an exact path: 1e-4 absolute on a feature scale of ~47 (the real
 #: weights'), as a fraction of the largest feature.
