@@ -160,8 +160,7 @@ def decode_pixels(ds: pydicom.Dataset) -> npt.NDArray[np.generic]:
     (:data:`PREFERRED_DECODER`; pydicom's default choice otherwise)."""
     from pydicom.pixels import get_decoder
 
-    meta = getattr(ds, "file_meta", None)
-    tsyntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    tsyntax = transfer_syntax(ds)
     plugin = PREFERRED_DECODER.get(tsyntax)
     if plugin is not None and plugin in get_decoder(tsyntax).available_plugins:
         ds.pixel_array_options(decoding_plugin=plugin)
